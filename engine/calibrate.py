@@ -1,0 +1,85 @@
+"""Activation ranges for static quantization, computed once per (model, data, method) and cached."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization import CalibrationMethod as OrtCalibrationMethod
+from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+from engine.types import CalibrationMethod, stable_hash
+
+_ORT_METHOD = {
+    CalibrationMethod.MINMAX: OrtCalibrationMethod.MinMax,
+    CalibrationMethod.ENTROPY: OrtCalibrationMethod.Entropy,
+    CalibrationMethod.PERCENTILE: OrtCalibrationMethod.Percentile,
+}
+CALIBRATION_BATCH = 16
+
+
+def ort_method(method: CalibrationMethod) -> OrtCalibrationMethod:
+    return _ORT_METHOD[method]
+
+
+class ArrayReader(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds named arrays to a calibrator in fixed-size batches."""
+
+    def __init__(self, inputs: dict[str, np.ndarray], batch: int = CALIBRATION_BATCH) -> None:
+        self.inputs = inputs
+        self.batch = batch
+        self._it: Iterator[dict[str, np.ndarray]] | None = None
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        n = len(next(iter(self.inputs.values())))
+        for start in range(0, n, self.batch):
+            yield {k: v[start : start + self.batch] for k, v in self.inputs.items()}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = self._batches()
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = None
+
+
+def calibration_key(model_hash: str, data_hash: str, method: CalibrationMethod) -> str:
+    return stable_hash({"model": model_hash, "data": data_hash, "method": method.value})
+
+
+def calibrate(
+    prepared_path: str | Path,
+    inputs: dict[str, np.ndarray],
+    method: CalibrationMethod,
+    cache_path: str | Path,
+) -> Path:
+    """Compute activation ranges of every tensor the quantizer may need and save them to cache_path.
+
+    Calibrates over all quantizable op types: a narrower set later fails with
+    "Quantization parameters are not specified" for tensors of other ops.
+    """
+    cache = Path(cache_path)
+    if cache.is_file():
+        return cache
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+        calibrator = create_calibrator(
+            Path(prepared_path),
+            op_types,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=ort_method(method),
+        )
+        calibrator.collect_data(ArrayReader(inputs))
+        ranges = calibrator.compute_data()
+        partial = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, partial)
+        # Rename is atomic: two workers calibrating at once never leave a half-written cache.
+        os.replace(partial, cache)
+    return cache

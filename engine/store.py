@@ -1,0 +1,363 @@
+"""The SQLite result store: one row per measured plan, plus the background-job table."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "timeout", "crashed")
+JOB_STATES = ("queued", "running", "done", "failed", "stale")
+
+# Record fields as put() takes them and get() returns them.
+_TEXT_FIELDS = (
+    "key",
+    "model_name",
+    "model_hash",
+    "data_hash",
+    "plan_hash",
+    "settings_hash",
+    "engine_version",
+    "plan_summary",
+    "status",
+    "error",
+    "artifact_path",
+    "source",
+    "created_at",
+)
+_JSON_FIELDS = ("plan", "metrics", "environment")
+RECORD_FIELDS = (*_TEXT_FIELDS, *_JSON_FIELDS, "duration_s")
+# Numeric columns copied out of metrics so filters and plots need not parse JSON.
+FLAT_COLUMNS = (
+    "size_bytes",
+    "latency_ms_b1",
+    "accuracy",
+    "accuracy_delta",
+    "accuracy_delta_ci_low",
+    "accuracy_delta_ci_high",
+    "sqnr_db",
+    "agreement",
+)
+FRAME_COLUMNS = (
+    "key",
+    "model_name",
+    "model_hash",
+    "data_hash",
+    "plan_hash",
+    "settings_hash",
+    "engine_version",
+    "plan",
+    "plan_summary",
+    "status",
+    "error",
+    "source",
+    "artifact_path",
+    "created_at",
+    "duration_s",
+    *FLAT_COLUMNS,
+    "metrics",
+)
+_JOB_FIELDS = ("kind", "model_name", "result_key", "state", "progress", "message")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    model_name TEXT NOT NULL,
+    model_hash TEXT,
+    data_hash TEXT,
+    plan_hash TEXT,
+    settings_hash TEXT,
+    engine_version TEXT,
+    plan TEXT,
+    plan_summary TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed', 'timeout', 'crashed')),
+    error TEXT,
+    metrics TEXT,
+    environment TEXT,
+    artifact_path TEXT,
+    source TEXT,
+    created_at TEXT NOT NULL,
+    duration_s REAL,
+    size_bytes REAL,
+    latency_ms_b1 REAL,
+    accuracy REAL,
+    accuracy_delta REAL,
+    accuracy_delta_ci_low REAL,
+    accuracy_delta_ci_high REAL,
+    sqnr_db REAL,
+    agreement REAL
+);
+CREATE INDEX IF NOT EXISTS results_model_name ON results (model_name);
+CREATE INDEX IF NOT EXISTS results_model_data ON results (model_hash, data_hash);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    kind TEXT,
+    model_name TEXT,
+    result_key TEXT,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'stale')),
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+def default_home() -> Path:
+    """$QUANTDASH_HOME, or ~/.quantdash."""
+    return Path(os.environ.get("QUANTDASH_HOME") or "~/.quantdash").expanduser()
+
+
+def default_store_path() -> Path:
+    """$QUANTDASH_STORE, or results.sqlite in the home; its folder is created."""
+    override = os.environ.get("QUANTDASH_STORE")
+    path = Path(override).expanduser() if override else default_home() / "results.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _now() -> str:
+    # One fixed format (UTC, microseconds) so timestamps also compare correctly as text.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class ResultStore:
+    """Results and jobs in one SQLite file, safe for several processes writing at once."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE.
+        self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()  # one connection shared by threads: serialise its use
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        with self._write() as cur:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            found = cur.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
+        if int(found) != SCHEMA_VERSION:
+            self._conn.close()
+            raise RuntimeError(
+                f"{self.path} has store schema version {found}; this engine reads version {SCHEMA_VERSION}"
+            )
+
+    # --- plumbing ---
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Cursor]:
+        """One transaction that takes the write lock at once, so concurrent writers queue."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.row_factory = sqlite3.Row
+            return cur.execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- results ---
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Insert or replace the result with record["key"], in one transaction."""
+        row = _record_to_row(record)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self._write() as cur:
+            cur.execute(f"INSERT OR REPLACE INTO results ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The record stored under key (any status), or None."""
+        rows = self._query(f"SELECT {', '.join(RECORD_FIELDS)} FROM results WHERE key = ?", (key,))
+        return _row_to_record(rows[0]) if rows else None
+
+    def get_ok(self, key: str) -> dict[str, Any] | None:
+        """The record under key if it succeeded; a failed one counts as a miss, to be re-run."""
+        record = self.get(key)
+        return record if record is not None and record["status"] == "ok" else None
+
+    def delete(self, key: str) -> bool:
+        """Remove a result; True if there was one."""
+        with self._write() as cur:
+            return cur.execute("DELETE FROM results WHERE key = ?", (key,)).rowcount > 0
+
+    def count(self, status: str | None = None) -> int:
+        """Number of results, optionally of one status."""
+        if status is None:
+            return int(self._query("SELECT COUNT(*) FROM results")[0][0])
+        return int(self._query("SELECT COUNT(*) FROM results WHERE status = ?", (status,))[0][0])
+
+    def to_frame(self, model_name: str | None = None, status: str | None = "ok") -> pd.DataFrame:
+        """One row per result with the flattened metric columns; filters are optional."""
+        where, params = [], []
+        if model_name is not None:
+            where.append("model_name = ?")
+            params.append(model_name)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        cols = [c for c in FRAME_COLUMNS if c not in ("plan", "metrics")]
+        sql = f"SELECT {', '.join(cols)}, plan, metrics FROM results"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._query(sql + " ORDER BY created_at, key", params)
+        frame = pd.DataFrame([dict(r) for r in rows], columns=list(FRAME_COLUMNS))
+        for col in ("plan", "metrics"):
+            frame[col] = pd.Series([_loads(v) for v in frame[col]], index=frame.index, dtype=object)
+        for col in ("duration_s", *FLAT_COLUMNS):
+            frame[col] = pd.to_numeric(frame[col]).astype("float64")
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+        return frame
+
+    def integrity_ok(self) -> bool:
+        """True when SQLite's integrity check passes."""
+        rows = self._query("PRAGMA integrity_check")
+        return len(rows) == 1 and rows[0][0] == "ok"
+
+    def journal_mode(self) -> str:
+        return str(self._query("PRAGMA journal_mode")[0][0])
+
+    # --- jobs ---
+
+    def upsert_job(
+        self,
+        job_id: str,
+        *,
+        kind: str | None = None,
+        model_name: str | None = None,
+        result_key: str | None = None,
+        state: str | None = None,
+        progress: float | None = None,
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a job (state defaults to "queued") or update the fields given; returns it."""
+        if state is not None and state not in JOB_STATES:
+            raise ValueError(f"unknown job state {state!r}; expected one of {JOB_STATES}")
+        given = {
+            k: v
+            for k, v in zip(_JOB_FIELDS, (kind, model_name, result_key, state, progress, message), strict=True)
+            if v is not None
+        }
+        now = _now()
+        insert = {"state": "queued", "progress": 0.0, **given}
+        cols = ["job_id", *insert, "created_at", "updated_at"]
+        values = [job_id, *insert.values(), now, now]
+        updates = ", ".join([*(f"{k} = excluded.{k}" for k in given), "updated_at = excluded.updated_at"])
+        with self._write() as cur:
+            cur.execute(
+                f"INSERT INTO jobs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+                f"ON CONFLICT (job_id) DO UPDATE SET {updates}",
+                values,
+            )
+            row = cur.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            names = [d[0] for d in cur.description]
+        return dict(zip(names, row, strict=True))
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        return dict(rows[0]) if rows else None
+
+    def list_jobs(self, states: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Jobs, oldest first, optionally only those in the given states."""
+        if states is None:
+            return [dict(r) for r in self._query("SELECT * FROM jobs ORDER BY created_at, job_id")]
+        wanted = list(states)
+        marks = ", ".join("?" for _ in wanted)
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, job_id"
+        return [dict(r) for r in self._query(sql, wanted)]
+
+    def mark_stale_running(self, older_than_s: float, *, now: datetime | None = None) -> int:
+        """Mark running jobs not updated for older_than_s seconds as "stale"; returns how many."""
+        at = now if now is not None else datetime.now(UTC)
+        cutoff = (at.astimezone(UTC) - timedelta(seconds=older_than_s)).isoformat(timespec="microseconds")
+        with self._write() as cur:
+            return cur.execute(
+                "UPDATE jobs SET state = 'stale', updated_at = ? WHERE state = 'running' AND updated_at < ?",
+                (_now(), cutoff),
+            ).rowcount
+
+
+def _record_to_row(record: dict[str, Any]) -> dict[str, Any]:
+    """Validate a record and turn it into column values, flattened metrics included."""
+    unknown = set(record) - set(RECORD_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown result fields {sorted(unknown)}; expected some of {RECORD_FIELDS}")
+    for required in ("key", "model_name", "status"):
+        if not record.get(required):
+            raise ValueError(f"result record needs a non-empty {required!r}")
+    if record["status"] not in STATUSES:
+        raise ValueError(f"unknown status {record['status']!r}; expected one of {STATUSES}")
+    row: dict[str, Any] = {f: record.get(f) for f in _TEXT_FIELDS}
+    created = row["created_at"]
+    if isinstance(created, datetime):
+        created = created.astimezone(UTC).isoformat(timespec="microseconds")
+    row["created_at"] = created or _now()
+    for f in _JSON_FIELDS:
+        row[f] = None if record.get(f) is None else json.dumps(record[f], sort_keys=True, default=str)
+    duration = record.get("duration_s")
+    row["duration_s"] = None if duration is None else float(duration)
+    row.update(_flatten(record.get("metrics") or {}))
+    return row
+
+
+def _flatten(metrics: dict[str, Any]) -> dict[str, float | None]:
+    out = {c: _number(metrics.get(c)) for c in FLAT_COLUMNS if c != "latency_ms_b1"}
+    latency = metrics.get("latency") or {}
+    # JSON keys are strings; accept an int key from a record that has not been through JSON yet.
+    b1 = latency.get("1", latency.get(1)) if isinstance(latency, dict) else None
+    out["latency_ms_b1"] = _number(b1.get("median_ms")) if isinstance(b1, dict) else None
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _row_to_record(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    for f in _JSON_FIELDS:
+        record[f] = _loads(record[f])
+    return record
