@@ -287,8 +287,8 @@ def _token_scores(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    shifted: np.ndarray = x - x.max(axis=-1, keepdims=True)
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True)))
 
 
 def _row_chunks(rows: int, width: int) -> Iterator[slice]:

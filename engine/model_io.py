@@ -138,9 +138,7 @@ def is_layer(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) ->
     return node.op_type in LAYER_OPS and len(node.input) > 1 and node.input[1] in initializers
 
 
-def _accepted(
-    node: onnx.NodeProto, weight: np.ndarray
-) -> tuple[tuple[Precision, ...], dict[Precision, str]]:
+def _accepted(node: onnx.NodeProto, weight: np.ndarray) -> tuple[tuple[Precision, ...], dict[Precision, str]]:
     accepts = [Precision.FP32, Precision.FP16, Precision.INT8, Precision.W8A16, Precision.INT8_DYNAMIC]
     rejects: dict[Precision, str] = {}
     if node.op_type == "MatMul" and weight.ndim == 2:
@@ -158,8 +156,7 @@ def _accepted(
             rejects[p] = "dynamic INT8 needs a 2-D weight matrix"
     else:
         rejects[Precision.INT4] = (
-            "ONNX Runtime has INT4 weight-only kernels (MatMulNBits) for MatMul only, not for "
-            f"{node.op_type}"
+            f"ONNX Runtime has INT4 weight-only kernels (MatMulNBits) for MatMul only, not for {node.op_type}"
         )
     return tuple(accepts), rejects
 

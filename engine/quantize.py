@@ -262,10 +262,7 @@ def _stage_fp16(model: onnx.ModelProto, fp16_nodes: set[str]) -> onnx.ModelProto
     wrapper = OnnxModel(model)
     block = [n.name for n in model.graph.node if n.name not in fp16_nodes]
     op_block = sorted(
-        set(DEFAULT_OP_BLOCK_LIST)
-        | _QDQ_OPS
-        | _DYNAMIC_OPS
-        | {"MatMulNBits", "QLinearConv", "QLinearMatMul"}
+        set(DEFAULT_OP_BLOCK_LIST) | _QDQ_OPS | _DYNAMIC_OPS | {"MatMulNBits", "QLinearConv", "QLinearMatMul"}
     )
     wrapper.convert_float_to_float16(
         use_symbolic_shape_infer=False,
@@ -373,4 +370,3 @@ def realized_precisions(model: onnx.ModelProto, layer_names: list[str]) -> dict[
         elif weight_init is not None and weight_init.data_type == onnx.TensorProto.FLOAT and act_zp is None:
             result[name] = Precision.FP32
     return result
-

@@ -150,7 +150,8 @@ class ResultStore:
                 if statement.strip():
                     cur.execute(statement)
             cur.execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
             )
             found = cur.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()[0]
         if int(found) != SCHEMA_VERSION:
@@ -272,7 +273,9 @@ class ResultStore:
             raise ValueError(f"unknown job state {state!r}; expected one of {JOB_STATES}")
         given = {
             k: v
-            for k, v in zip(_JOB_FIELDS, (kind, model_name, result_key, state, progress, message), strict=True)
+            for k, v in zip(
+                _JOB_FIELDS, (kind, model_name, result_key, state, progress, message), strict=True
+            )
             if v is not None
         }
         now = _now()

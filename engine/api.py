@@ -1,0 +1,238 @@
+"""The engine's front door: inspect models and evaluate plans, served from the store when known.
+
+The submitting process never parses or runs a model: inspection and evaluation run as
+tasks in worker processes (a Dask pool), and this process is the one writer of the store.
+With `pool=None` tasks run in this process instead (for scripts and benchmarks that
+accept the risk).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import __version__ as ENGINE_VERSION
+from engine.datasets import ModelBundle, load_model
+from engine.evaluate import evaluate_task, inspect_task, layers_from_json
+from engine.quantize import resolve_plan
+from engine.store import ResultStore, default_home
+from engine.types import (
+    LayerInfo,
+    MeasureSettings,
+    Plan,
+    Precision,
+    canonical_plan,
+    plan_summary,
+    stable_hash,
+)
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class EngineError(RuntimeError):
+    """Work that failed in a worker; the message says what failed."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One plan waiting to be evaluated (or already known)."""
+
+    key: str
+    plan: Plan
+    summary: str
+
+
+def result_key(bundle: ModelBundle, plan: Plan, settings: MeasureSettings) -> str:
+    """Content hash naming one evaluation: model, data, canonical plan, settings, engine version."""
+    return stable_hash(
+        {
+            "model": bundle.model_hash,
+            "data": bundle.data_hash,
+            "plan": plan.hash,
+            "settings": settings.hash,
+            "engine": ENGINE_VERSION,
+        }
+    )
+
+
+class Engine:
+    """Inspect and evaluate models; results go to (and come from) a ResultStore."""
+
+    def __init__(
+        self,
+        store: ResultStore | None = None,
+        pool: Any | None = None,
+        home: Path | None = None,
+        settings: MeasureSettings | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.home = Path(home) if home else default_home()
+        self.store = store or ResultStore(self.home / "results.sqlite")
+        self.pool = pool
+        self.settings = settings or MeasureSettings()
+        self.timeout_s = timeout_s
+        self.cache_dir = self.home / "cache"
+        self.artifacts_dir = self.home / "artifacts"
+        self._bundles: dict[str, ModelBundle] = {}
+
+    # --- models -------------------------------------------------------------------------------
+
+    def model(self, name_or_path: str) -> ModelBundle:
+        """A sample model by name or an .onnx path, with its data (reading files, not running them)."""
+        if name_or_path not in self._bundles:
+            self._bundles[name_or_path] = load_model(name_or_path)
+        return self._bundles[name_or_path]
+
+    def _run(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
+        if self.pool is None:
+            return fn(*args)
+        outcome = self.pool.run(fn, *args, timeout_s=self.timeout_s)
+        if not outcome.ok:
+            raise EngineError(f"{what} {outcome.status}: {outcome.error}")
+        return outcome.value
+
+    def layers(self, bundle: ModelBundle) -> list[LayerInfo]:
+        """The model's layer table (computed once in a worker, then read from the cache)."""
+        cached = self.cache_dir / bundle.model_hash[:32] / "layers.json"
+        if cached.is_file():
+            return layers_from_json(json.loads(cached.read_text()))
+        data = self._run(inspect_task, bundle.model_bytes, str(self.cache_dir), what="inspecting the model")
+        return layers_from_json(data)
+
+    # --- plans --------------------------------------------------------------------------------
+
+    def job(self, bundle: ModelBundle, plan: Plan, settings: MeasureSettings | None = None) -> Job:
+        """Validate a plan against the model (PlanError if invalid) and name its result."""
+        layers = self.layers(bundle)
+        assignment = resolve_plan(plan, layers)
+        canonical = canonical_plan(Plan(layers=assignment), [x.name for x in layers])
+        return Job(
+            result_key(bundle, canonical, settings or self.settings), canonical, plan_summary(assignment)
+        )
+
+    def cached(self, job: Job) -> dict[str, Any] | None:
+        return self.store.get_ok(job.key)
+
+    def _task_args(self, bundle: ModelBundle, job: Job, settings: MeasureSettings) -> tuple[Any, ...]:
+        n_classes = len(bundle.card["classes"]) if bundle.eval_set.task == "classification" else None
+        return (
+            bundle.model_bytes,
+            bundle.eval_set,
+            bundle.calibration,
+            bundle.data_hash,
+            job.plan.to_json(),
+            settings.to_json(),
+            str(self.cache_dir),
+            n_classes,
+        )
+
+    def _record(
+        self,
+        bundle: ModelBundle,
+        job: Job,
+        settings: MeasureSettings,
+        *,
+        status: str,
+        value: dict[str, Any] | None,
+        error: str | None,
+        duration_s: float,
+        source: str,
+    ) -> dict[str, Any]:
+        artifact = None
+        if value is not None:
+            artifact_path = self.artifacts_dir / f"{job.key[:32]}.onnx"
+            artifact_path.parent.mkdir(parents=True, exist_ok=True)
+            artifact_path.write_bytes(value["model_bytes"])
+            artifact = str(artifact_path)
+        record = {
+            "key": job.key,
+            "model_name": bundle.name,
+            "model_hash": bundle.model_hash,
+            "data_hash": bundle.data_hash,
+            "plan_hash": job.plan.hash,
+            "settings_hash": settings.hash,
+            "engine_version": ENGINE_VERSION,
+            "plan": job.plan.to_json(),
+            "plan_summary": job.summary,
+            "status": status,
+            "error": error,
+            "metrics": {**(value["metrics"] if value else {}), "settings": settings.to_json()},
+            "environment": value["environment"] if value else {},
+            "artifact_path": artifact,
+            "source": source,
+            "duration_s": duration_s,
+        }
+        self.store.put(record)
+        return self.store.get(job.key) or record
+
+    def evaluate(
+        self,
+        bundle: ModelBundle,
+        plan: Plan,
+        *,
+        settings: MeasureSettings | None = None,
+        source: str = "api",
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Evaluate one plan (or return the stored result); failures are stored and returned too."""
+        return self.evaluate_many(bundle, [plan], settings=settings, source=source, force=force)[0]
+
+    def evaluate_many(
+        self,
+        bundle: ModelBundle,
+        plans: list[Plan],
+        *,
+        settings: MeasureSettings | None = None,
+        source: str = "api",
+        force: bool = False,
+        on_done: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Evaluate plans in parallel on the pool; on_done(index, record) as each lands in the store."""
+        settings = settings or self.settings
+        jobs = [self.job(bundle, p, settings) for p in plans]
+        results: list[dict[str, Any] | None] = [None] * len(jobs)
+        todo: list[int] = []
+        for i, job in enumerate(jobs):
+            hit = None if force else self.cached(job)
+            if hit is not None:
+                results[i] = hit
+                if on_done:
+                    on_done(i, hit)
+            elif job.key not in {jobs[j].key for j in todo}:
+                todo.append(i)
+
+        def finish(i: int, status: str, value: Any, error: str | None, duration: float) -> None:
+            record = self._record(
+                bundle, jobs[i], settings, status=status, value=value, error=error, duration_s=duration,
+                source=source,
+            )  # fmt: skip
+            results[i] = record
+            if on_done:
+                on_done(i, record)
+
+        if self.pool is None:
+            for i in todo:
+                t = time.perf_counter()
+                try:
+                    value = evaluate_task(*self._task_args(bundle, jobs[i], settings))
+                    finish(i, "ok", value, None, time.perf_counter() - t)
+                except Exception as e:  # an inline failure is stored like a worker's
+                    finish(i, "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
+        elif todo:
+            calls = [(evaluate_task, self._task_args(bundle, jobs[i], settings), {}) for i in todo]
+
+            def landed(k: int, outcome: Any) -> None:
+                finish(todo[k], outcome.status, outcome.value, outcome.error, outcome.duration_s)
+
+            self.pool.map_outcomes(calls, timeout_s=self.timeout_s, on_done=landed)
+        # Duplicated plans share the first one's record.
+        by_key = {jobs[i].key: r for i, r in enumerate(results) if r is not None}
+        return [by_key[j.key] for j in jobs]
+
+    def baseline(self, bundle: ModelBundle, settings: MeasureSettings | None = None) -> dict[str, Any]:
+        """The FP32 result of a model (evaluated on first use)."""
+        return self.evaluate(bundle, Plan(default=Precision.FP32), settings=settings, source="baseline")

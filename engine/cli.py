@@ -1,0 +1,223 @@
+"""`quantdash`: inspect models, evaluate plans and list results from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.api import Engine, EngineError
+from engine.datasets import ModelBundle, sample_names
+from engine.model_io import ModelError
+from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
+from engine.report_text import comparison_rows, format_table, layer_rows
+from engine.store import ResultStore, default_home
+from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError
+
+PLAN_FORMAT = '{"default": "int8", "layers": {"<layer name>": "fp32"}}'
+
+
+class UsageError(ValueError):
+    """Bad input from the command line; printed as one paragraph, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="quantdash",
+        description="Really quantize ONNX models per layer and measure size, latency and accuracy.",
+    )
+    p.add_argument(
+        "--home", help="data folder (store, cache, artifacts); default $QUANTDASH_HOME or ~/.quantdash"
+    )
+    p.add_argument("--store", help="result store file; default <home>/results.sqlite or $QUANTDASH_STORE")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("models", help="list the bundled sample models").add_argument(
+        "--json", action="store_true"
+    )
+
+    ins = sub.add_parser("inspect", help="show a model's layer table")
+    ins.add_argument("model", help="a sample model's name or a path to an .onnx file")
+    ins.add_argument("--json", action="store_true")
+    ins.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
+
+    ev = sub.add_parser("evaluate", help="quantize a model by a plan and measure it")
+    ev.add_argument("model", help="a sample model's name or a path to an .onnx file")
+    how = ev.add_mutually_exclusive_group(required=True)
+    how.add_argument("--plan", help=f"plan JSON file, e.g. {PLAN_FORMAT}")
+    how.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
+    ev.add_argument("--calibration", default="minmax", help="minmax, entropy or percentile")
+    ev.add_argument("--batch-sizes", default="1,32", help="latency batch sizes, comma-separated")
+    ev.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    ev.add_argument("--force", action="store_true", help="re-measure even if the store has the result")
+    ev.add_argument("--timeout", type=float, default=600.0, help="seconds before a worker is stopped")
+    ev.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
+    ev.add_argument("--json", action="store_true")
+
+    res = sub.add_parser("results", help="list stored results")
+    res.add_argument("--model", help="only this model")
+    res.add_argument("--all", action="store_true", help="include failed results")
+    res.add_argument("--json", action="store_true")
+    return p
+
+
+def read_plan(path: str) -> Plan:
+    """Parse a plan file, or raise UsageError saying what is wrong and what is expected."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"plan file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise UsageError(
+            f"{p.name} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+            f"expected a plan like {PLAN_FORMAT}"
+        ) from None
+    try:
+        return Plan.from_json(data)
+    except ValueError as e:
+        raise UsageError(f"{p.name}: {e}") from None
+
+
+def _settings(args: argparse.Namespace) -> MeasureSettings:
+    try:
+        sizes = tuple(int(s) for s in str(args.batch_sizes).split(",") if s.strip())
+        return MeasureSettings(
+            calibration=CalibrationMethod.parse(args.calibration), batch_sizes=sizes, threads=args.threads
+        )
+    except ValueError as e:
+        raise UsageError(f"bad measurement option: {e}") from None
+
+
+@contextmanager
+def _engine(args: argparse.Namespace, inline: bool, timeout: float = 600.0) -> Iterator[Engine]:
+    home = Path(args.home) if args.home else default_home()
+    store_path = args.store or os.environ.get("QUANTDASH_STORE") or home / "results.sqlite"
+    store = ResultStore(store_path)
+    pool = None
+    if not inline:
+        from engine.jobs import WorkerPool
+
+        pool = WorkerPool.connect()
+    try:
+        yield Engine(store=store, pool=pool, home=home, timeout_s=timeout)
+    finally:
+        if pool is not None:
+            pool.close()
+        store.close()
+
+
+def _dump(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.datasets import load_sample
+
+    cards = [load_sample(n).card for n in sample_names()]
+    if args.json:
+        _dump(cards)
+        return 0
+    rows = [
+        [c["name"], c["task"], f"{c.get('params', 0):,}", json.dumps(c.get("fp32_metrics", {}))]
+        for c in cards
+    ]
+    print(format_table(["model", "task", "params", "FP32 metrics"], rows))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with _engine(args, args.inline) as eng:
+        bundle = eng.model(args.model)
+        layers = eng.layers(bundle)
+    if args.json:
+        from engine.evaluate import layers_to_json
+
+        _dump({"model": bundle.name, "layers": layers_to_json(layers)})
+        return 0
+    print(f"{bundle.name}: {len(layers)} layers\n")
+    headers, rows = layer_rows(layers)
+    print(format_table(headers, rows))
+    notes = sorted({f"  {p.value}: {why}" for layer in layers for p, why in layer.rejects.items()})
+    if notes:
+        print("\nwhy some layers refuse a precision:\n" + "\n".join(notes))
+    return 0
+
+
+def _plan_from_args(args: argparse.Namespace, eng: Engine, bundle: ModelBundle) -> Plan:
+    if args.plan:
+        return read_plan(args.plan)
+    return preset_plan(args.preset, eng.layers(bundle))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _engine(args, args.inline, args.timeout) as eng:
+        bundle = eng.model(args.model)
+        plan = _plan_from_args(args, eng, bundle)
+        eng.job(bundle, plan, settings)  # validate before any measuring
+        base = eng.baseline(bundle, settings)
+        result = eng.evaluate(bundle, plan, settings=settings, source="cli", force=args.force)
+    if args.json:
+        _dump({"result": result, "baseline": base})
+    else:
+        print(f"{bundle.name} · plan: {result['plan_summary']}\n")
+        if result["status"] != "ok":
+            print(f"evaluation {result['status']}: {result['error']}")
+        else:
+            print(format_table(["", "FP32", "this plan", "change"], comparison_rows(base, result)))
+            env = result["environment"]
+            print(
+                f"\nmeasured on {env.get('cpu')}, onnxruntime {env.get('onnxruntime')}, "
+                f"{env.get('threads')} thread(s); key {result['key'][:12]}"
+            )
+    return 0 if result["status"] == "ok" else 1
+
+
+RESULT_COLUMNS = [
+    "key", "model_name", "plan_summary", "status", "size_bytes", "latency_ms_b1", "accuracy",
+    "accuracy_delta", "accuracy_delta_ci_low", "accuracy_delta_ci_high", "sqnr_db", "created_at",
+]  # fmt: skip
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    home = Path(args.home) if args.home else default_home()
+    with ResultStore(args.store or os.environ.get("QUANTDASH_STORE") or home / "results.sqlite") as store:
+        frame = store.to_frame(model_name=args.model, status=None if args.all else "ok")
+    cols = RESULT_COLUMNS
+    if args.json:
+        _dump(json.loads(frame[cols + ["plan", "error"]].to_json(orient="records", date_format="iso")))
+        return 0
+    if frame.empty:
+        print("no results yet: try `quantdash evaluate digits_cnn --preset int8`")
+        return 0
+    view = frame[cols].copy()
+    view["key"] = view["key"].str[:10]
+    print(view.to_string(index=False))
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "inspect": cmd_inspect, "evaluate": cmd_evaluate, "results": cmd_results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.home:
+        os.environ["QUANTDASH_HOME"] = args.home
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, ModelError, PlanError, EngineError) as e:
+        print(f"quantdash {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["PRESET_DESCRIPTIONS", "main", "read_plan"]

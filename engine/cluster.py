@@ -1,0 +1,125 @@
+"""A local Dask cluster in a process of its own.
+
+Run as ``python -m engine.cluster --address-file PATH``. It starts a ``LocalCluster`` of worker
+processes, writes the scheduler address to PATH and stays up until SIGTERM/SIGINT or until the
+process given by ``--exit-with-parent`` is gone. It is its own process because a ``LocalCluster``
+with worker processes cannot be started from inside a Streamlit script (multiprocessing bootstrap
+error), and so that a crash of the app cannot take the scheduler down with it, or the reverse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+# A task that kills its worker (segfault in ONNX Runtime, out of memory) must fail once, not be
+# retried on every other worker in turn. One task per worker thread keeps queued tasks on the
+# scheduler, so a worker restart (crash, timeout) only ever hits the task that caused it.
+DASK_SETTINGS: dict[str, object] = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+
+def configure_dask() -> None:
+    """Apply DASK_SETTINGS here and, through the environment, in every child process."""
+    import dask
+
+    for name, value in DASK_SETTINGS.items():
+        env_name = "DASK_" + name.upper().replace(".", "__").replace("-", "_")
+        os.environ[env_name] = str(value)
+    dask.config.set(DASK_SETTINGS)
+
+
+def write_address(path: Path, address: str) -> None:
+    """Write the address atomically, so a reader never sees half of it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(address, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine.cluster", description=__doc__.splitlines()[0])
+    p.add_argument("--address-file", type=Path, required=True, help="where to write the scheduler address")
+    p.add_argument("--workers", type=int, default=2, help="number of worker processes (default 2)")
+    p.add_argument("--memory-limit", default="4GiB", help="per worker; its nanny restarts it beyond this")
+    # The scheduler always serves HTTP (health, metrics; the dashboard too when bokeh is installed).
+    # A fixed port would collide between two apps on one machine, hence ":0" by default.
+    p.add_argument("--dashboard", default=":0", help="HTTP/dashboard address (default ':0', any free port)")
+    p.add_argument("--exit-with-parent", type=int, default=None, metavar="PID", help="stop when PID is gone")
+    return p
+
+
+def _parent(pid: int | None) -> psutil.Process | None:
+    if pid is None:
+        return None
+    try:
+        # psutil.Process remembers the creation time, so a reused pid does not look alive.
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _alive(proc: psutil.Process) -> bool:
+    # A killed parent nobody has reaped yet is a zombie, which is_running() still reports.
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the cluster, publish its address, wait for a signal or the parent's death."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)
+    parent = _parent(args.exit_with_parent)
+    if args.exit_with_parent is not None and (parent is None or not _alive(parent)):
+        log.error("parent process %d is already gone", args.exit_with_parent)
+        return 1
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    configure_dask()
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=args.workers,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit=args.memory_limit,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address=args.dashboard,
+    ) as cluster:
+        write_address(args.address_file, cluster.scheduler_address)
+        log.info(
+            "scheduler at %s, %d workers, dashboard %s",
+            cluster.scheduler_address,
+            args.workers,
+            cluster.dashboard_link,
+        )
+        while not stop.wait(0.5):
+            if parent is not None and not _alive(parent):
+                log.info("parent process %d is gone; shutting down", parent.pid)
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,272 @@
+"""One plan's evaluation, as run inside a worker: quantize, then measure size, accuracy, latency.
+
+Everything a plan needs that does not depend on the plan (the prepared model, its layer
+table, the FP32 reference outputs, the calibration ranges) is cached on disk under the
+cache directory, keyed by content hashes, and in memory for the worker's lifetime, so a
+new plan costs one quantization plus its own measurement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from engine import measure
+from engine.calibrate import calibrate, calibration_key
+from engine.datasets import EvalSet
+from engine.model_io import layer_table, prepare_model, sha256_bytes
+from engine.quantize import quantize_plan
+from engine.types import CalibrationMethod, LayerInfo, MeasureSettings, Plan, Precision
+
+_MEMO: dict[str, Any] = {}  # per worker process: prepared models, references
+
+
+@contextlib.contextmanager
+def quiet_ort_logging() -> Iterator[None]:
+    """ORT's quantizers warn on the root logger for expected situations; keep worker logs readable."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def layers_to_json(layers: list[LayerInfo]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": layer.name,
+            "op_type": layer.op_type,
+            "params": layer.params,
+            "macs": layer.macs,
+            "weight_bytes": layer.weight_bytes,
+            "input_shapes": [list(s) for s in layer.input_shapes],
+            "output_shapes": [list(s) for s in layer.output_shapes],
+            "accepts": [p.value for p in layer.accepts],
+            "rejects": {p.value: why for p, why in layer.rejects.items()},
+        }
+        for layer in layers
+    ]
+
+
+def layers_from_json(data: list[dict[str, Any]]) -> list[LayerInfo]:
+    return [
+        LayerInfo(
+            name=d["name"],
+            op_type=d["op_type"],
+            params=d["params"],
+            macs=d["macs"],
+            weight_bytes=d["weight_bytes"],
+            input_shapes=tuple(tuple(s) for s in d["input_shapes"]),
+            output_shapes=tuple(tuple(s) for s in d["output_shapes"]),
+            accepts=tuple(Precision(p) for p in d["accepts"]),
+            rejects={Precision(p): why for p, why in d["rejects"].items()},
+        )
+        for d in data
+    ]
+
+
+@dataclass(frozen=True)
+class ModelCache:
+    """The on-disk cache of one model: cache_dir/<model hash>/..."""
+
+    root: Path
+    model_hash: str
+
+    @property
+    def folder(self) -> Path:
+        return self.root / self.model_hash[:32]
+
+    def prepared(self, model_bytes: bytes) -> Path:
+        """Path of the prepared model, preparing it on first use."""
+        path = self.folder / "prepared.onnx"
+        if not path.is_file():
+            with quiet_ort_logging():
+                data = prepare_model(model_bytes, work_dir=None)
+            _atomic_write(path, data)
+        return path
+
+    def layers(self, model_bytes: bytes) -> list[LayerInfo]:
+        path = self.folder / "layers.json"
+        if path.is_file():
+            return layers_from_json(json.loads(path.read_text()))
+        layers = layer_table(self.prepared(model_bytes).read_bytes())
+        _atomic_write(path, json.dumps(layers_to_json(layers)).encode())
+        return layers
+
+    def calibration(
+        self, model_bytes: bytes, inputs: dict[str, np.ndarray], data_hash: str, method: CalibrationMethod
+    ) -> Path:
+        key = calibration_key(self.model_hash, data_hash, method)[:24]
+        path = self.folder / f"calibration-{method.value}-{key}.json"
+        if not path.is_file():
+            with quiet_ort_logging():
+                calibrate(self.prepared(model_bytes), inputs, method, path)
+        return path
+
+    def reference(self, model_bytes: bytes, eval_set: EvalSet, threads: int) -> np.ndarray:
+        """FP32 outputs on the evaluation set (the yardstick for fidelity and accuracy deltas)."""
+        memo_key = f"ref:{self.model_hash}:{eval_set.hash}"
+        if memo_key in _MEMO:
+            return _MEMO[memo_key]  # type: ignore[no-any-return]
+        path = self.folder / f"reference-{sha256_bytes(eval_set.hash.encode())[:24]}.npy"
+        if path.is_file():
+            ref = np.load(path, allow_pickle=False)
+        else:
+            session = measure.make_session(str(self.prepared(model_bytes)), threads)
+            ref = measure.run_batched(session, eval_set.inputs)
+            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".npy", delete=False) as buf:
+                np.save(buf, ref)
+            os.replace(buf.name, path)
+        _MEMO[memo_key] = ref
+        return ref
+
+
+def inspect_task(model_bytes: bytes, cache_dir: str) -> list[dict[str, Any]]:
+    """Worker task: the layer table as JSON (preparing and caching the model)."""
+    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
+    return layers_to_json(cache.layers(model_bytes))
+
+
+def _accuracy_metrics(
+    eval_set: EvalSet, outputs: np.ndarray, ref: np.ndarray, settings: MeasureSettings, n_classes: int | None
+) -> dict[str, Any]:
+    if eval_set.labels is None or eval_set.task == "fidelity_only":
+        return {"labelled": False}
+    task = eval_set.task
+    result: dict[str, Any] = {"labelled": True, **measure.task_metrics(task, outputs, eval_set.labels)}
+    ref_metrics = measure.task_metrics(task, ref, eval_set.labels)
+    result["fp32_accuracy"] = ref_metrics["accuracy"]
+    q_scores = measure.per_sample_scores(task, outputs, eval_set.labels)
+    r_scores = measure.per_sample_scores(task, ref, eval_set.labels)
+    delta, low, high = measure.bootstrap_delta_ci(
+        r_scores["correct"], q_scores["correct"], n_boot=settings.bootstrap, seed=settings.seed
+    )
+    result.update(accuracy_delta=delta, accuracy_delta_ci_low=low, accuracy_delta_ci_high=high)
+    if "perplexity" in ref_metrics:
+        result["fp32_perplexity"] = ref_metrics["perplexity"]
+    if task == "classification" and n_classes:
+        result["per_class_accuracy"] = measure.per_class_accuracy(outputs, eval_set.labels, n_classes)
+        result["fp32_per_class_accuracy"] = measure.per_class_accuracy(ref, eval_set.labels, n_classes)
+    return result
+
+
+def evaluate_task(
+    model_bytes: bytes,
+    eval_set: EvalSet,
+    calibration: dict[str, np.ndarray],
+    data_hash: str,
+    plan_json: dict[str, Any],
+    settings_json: dict[str, Any],
+    cache_dir: str,
+    n_classes: int | None = None,
+) -> dict[str, Any]:
+    """Worker task: build the plan's model and measure it. Returns metrics, realized plan, model bytes."""
+    t0 = time.perf_counter()
+    settings = MeasureSettings(
+        **{**settings_json, "calibration": CalibrationMethod(settings_json["calibration"])}
+    )
+    plan = Plan.from_json(plan_json)
+    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
+    prepared_path = cache.prepared(model_bytes)
+    layers = cache.layers(model_bytes)
+    needs_ranges = any(
+        p in (Precision.INT8, Precision.W8A16) for p in plan.resolve([x.name for x in layers]).values()
+    )
+    ranges = (
+        cache.calibration(model_bytes, calibration, data_hash, settings.calibration) if needs_ranges else None
+    )
+    t_prep = time.perf_counter()
+    with quiet_ort_logging():
+        built = quantize_plan(
+            onnx.load(str(prepared_path)),
+            layers,
+            plan,
+            calibration_cache=ranges,
+            method=settings.calibration,
+            work_dir=None,
+        )
+    t_quant = time.perf_counter()
+    metrics = measure_built_model(built.model_bytes, model_bytes, eval_set, settings, cache, n_classes)
+    metrics["realized"] = {n: p.value for n, p in built.realized.items()}
+    metrics["stage_seconds"] = {
+        **built.stage_seconds,
+        "prepare_and_calibrate": t_prep - t0,
+        "quantize": t_quant - t_prep,
+        "measure": time.perf_counter() - t_quant,
+    }
+    return {
+        "metrics": metrics,
+        "model_bytes": built.model_bytes,
+        "environment": measure.environment_info(settings.threads),
+    }
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def measure_built_model(
+    built_bytes: bytes,
+    model_bytes: bytes,
+    eval_set: EvalSet,
+    settings: MeasureSettings,
+    cache: ModelCache | None = None,
+    n_classes: int | None = None,
+) -> dict[str, Any]:
+    """Size, accuracy and fidelity vs FP32, and latency at each batch size, of a built model."""
+    cache = cache or ModelCache(Path(tempfile.gettempdir()) / "quantdash-cache", sha256_bytes(model_bytes))
+    with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(built_bytes)
+        size = measure.model_size_bytes(path)
+    fp32_size = measure.model_size_bytes(cache.prepared(model_bytes))
+    session = measure.make_session(built_bytes, settings.threads)
+    outputs = measure.run_batched(session, eval_set.inputs)
+    ref = cache.reference(model_bytes, eval_set, settings.threads)
+    metrics: dict[str, Any] = {
+        "size_bytes": size,
+        "fp32_size_bytes": fp32_size,
+        "compression": fp32_size / size if size else None,
+        # Identical outputs give an infinite SQNR; store None (JSON has no infinity).
+        "sqnr_db": _finite_or_none(measure.sqnr_db(ref, outputs)),
+        "agreement": measure.top1_agreement(ref, outputs),
+        "kl_divergence": measure.kl_divergence(ref, outputs),
+        "eval_size": eval_set.size,
+        "synthetic_data": eval_set.synthetic,
+    }
+    metrics.update(_accuracy_metrics(eval_set, outputs, ref, settings, n_classes))
+    latency = {}
+    for batch in settings.batch_sizes:
+        stats = measure.measure_latency(
+            session,
+            measure.make_feeds(eval_set.inputs, batch),
+            threads=settings.threads,
+            min_runs=settings.min_runs,
+            max_runs=settings.max_runs,
+            max_seconds=settings.max_seconds,
+            rel_ci=settings.rel_ci,
+        )
+        latency[str(batch)] = stats.to_json()
+    metrics["latency"] = latency
+    return metrics

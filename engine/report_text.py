@@ -1,0 +1,102 @@
+"""Plain-text tables and plain-word figures for the CLI (and anything else that prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.types import LayerInfo, Precision
+
+
+def format_table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A left-aligned text table."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GB"
+
+
+def _shape(s: tuple[int | str, ...]) -> str:
+    return "x".join(str(d) for d in s)
+
+
+def layer_rows(layers: list[LayerInfo]) -> tuple[list[str], list[list[Any]]]:
+    headers = ["layer", "op", "params", "MACs", "weights", "input", "output", "accepts"]
+    rows = [
+        [
+            layer.name,
+            layer.op_type,
+            f"{layer.params:,}",
+            f"{layer.macs:,}",
+            human_bytes(layer.weight_bytes),
+            ", ".join(_shape(s) for s in layer.input_shapes),
+            ", ".join(_shape(s) for s in layer.output_shapes),
+            " ".join(p.value for p in Precision if p in layer.accepts),
+        ]
+        for layer in layers
+    ]
+    return headers, rows
+
+
+def ratio_words(base: float, new: float, more: str, less: str) -> str:
+    """'2.1x smaller' / '1.3x larger' — the ratio always >= 1, with the word saying which way."""
+    if not base or not new:
+        return "n/a"
+    r = base / new
+    return f"{r:.2f}x {more}" if r >= 1 else f"{1 / r:.2f}x {less}"
+
+
+def _latency(stats: dict[str, Any]) -> str:
+    return f"{stats['median_ms']:.3f} ms [{stats['ci_low_ms']:.3f}-{stats['ci_high_ms']:.3f}]"
+
+
+def comparison_rows(base: dict[str, Any], result: dict[str, Any]) -> list[list[str]]:
+    """Rows of FP32 vs plan: size, latency per batch (with 95% CI), accuracy delta with its CI, fidelity."""
+    b, m = base.get("metrics", {}), result.get("metrics", {})
+    rows = [
+        [
+            "size",
+            human_bytes(b.get("size_bytes", 0)),
+            human_bytes(m.get("size_bytes", 0)),
+            ratio_words(b.get("size_bytes", 0), m.get("size_bytes", 0), "smaller", "larger"),
+        ]
+    ]
+    for batch, stats in sorted(m.get("latency", {}).items(), key=lambda kv: int(kv[0])):
+        base_stats = b.get("latency", {}).get(batch)
+        rows.append(
+            [
+                f"latency b={batch} (median, 95% CI)",
+                _latency(base_stats) if base_stats else "-",
+                _latency(stats),
+                ratio_words(base_stats["median_ms"], stats["median_ms"], "faster", "slower")
+                if base_stats
+                else "-",
+            ]
+        )
+    if m.get("labelled"):
+        rows.append(
+            [
+                "accuracy",
+                f"{100 * m['fp32_accuracy']:.2f}%",
+                f"{100 * m['accuracy']:.2f}%",
+                f"{100 * m['accuracy_delta']:+.2f} pt (95% CI {100 * m['accuracy_delta_ci_low']:+.2f} "
+                f"to {100 * m['accuracy_delta_ci_high']:+.2f}) on {m['eval_size']} samples",
+            ]
+        )
+        if "perplexity" in m:
+            rows.append(["perplexity", f"{m['fp32_perplexity']:.3f}", f"{m['perplexity']:.3f}", ""])
+    else:
+        rows.append(["accuracy", "", "unknown: no labelled data given", ""])
+    sqnr = m.get("sqnr_db")
+    rows.append(["output SQNR vs FP32", "", "identical" if sqnr is None else f"{sqnr:.1f} dB", ""])
+    if m.get("agreement") is not None:
+        rows.append(["top-1 agreement with FP32", "", f"{100 * m['agreement']:.2f}%", ""])
+    return rows
