@@ -78,6 +78,13 @@ def calibrate(
         )
         calibrator.collect_data(ArrayReader(inputs))
         ranges = calibrator.compute_data()
+        # A tensor with an infinite range (an attention mask of -inf, say) cannot be quantized;
+        # dropping it keeps the quantizer from computing NaN scales for it.
+        ranges.data = {
+            name: r
+            for name, r in ranges.data.items()
+            if np.isfinite(np.asarray(r.range_value, dtype=float)).all()
+        }
         partial = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, partial)
         # Rename is atomic: two workers calibrating at once never leave a half-written cache.

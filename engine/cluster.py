@@ -12,8 +12,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -45,6 +51,76 @@ def write_address(path: Path, address: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(address, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@dataclass
+class ClusterProcess:
+    """A running ``python -m engine.cluster`` child: its scheduler address, process and log."""
+
+    address: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "cluster.log"
+
+    def log_tail(self, n_chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-n_chars:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the cluster (SIGTERM, then SIGKILL) and remove its working directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # Its workers exit on their own once their parent's pipe closes.
+                self.process.kill()
+                self.process.wait(timeout)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def spawn(workers: int = 2, memory_limit: str = "4GiB", start_timeout: float = 60.0) -> ClusterProcess:
+    """Start ``python -m engine.cluster`` as a child of this process and wait for its address."""
+    workdir = Path(tempfile.mkdtemp(prefix="quantdash-cluster-"))
+    address_file = workdir / "scheduler-address"
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.cluster",
+        "--address-file",
+        str(address_file),
+        "--workers",
+        str(workers),
+        "--memory-limit",
+        str(memory_limit),
+        "--exit-with-parent",
+        str(os.getpid()),
+    ]
+    env = dict(os.environ)
+    # Workers unpickle task functions by reference, so they need this process's import path.
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    with open(workdir / "cluster.log", "wb") as log_file:
+        # A session of its own: Ctrl-C in the app's terminal must not kill the cluster under
+        # running tasks; the app closes it, or --exit-with-parent does when the app is gone.
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    cluster = ClusterProcess(address="", process=proc, workdir=workdir)
+    deadline = time.monotonic() + start_timeout
+    while not address_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            why = "exited" if proc.poll() is not None else f"did not start within {start_timeout:g} s"
+            tail = cluster.log_tail()
+            cluster.stop()
+            raise RuntimeError(f"the local Dask cluster {why}; its log ends with:\n{tail}")
+        time.sleep(0.05)
+    cluster.address = address_file.read_text(encoding="utf-8").strip()
+    return cluster
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
+    # Every client.run_on_scheduler call logs "Run out-of-band function" at INFO; the watchdog
+    # in engine.jobs makes such calls, and they would flood the log.
+    logging.getLogger("distributed.worker").setLevel(logging.WARNING)
     parent = _parent(args.exit_with_parent)
     if args.exit_with_parent is not None and (parent is None or not _alive(parent)):
         log.error("parent process %d is already gone", args.exit_with_parent)

@@ -1,0 +1,148 @@
+"""Each precision alone and all mixed in one graph, checked by SQNR against FP32 and by the realized graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from engine.calibrate import calibrate
+from engine.measure import make_session, sqnr_db
+from engine.model_io import layer_table, prepare_model
+from engine.quantize import node_precisions, quantize_plan, realized_precisions, resolve_plan
+from engine.types import CalibrationMethod, Plan, PlanError, Precision
+from tests.models import tiny_cnn, tiny_transformer
+
+
+class Prepared:
+    def __init__(self, raw: bytes, feeds: dict[str, np.ndarray], tmp: Path) -> None:
+        self.bytes = prepare_model(raw)
+        self.path = tmp / "prepared.onnx"
+        self.path.write_bytes(self.bytes)
+        self.layers = layer_table(self.bytes)
+        self.names = [layer.name for layer in self.layers]
+        self.feeds = feeds
+        self.ranges = calibrate(self.path, feeds, CalibrationMethod.MINMAX, tmp / "ranges.json")
+        self.ref = make_session(self.bytes).run(None, feeds)[0]
+
+    def build(self, plan: Plan) -> tuple[float, dict[str, Precision], int]:
+        built = quantize_plan(
+            self.bytes, self.layers, plan, calibration_cache=self.ranges, method=CalibrationMethod.MINMAX
+        )
+        out = make_session(built.model_bytes).run(None, self.feeds)[0]
+        return sqnr_db(self.ref, out), dict(built.realized), len(built.model_bytes)
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    return Prepared(*tiny_cnn(), tmp_path_factory.mktemp("cnn"))
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    return Prepared(*tiny_transformer(), tmp_path_factory.mktemp("tf"))
+
+
+# Floors measured on these seeded models with margin: INT4 is the coarsest format.
+SQNR_FLOOR = {
+    Precision.FP16: 60,
+    Precision.INT8: 25,
+    Precision.INT8_DYNAMIC: 30,
+    Precision.INT4: 15,
+    Precision.W8A16: 35,
+}
+
+
+@pytest.mark.parametrize("precision", list(SQNR_FLOOR), ids=lambda p: p.value)
+def test_each_precision_alone_is_realized_and_close(transformer: Prepared, precision: Precision) -> None:
+    sqnr, realized, size = transformer.build(Plan(default=precision))
+    assert set(realized.values()) == {precision}
+    assert sqnr > SQNR_FLOOR[precision]
+    assert size < len(transformer.bytes)  # every low precision shrinks the weights
+
+
+def test_fp32_plan_is_the_prepared_model(cnn: Prepared) -> None:
+    sqnr, realized, _ = cnn.build(Plan())
+    assert set(realized.values()) == {Precision.FP32}
+    assert sqnr == float("inf")
+
+
+def test_all_six_precisions_in_one_graph(transformer: Prepared) -> None:
+    precisions = list(Precision)
+    assert len(transformer.names) >= len(precisions)
+    plan = Plan(layers={n: precisions[i % len(precisions)] for i, n in enumerate(transformer.names)})
+    sqnr, realized, _ = transformer.build(plan)
+    assert realized == {n: plan.precision_of(n) for n in transformer.names}
+    assert sqnr > 25
+
+
+def test_mixed_plan_on_cnn_including_shared_inputs(cnn: Prepared) -> None:
+    # stem INT8 feeds the block's conv (W8A16) and the residual Add: a tensor read by both kinds.
+    plan = Plan(
+        layers=dict(
+            zip(
+                cnn.names,
+                [Precision.INT8, Precision.W8A16, Precision.INT8_DYNAMIC, Precision.FP16],
+                strict=False,
+            )
+        )
+    )
+    sqnr, realized, _ = cnn.build(plan)
+    assert realized == {n: plan.precision_of(n) for n in cnn.names}
+    assert sqnr > 30
+
+
+def test_float_neighbours_do_not_read_fake_quantized_values(cnn: Prepared) -> None:
+    # Only the stem is INT8; the FP32 block conv must read the stem's float output, not its QDQ copy.
+    plan = Plan(layers={cnn.names[0]: Precision.INT8})
+    built = quantize_plan(
+        cnn.bytes, cnn.layers, plan, calibration_cache=cnn.ranges, method=CalibrationMethod.MINMAX
+    )
+    model = onnx.load_from_string(built.model_bytes)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    block_conv = next(n for n in model.graph.node if n.name == cnn.names[1])
+    assert producers[block_conv.input[0]].op_type != "DequantizeLinear"
+
+
+def test_realized_precisions_reads_back_a_foreign_graph(cnn: Prepared) -> None:
+    model = onnx.load_from_string(cnn.bytes)
+    assert realized_precisions(model, cnn.names) == {n: Precision.FP32 for n in cnn.names}
+
+
+def test_attached_ops_follow_int8_layers_but_never_an_infinite_mask(transformer: Prepared) -> None:
+    model = onnx.load_from_string(transformer.bytes)
+    assignment = resolve_plan(Plan(default=Precision.INT8), transformer.layers)
+    precisions = node_precisions(model, assignment)
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    mask_adds = [n.name for n in model.graph.node if any(np.isinf(inits.get(i, 0)).any() for i in n.input)]
+    assert mask_adds and all(precisions.get(n) is None for n in mask_adds)
+    layer_outputs = {n.output[0] for n in model.graph.node if n.name in assignment}
+    bias_adds = [n.name for n in model.graph.node if n.op_type == "Add" and set(n.input) & layer_outputs]
+    assert bias_adds and all(precisions[n] is Precision.INT8 for n in bias_adds)
+
+
+def test_unknown_layer_lists_valid_names(cnn: Prepared) -> None:
+    with pytest.raises(PlanError, match="unknown layer 'nope'.*valid layer names are: .*" + cnn.names[0]):
+        resolve_plan(Plan(layers={"nope": Precision.INT8}), cnn.layers)
+
+
+def test_precision_a_layer_cannot_take_names_reason_and_choices(cnn: Prepared) -> None:
+    conv = cnn.names[0]
+    with pytest.raises(PlanError, match=rf"{conv}.*cannot take int4: .*MatMul only.*It accepts: fp32, fp16"):
+        resolve_plan(Plan(layers={conv: Precision.INT4}), cnn.layers)
+
+
+def test_default_applies_where_accepted(cnn: Prepared) -> None:
+    assignment = resolve_plan(Plan(default=Precision.INT4), cnn.layers)
+    accepts = {layer.name: layer.accepts for layer in cnn.layers}
+    for name, p in assignment.items():
+        assert p is (Precision.INT4 if Precision.INT4 in accepts[name] else Precision.FP32)
+    assert set(assignment.values()) == {Precision.INT4, Precision.FP32}
+
+
+def test_static_precisions_need_calibration(cnn: Prepared) -> None:
+    with pytest.raises(PlanError, match="calibration"):
+        quantize_plan(cnn.bytes, cnn.layers, Plan(default=Precision.INT8), calibration_cache=None,
+                      method=CalibrationMethod.MINMAX)  # fmt: skip
