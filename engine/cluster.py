@@ -158,9 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)
-    # Every client.run_on_scheduler call logs "Run out-of-band function" at INFO; the watchdog
-    # in engine.jobs makes such calls, and they would flood the log.
-    logging.getLogger("distributed.worker").setLevel(logging.WARNING)
     parent = _parent(args.exit_with_parent)
     if args.exit_with_parent is not None and (parent is None or not _alive(parent)):
         log.error("parent process %d is already gone", args.exit_with_parent)
@@ -176,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_dask()
     from distributed import LocalCluster
+
+    # Every run_on_scheduler call (the watchdog in engine.jobs makes some) logs at INFO here.
+    logging.getLogger("distributed.worker").setLevel(logging.WARNING)
 
     with LocalCluster(
         n_workers=args.workers,

@@ -308,9 +308,9 @@ class WorkerPool:
         return len(self.client.nthreads())
 
     def worker_pids(self) -> dict[str, int]:
-        """Worker address -> process id."""
-        pids: dict[str, int] = self.client.run(os.getpid)
-        return pids
+        """Worker address -> process id, for the workers that answer (one being replaced may not)."""
+        pids = self.client.run(os.getpid, on_error="return")
+        return {worker: pid for worker, pid in pids.items() if isinstance(pid, int)}
 
     def close(self) -> None:
         """Disconnect; stop the local cluster if this pool started it."""

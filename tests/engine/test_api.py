@@ -1,0 +1,133 @@
+"""The engine end to end on a real sample model: store hits and misses, calibration reuse, accuracy."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.api import Engine
+from engine.datasets import load_sample
+from engine.evaluate import ModelCache
+from engine.presets import preset_plan
+from engine.store import ResultStore
+from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError, Precision
+
+FAST = MeasureSettings(batch_sizes=(1, 8), max_seconds=0.3, max_runs=60, bootstrap=200)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    home = tmp_path_factory.mktemp("home")
+    return Engine(store=ResultStore(home / "results.sqlite"), home=home, settings=FAST)
+
+
+@pytest.fixture(scope="module")
+def digits(engine: Engine):  # type: ignore[no-untyped-def]
+    return engine.model("digits_cnn")
+
+
+def test_fp32_baseline_matches_the_card(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    record = engine.baseline(digits)
+    m = record["metrics"]
+    assert record["status"] == "ok"
+    assert m["accuracy"] == pytest.approx(digits.card["fp32_metrics"]["accuracy"], abs=1e-6)
+    assert m["accuracy_delta"] == 0.0 and m["sqnr_db"] is None  # identical to itself
+    assert set(m["latency"]) == {"1", "8"}
+    lat = m["latency"]["1"]
+    assert lat["ci_low_ms"] <= lat["median_ms"] <= lat["ci_high_ms"] and lat["runs"] >= FAST.min_runs
+    env = record["environment"]
+    assert env["onnxruntime"] and env["cpu"] and env["threads"] == 1
+
+
+def test_int8_is_smaller_and_close_with_a_ci(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    layers = engine.layers(digits)
+    record = engine.evaluate(digits, preset_plan("int8", layers))
+    m = record["metrics"]
+    assert record["status"] == "ok", record["error"]
+    assert set(m["realized"].values()) == {"int8"}
+    assert m["size_bytes"] < 0.4 * m["fp32_size_bytes"]
+    assert m["sqnr_db"] > 20 and m["agreement"] > 0.95
+    assert m["accuracy_delta_ci_low"] <= m["accuracy_delta"] <= m["accuracy_delta_ci_high"]
+    assert len(m["per_class_accuracy"]) == 10
+    assert Path(record["artifact_path"]).is_file()
+
+
+def test_same_evaluation_twice_is_a_store_hit(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    plan = Plan(default=Precision.FP16)
+    first = engine.evaluate(digits, plan)
+    n = engine.store.count()
+    t = time.perf_counter()
+    again = engine.evaluate(digits, plan)
+    assert time.perf_counter() - t < 0.5
+    assert again["key"] == first["key"] and again["created_at"] == first["created_at"]
+    assert engine.store.count() == n
+    # An equivalent plan spelled differently is the same evaluation.
+    spelled_out = Plan(layers={x.name: Precision.FP16 for x in engine.layers(digits)})
+    assert engine.job(digits, spelled_out).key == first["key"]
+
+
+def test_other_settings_or_plan_is_a_miss(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    plan = Plan(default=Precision.FP16)
+    key = engine.job(digits, plan).key
+    assert engine.job(digits, plan, MeasureSettings(batch_sizes=(1,))).key != key
+    assert engine.job(digits, Plan(default=Precision.INT8_DYNAMIC)).key != key
+    assert engine.cached(engine.job(digits, Plan(default=Precision.W8A16))) is None
+
+
+def test_calibration_is_computed_once_per_method(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    cache = ModelCache(engine.cache_dir, digits.model_hash)
+    first = cache.calibration(
+        digits.model_bytes, digits.calibration, digits.data_hash, CalibrationMethod.MINMAX
+    )
+    stamp = first.stat().st_mtime_ns
+    again = cache.calibration(
+        digits.model_bytes, digits.calibration, digits.data_hash, CalibrationMethod.MINMAX
+    )
+    assert again == first and again.stat().st_mtime_ns == stamp
+    entropy = cache.calibration(
+        digits.model_bytes, digits.calibration, digits.data_hash, CalibrationMethod.ENTROPY
+    )
+    assert entropy != first and json.loads(entropy.read_text())
+
+
+def test_invalid_plan_is_refused_before_any_work(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    n = engine.store.count(status=None)
+    with pytest.raises(PlanError, match="unknown layer"):
+        engine.evaluate(digits, Plan(layers={"/no/such/layer": Precision.INT8}))
+    assert engine.store.count(status=None) == n
+
+
+def test_a_failed_evaluation_is_stored_then_rerun(engine: Engine, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plan = Plan(default=Precision.INT8)
+    settings = MeasureSettings(calibration=CalibrationMethod.PERCENTILE, batch_sizes=(1,), max_seconds=0.2)
+    # Break the cached prepared model so the worker-side build fails, then repair it.
+    cache = ModelCache(engine.cache_dir, digits.model_hash)
+    prepared = cache.prepared(digits.model_bytes)
+    good = prepared.read_bytes()
+    prepared.write_bytes(b"not an onnx model")
+    try:
+        failed = engine.evaluate(digits, plan, settings=settings)
+    finally:
+        prepared.write_bytes(good)
+    assert failed["status"] == "failed" and failed["error"]
+    assert engine.cached(engine.job(digits, plan, settings)) is None
+    ok = engine.evaluate(digits, plan, settings=settings)
+    assert ok["status"] == "ok" and ok["key"] == failed["key"]
+    assert engine.store.get(ok["key"])["status"] == "ok"
+
+
+def test_results_load_as_a_frame(engine: Engine) -> None:
+    frame = engine.store.to_frame(model_name="digits_cnn")
+    assert len(frame) >= 3
+    assert {"size_bytes", "latency_ms_b1", "accuracy", "accuracy_delta", "plan_summary"} <= set(frame.columns)
+    assert frame["size_bytes"].notna().all()
+
+
+def test_sample_cards_are_complete() -> None:
+    for name in ["digits_cnn"]:
+        card = load_sample(name).card
+        for field in ("task", "metrics", "inputs", "provenance", "seed", "fp32_metrics"):
+            assert field in card, f"{name} card lacks {field}"
