@@ -34,14 +34,17 @@ _MEMO: dict[str, Any] = {}  # per worker process: prepared models, references
 
 @contextlib.contextmanager
 def quiet_ort_logging() -> Iterator[None]:
-    """ORT's quantizers warn on the root logger for expected situations; keep worker logs readable."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    """ORT's quantizers log expected situations at INFO/WARNING; keep worker output readable."""
+    names = ["", *(n for n in logging.root.manager.loggerDict if n.startswith("onnxruntime"))]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ that each layer really got the precision the plan asked for.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Mapping
@@ -236,7 +237,11 @@ def _stage_dynamic(model: onnx.ModelProto, layers: list[str], work: Path) -> onn
 
 
 def _stage_int4(model: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import matmul_nbits_quantizer
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    # It logs every node it visits at INFO through its own handler.
+    matmul_nbits_quantizer.logger.setLevel(logging.WARNING)
 
     # nodes_to_include is OR-ed with the op type (it quantized every MatMul when asked for
     # one), so exclude every other MatMul instead.

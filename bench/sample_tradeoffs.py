@@ -1,0 +1,110 @@
+"""Do the sample models show a trade-off? Measured with the engine, side by side in one run.
+
+* INT8 speed-up at batch 1 on digits_resnet: FP32 and all-INT8 timed in alternating rounds.
+* For each sample: the accuracy lost by uniform all-INT8 and all-INT4 plans, and how much of
+  that loss the best "keep k layers FP32" plan recovers (layers ranked by a one-at-a-time
+  pass: the uniform plan with just that layer kept FP32). Accuracy is the card's metric on
+  the fixed evaluation split; deltas carry their bootstrap 95% CI.
+
+Run: .venv/bin/python bench/sample_tradeoffs.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import measure  # noqa: E402
+from engine.api import Engine  # noqa: E402
+from engine.datasets import ModelBundle, sample_names  # noqa: E402
+from engine.store import ResultStore  # noqa: E402
+from engine.types import MeasureSettings, Plan, Precision  # noqa: E402
+
+ACCURACY_ONLY = MeasureSettings(batch_sizes=(1,), min_runs=5, max_runs=5, max_seconds=0.2, bootstrap=1000)
+
+
+def interleaved_speedup(engine: Engine, bundle: ModelBundle, rounds: int = 5) -> tuple[float, list[float]]:
+    """Median of per-round FP32/INT8 median-latency ratios at batch 1, one thread."""
+    base = engine.evaluate(bundle, Plan(), settings=ACCURACY_ONLY)
+    int8 = engine.evaluate(bundle, Plan(default=Precision.INT8), settings=ACCURACY_ONLY)
+    s_fp32 = measure.make_session(Path(base["artifact_path"]).read_bytes(), 1)
+    s_int8 = measure.make_session(Path(int8["artifact_path"]).read_bytes(), 1)
+    feeds = measure.make_feeds(bundle.eval_set.inputs, 1)
+    ratios = []
+    for _ in range(rounds):
+        a = measure.measure_latency(s_fp32, feeds, threads=1, min_runs=50, max_runs=200)
+        b = measure.measure_latency(s_int8, feeds, threads=1, min_runs=50, max_runs=200)
+        ratios.append(a.median_ms / b.median_ms)
+    return statistics.median(ratios), ratios
+
+
+def accuracy(record: dict) -> float:
+    assert record["status"] == "ok", record["error"]
+    return float(record["metrics"]["accuracy"])
+
+
+def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, max_kept: int = 3) -> dict:
+    """Loss of the uniform plan, and the best recovery from keeping up to max_kept layers FP32."""
+    layers = [x for x in engine.layers(bundle) if uniform in x.accepts]
+    if not layers:
+        return {}
+    base = accuracy(engine.baseline(bundle, ACCURACY_ONLY))
+    plan = Plan(default=uniform)
+    uni = engine.evaluate(bundle, plan, settings=ACCURACY_ONLY)
+    loss = base - accuracy(uni)
+    singles = engine.evaluate_many(
+        bundle,
+        [Plan(default=uniform, layers={x.name: Precision.FP32}) for x in layers],
+        settings=ACCURACY_ONLY,
+    )
+    ranked = sorted(zip(layers, singles, strict=True), key=lambda lr: -accuracy(lr[1]))
+    best_acc, best_kept = accuracy(uni), 0
+    for k in range(1, min(max_kept, len(ranked)) + 1):
+        kept = {x.name: Precision.FP32 for x, _ in ranked[:k]}
+        acc = accuracy(engine.evaluate(bundle, Plan(default=uniform, layers=kept), settings=ACCURACY_ONLY))
+        if acc > best_acc:
+            best_acc, best_kept = acc, k
+    m = uni["metrics"]
+    return {
+        "fp32": base,
+        "uniform": accuracy(uni),
+        "loss_pt": 100 * loss,
+        "ci": (100 * m["accuracy_delta_ci_low"], 100 * m["accuracy_delta_ci_high"]),
+        "mixed": best_acc,
+        "kept_fp32": best_kept,
+        "recovered": (best_acc - accuracy(uni)) / loss if loss > 0 else float("nan"),
+    }
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="bench-tradeoffs-"))
+    engine = Engine(store=ResultStore(home / "results.sqlite"), home=home, settings=ACCURACY_ONLY)
+    speedup, ratios = interleaved_speedup(engine, engine.model("digits_resnet"))
+    rounds = " ".join(f"{r:.2f}" for r in ratios)
+    print(f"digits_resnet INT8 vs FP32 at batch 1: {speedup:.2f}x (rounds: {rounds})")
+    showing = 0
+    for name in sample_names():
+        bundle = engine.model(name)
+        sample_shows = False
+        for uniform in (Precision.INT8, Precision.INT4):
+            r = recovery(engine, bundle, uniform)
+            if not r:
+                continue
+            shows = r["loss_pt"] >= 1.0 and r["recovered"] >= 0.5
+            sample_shows = sample_shows or shows
+            print(
+                f"{name:17s} all-{uniform.value}: {100 * r['fp32']:.2f}% -> {100 * r['uniform']:.2f}% "
+                f"(loss {r['loss_pt']:.2f} pt, CI of delta {r['ci'][0]:+.2f}..{r['ci'][1]:+.2f}); "
+                f"keeping {r['kept_fp32']} layer(s) FP32: {100 * r['mixed']:.2f}% "
+                f"(recovers {100 * r['recovered']:.0f}% of the loss){'  <- trade-off' if shows else ''}"
+            )
+        showing += sample_shows
+    print(f"RESULT int8_speedup_digits_resnet={speedup:.2f} samples_with_tradeoff={showing}")
+
+
+if __name__ == "__main__":
+    main()
