@@ -223,7 +223,9 @@ class Engine:
                 except Exception as e:  # an inline failure is stored like a worker's
                     finish(i, "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
         elif todo:
-            calls = [(evaluate_task, self._task_args(bundle, jobs[i], settings), {}) for i in todo]
+            calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+                (evaluate_task, self._task_args(bundle, jobs[i], settings), {}) for i in todo
+            ]
 
             def landed(k: int, outcome: Any) -> None:
                 finish(todo[k], outcome.status, outcome.value, outcome.error, outcome.duration_s)

@@ -142,7 +142,7 @@ class ModelCache:
                 np.save(buf, ref)
             os.replace(buf.name, path)
         _MEMO[memo_key] = ref
-        return ref
+        return np.asarray(ref)
 
 
 def inspect_task(model_bytes: bytes, cache_dir: str) -> list[dict[str, Any]]:

@@ -99,7 +99,7 @@ def prepare_model(model_bytes: bytes, work_dir: str | Path | None = None) -> byt
     _name_unnamed_nodes(prepared)
     _rewrite_gemm_to_matmul(prepared)
     prepared = onnx.shape_inference.infer_shapes(prepared)
-    return prepared.SerializeToString()
+    return bytes(prepared.SerializeToString())
 
 
 def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | str, ...]:

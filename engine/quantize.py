@@ -276,7 +276,8 @@ def _stage_fp16(model: onnx.ModelProto, fp16_nodes: set[str]) -> onnx.ModelProto
         op_block_list=op_block,
     )
     wrapper.topological_sort()
-    return wrapper.model
+    result: onnx.ModelProto = wrapper.model
+    return result
 
 
 def quantize_plan(
