@@ -93,8 +93,11 @@ def prepare_model(model_bytes: bytes, work_dir: str | Path | None = None) -> byt
         raise ModelError(f"the ONNX checker rejected the model: {e}") from None
     _name_unnamed_nodes(model)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        out = Path(tmp) / "prepared.onnx"
-        quant_pre_process(model, str(out), skip_symbolic_shape=False)
+        # Pass a path, not the proto: quant_pre_process rewrites a proto it is given in place
+        # (its weights moved to external data in a temporary folder that is then deleted).
+        src, out = Path(tmp) / "input.onnx", Path(tmp) / "prepared.onnx"
+        onnx.save(model, str(src))
+        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
         prepared = onnx.load(str(out))
     _name_unnamed_nodes(prepared)
     _rewrite_gemm_to_matmul(prepared)
