@@ -71,7 +71,8 @@ class Engine:
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.home = Path(home) if home else default_home()
-        self.store = store or ResultStore(self.home / "results.sqlite")
+        # Without an explicit home the store honours $QUANTDASH_STORE (see store.default_store_path).
+        self.store = store or ResultStore(self.home / "results.sqlite" if home else None)
         self.pool = pool
         self.settings = settings or MeasureSettings()
         self.timeout_s = timeout_s

@@ -131,3 +131,17 @@ def test_sample_cards_are_complete() -> None:
         card = load_sample(name).card
         for field in ("task", "metrics", "inputs", "provenance", "seed", "fp32_metrics"):
             assert field in card, f"{name} card lacks {field}"
+
+
+def test_a_bare_onnx_file_gets_fidelity_metrics_on_synthetic_inputs(engine: Engine, tmp_path: Path) -> None:
+    from tests.models import tiny_cnn
+
+    path = tmp_path / "mine.onnx"
+    path.write_bytes(tiny_cnn()[0])
+    bundle = engine.model(str(path))
+    assert bundle.eval_set.synthetic and bundle.eval_set.labels is None
+    record = engine.evaluate(bundle, Plan(default=Precision.INT8))
+    m = record["metrics"]
+    assert record["status"] == "ok", record["error"]
+    assert m["labelled"] is False and "accuracy" not in m
+    assert m["synthetic_data"] is True and m["sqnr_db"] > 20 and 0 <= m["agreement"] <= 1
