@@ -5,11 +5,14 @@ processes, writes the scheduler address to PATH and stays up until SIGTERM/SIGIN
 process given by ``--exit-with-parent`` is gone. It is its own process because a ``LocalCluster``
 with worker processes cannot be started from inside a Streamlit script (multiprocessing bootstrap
 error), and so that a crash of the app cannot take the scheduler down with it, or the reverse.
+``spawn()`` starts it from the app; the ``*_probe``/``worker_killer`` helpers run inside the
+scheduler and nannies on behalf of ``engine.jobs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import shutil
@@ -19,20 +22,27 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import psutil
 
 log = logging.getLogger(__name__)
 
-# A task that kills its worker (segfault in ONNX Runtime, out of memory) must fail once, not be
-# retried on every other worker in turn. One task per worker thread keeps queued tasks on the
-# scheduler, so a worker restart (crash, timeout) only ever hits the task that caused it.
 DASK_SETTINGS: dict[str, object] = {
+    # A task that kills its worker (segfault in ONNX Runtime, out of memory) must fail once, not be
+    # retried on every other worker in turn.
     "distributed.scheduler.allowed-failures": 0,
+    # Large batches of tasks ("root-ish" to the scheduler) wait on the scheduler rather than in a
+    # worker's queue, where a worker restart (crash, timeout) would take them down with it.
     "distributed.scheduler.worker-saturation": 1.0,
+    # LocalCluster closes a worker's nanny for good when, 15 s (the default) after the worker was
+    # lost, no worker of that name is registered, even if it came back and is merely restarting
+    # again. Workers restart often here (timeouts, crashes); the nanny alone decides.
+    "distributed.deploy.lost-worker-timeout": "365d",
 }
 
 
@@ -111,6 +121,7 @@ def spawn(workers: int = 2, memory_limit: str = "4GiB", start_timeout: float = 6
             cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     cluster = ClusterProcess(address="", process=proc, workdir=workdir)
+    atexit.register(cluster.stop)  # an app that exits without closing its pool still cleans up
     deadline = time.monotonic() + start_timeout
     while not address_file.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -121,6 +132,53 @@ def spawn(workers: int = 2, memory_limit: str = "4GiB", start_timeout: float = 6
         time.sleep(0.05)
     cluster.address = address_file.read_text(encoding="utf-8").strip()
     return cluster
+
+
+# The helpers below run inside the scheduler and the nanny. They are built inside functions so
+# that cloudpickle ships them by value: those processes need not be able to import quantdash.
+
+
+def executing_probe() -> Callable[..., dict[str, tuple[str, float | None]]]:
+    """For ``client.run_on_scheduler(probe, keys)``: where each key runs, and for how long."""
+
+    def quantdash_executing(
+        keys: list[str], dask_scheduler: Any = None
+    ) -> dict[str, tuple[str, float | None]]:
+        # key -> (worker, seconds it has been executing there per the last heartbeat, or None if waiting)
+        out = {}
+        for key in keys:
+            ts = dask_scheduler.tasks.get(key)
+            ws = None if ts is None else ts.processing_on
+            if ws is not None:
+                out[key] = (ws.address, ws.executing.get(ts))
+        return out
+
+    return quantdash_executing
+
+
+def worker_killer() -> Callable[..., int | None]:
+    """For ``client.run(killer, workers=[w], nanny=True)``: SIGKILL the worker, keep its nanny."""
+
+    def quantdash_kill_worker(dask_worker: Any = None) -> int | None:
+        # dask_worker is the Nanny here; SIGKILL is what stops a thread stuck in C code, and the
+        # nanny then starts a fresh worker at once (a polite restart waits 4 s for the hung thread).
+        import psutil
+
+        pid: int | None = dask_worker.pid
+        if pid:
+            psutil.Process(pid).kill()
+        return pid
+
+    return quantdash_kill_worker
+
+
+def allowed_failures_probe() -> Callable[..., int]:
+    """For ``client.run_on_scheduler``: the scheduler's ``allowed-failures``."""
+
+    def quantdash_allowed_failures(dask_scheduler: Any = None) -> int:
+        return int(dask_scheduler.allowed_failures)
+
+    return quantdash_allowed_failures
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,7 +206,7 @@ def _parent(pid: int | None) -> psutil.Process | None:
 def _alive(proc: psutil.Process) -> bool:
     # A killed parent nobody has reaped yet is a zombie, which is_running() still reports.
     try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 
@@ -193,10 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             cluster.dashboard_link,
         )
-        while not stop.wait(0.5):
-            if parent is not None and not _alive(parent):
-                log.info("parent process %d is gone; shutting down", parent.pid)
-                break
+        try:
+            while not stop.wait(0.5):
+                if parent is not None and not _alive(parent):
+                    log.info("parent process %d is gone; shutting down", parent.pid)
+                    break
+        finally:
+            args.address_file.unlink(missing_ok=True)  # never leave an address of a dead scheduler
     return 0
 
 

@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import dask
 from distributed import Client, Future
 from distributed.scheduler import KilledWorker
 
-from engine.cluster import ClusterProcess, spawn
+from engine.cluster import ClusterProcess, allowed_failures_probe, executing_probe, spawn, worker_killer
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_ENV = "QUANTDASH_SCHEDULER"
 STATUSES = ("ok", "failed", "crashed", "timeout")
 _POLL_S = 0.25  # watchdog period: the time limit is enforced to within about this much
-_MAX_RESUBMITS = 2
 
 Call = tuple[Callable[..., Any], Sequence[Any], Mapping[str, Any]]
 
@@ -65,47 +65,6 @@ def _timed_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str
     return value, time.perf_counter() - start
 
 
-# The two helpers below run inside the scheduler and the nanny. They are built inside functions so
-# that cloudpickle ships them by value: those processes need not be able to import quantdash.
-
-
-def _executing_probe() -> Callable[..., dict[str, tuple[str, float | None]]]:
-    def quantdash_executing(
-        keys: list[str], dask_scheduler: Any = None
-    ) -> dict[str, tuple[str, float | None]]:
-        # key -> (worker, seconds it has been executing there per the last heartbeat, or None if waiting)
-        out = {}
-        for key in keys:
-            ts = dask_scheduler.tasks.get(key)
-            ws = None if ts is None else ts.processing_on
-            if ws is not None:
-                out[key] = (ws.address, ws.executing.get(ts))
-        return out
-
-    return quantdash_executing
-
-
-def _worker_killer() -> Callable[..., int | None]:
-    def quantdash_kill_worker(dask_worker: Any = None) -> int | None:
-        # dask_worker is the Nanny here; SIGKILL is what stops a thread stuck in C code, and the
-        # nanny then starts a fresh worker at once (a polite restart waits 4 s for the hung thread).
-        import psutil
-
-        pid: int | None = dask_worker.pid
-        if pid:
-            psutil.Process(pid).kill()
-        return pid
-
-    return quantdash_kill_worker
-
-
-def _allowed_failures_probe() -> Callable[..., int]:
-    def quantdash_allowed_failures(dask_scheduler: Any = None) -> int:
-        return int(dask_scheduler.allowed_failures)
-
-    return quantdash_allowed_failures
-
-
 def _crash_message(exc: BaseException) -> str:
     return (
         "the worker process died while running this task (e.g. ONNX Runtime crashed or ran out of "
@@ -118,6 +77,7 @@ class JobHandle:
 
     def __init__(self, pool: WorkerPool, call: Call, timeout_s: float, key: str) -> None:
         self.key = key
+        self._first_key = key
         self.timeout_s = timeout_s
         self._pool = pool
         self._call = call
@@ -125,7 +85,7 @@ class JobHandle:
         self._settled = threading.Event()
         self._outcome: TaskOutcome | None = None
         self._listeners: list[Callable[[JobHandle], None]] = []
-        self._future: Future | None = None
+        self._future: Future[Any] | None = None
         self._submitted = time.monotonic()
         self._resubmits = 0
         # Watchdog state: since when the scheduler shows the task on a worker, and when to look again.
@@ -136,7 +96,7 @@ class JobHandle:
         return self._settled.is_set()
 
     def outcome(self, wait: float | None = None) -> TaskOutcome | None:
-        """The outcome; ``wait=None`` blocks until there is one, else None if still running after ``wait`` s."""
+        """The outcome; ``wait=None`` blocks until there is one, else None if not there after ``wait`` s."""
         self._settled.wait(wait)
         return self._outcome
 
@@ -164,7 +124,7 @@ class JobHandle:
             listener(self)
         return True
 
-    def _on_future_done(self, future: Future) -> None:
+    def _on_future_done(self, future: Future[Any]) -> None:
         # Runs in Dask's callback thread. A resubmission replaces the future: ignore the old one.
         if future is not self._future or self.done():
             return
@@ -175,17 +135,20 @@ class JobHandle:
         if outcome is not None:
             self._settle(outcome)
 
-    def _outcome_of(self, future: Future) -> TaskOutcome | None:
+    def _outcome_of(self, future: Future[Any]) -> TaskOutcome | None:
         if future.status == "finished":
             value, ran_s = future.result()
             return TaskOutcome("ok", value=value, duration_s=ran_s)
         if future.status == "error":
             exc = future.exception()
             if isinstance(exc, KilledWorker):
-                if self._pool._was_killed_by_us(exc.last_worker.address) and self._resubmits < _MAX_RESUBMITS:
-                    # The watchdog killed this worker for another task, and this one had just been
-                    # sent there: not this task's fault, so run it again.
+                if self._pool._was_killed_by_us(exc.last_worker.address):
+                    # The watchdog killed this worker for another task while this one was queued
+                    # there or had just been sent there: not its fault, so run it again. This ends,
+                    # as every such kill ends a timed-out or cancelled task.
                     self._resubmits += 1
+                    # A fresh key: the old one may still be erred on the scheduler for a moment.
+                    self.key = f"{self._first_key}-retry{self._resubmits}"
                     self._pool._launch(self)
                     return None
                 return TaskOutcome("crashed", error=_crash_message(exc), duration_s=self._elapsed())
@@ -207,9 +170,9 @@ class JobHandle:
 class WorkerPool:
     """A Dask client plus the watchdog; a plain object so that Streamlit can cache it."""
 
-    def __init__(self, client: Client, cluster: ClusterProcess | None = None) -> None:
+    def __init__(self, client: Client, address: str, cluster: ClusterProcess | None = None) -> None:
         self.client = client
-        self.address: str = client.scheduler.address
+        self.address = address
         self.is_local = cluster is not None
         self._cluster = cluster
         self._lock = threading.Lock()
@@ -228,7 +191,7 @@ class WorkerPool:
         memory_limit: str = "4GiB",
         start_timeout: float = 60.0,
     ) -> WorkerPool:
-        """Join ``address``, else ``$QUANTDASH_SCHEDULER``, else a local cluster started as a child process."""
+        """Join ``address``, else ``$QUANTDASH_SCHEDULER``, else a local cluster started as a child."""
         address = address or os.environ.get(SCHEDULER_ENV) or None
         cluster = None
         if address is None:
@@ -236,12 +199,14 @@ class WorkerPool:
             address = cluster.address
         try:
             # set_as_default=False: dask.compute elsewhere in the app must not land on this cluster.
+            # Tasks carry a model and its data (tens of MB): expected here, so no warning per task.
+            dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"})
             client = Client(address, timeout=start_timeout, set_as_default=False)
         except BaseException:
             if cluster is not None:
                 cluster.stop()
             raise
-        pool = cls(client, cluster)
+        pool = cls(client, address, cluster)
         if cluster is None:
             pool._check_remote_config()
         return pool
@@ -276,24 +241,28 @@ class WorkerPool:
         timeout_s: float,
         on_done: Callable[[int, TaskOutcome], None] | None = None,
     ) -> list[TaskOutcome]:
-        """Run every ``(fn, args, kwargs)``; call ``on_done(index, outcome)`` here, in this thread, as each ends.
+        """Run every ``(fn, args, kwargs)``; return their outcomes in order.
 
-        Calling back in the submitting thread is what lets it be the single writer of the store.
+        ``on_done(index, outcome)`` is called as each call ends, in this (the submitting) thread:
+        that is what lets the submitting process be the single writer of the store.
         If ``on_done`` raises (or the caller is interrupted), the calls still running are cancelled.
         """
-        finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[JobHandle] = queue.SimpleQueue()
         handles: list[JobHandle] = []
+        index_of: dict[int, int] = {}
         results: list[TaskOutcome | None] = [None] * len(calls)
         try:
             for index, (fn, args, kwargs) in enumerate(calls):
                 key = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
                 handle = JobHandle(self, (fn, tuple(args), dict(kwargs)), float(timeout_s), key)
-                handle._listeners.append(lambda _h, i=index: finished.put(i))
+                handle._listeners.append(finished.put)
                 handles.append(handle)
+                index_of[id(handle)] = index
                 self._launch(handle)
             for _ in handles:
-                index = finished.get()
-                outcome = handles[index].outcome()
+                done = finished.get()
+                index = index_of[id(done)]
+                outcome = done.outcome()
                 assert outcome is not None
                 results[index] = outcome
                 if on_done is not None:
@@ -336,9 +305,8 @@ class WorkerPool:
 
     def _launch(self, handle: JobHandle) -> None:
         fn, args, kwargs = handle._call
-        old = handle._future
-        if old is not None:
-            old.release()  # frees the key so that the resubmission may reuse it
+        if handle._future is not None:
+            handle._future.release()
         with self._lock:
             self._pending.add(handle)
         handle._processing_since = None
@@ -366,9 +334,9 @@ class WorkerPool:
         if worker is not None:
             with self._lock:
                 self._killed_workers.add(worker)
-        # Cancel first: were the worker killed first, the scheduler could hand the task to another worker.
-        # A queued task that the scheduler sends to the freed worker meanwhile dies with it, and
-        # _on_future_done resubmits it.
+        # Cancel first: were the worker killed first, the scheduler could hand the task to another
+        # worker. Tasks queued on that worker, or sent to it in between, die with it; _on_future_done
+        # recognises them by the worker's address and resubmits them.
         if future is not None:
             self.client.cancel([future])
         if worker is not None:
@@ -376,7 +344,7 @@ class WorkerPool:
 
     def _kill_worker(self, worker: str) -> None:
         try:
-            killed = self.client.run(_worker_killer(), workers=[worker], nanny=True, on_error="return")
+            killed = self.client.run(worker_killer(), workers=[worker], nanny=True, on_error="return")
         except Exception as exc:
             killed = {}
             log.warning("could not reach the nanny of %s: %s", worker, exc)
@@ -386,7 +354,7 @@ class WorkerPool:
 
     def _check_remote_config(self) -> None:
         try:
-            allowed = self.client.run_on_scheduler(_allowed_failures_probe())
+            allowed = self.client.run_on_scheduler(allowed_failures_probe())
         except Exception as exc:  # a scheduler may refuse to run pickled functions
             log.warning("could not read the scheduler's allowed-failures: %s", exc)
             return
@@ -426,7 +394,7 @@ class WorkerPool:
                 suspects.append(handle)
         if not suspects:
             return
-        running = self.client.run_on_scheduler(_executing_probe(), [h.key for h in suspects])
+        running = self.client.run_on_scheduler(executing_probe(), [h.key for h in suspects])
         for handle in suspects:
             worker, executing_s = running.get(handle.key, (None, None))
             if worker is None:

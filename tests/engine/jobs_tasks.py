@@ -41,12 +41,12 @@ def segfault() -> None:
     os.kill(os.getpid(), signal.SIGSEGV)
 
 
-def hog_memory(step_mb: int = 50, total_mb: int = 4000) -> int:
+def hog_memory(step_mb: int = 100, total_mb: int = 4000) -> int:
     """Allocate (and touch) memory step by step, so the nanny sees it grow past the limit."""
     held = []
     for _ in range(total_mb // step_mb):
         held.append(np.ones(step_mb * 2**20, dtype=np.uint8))
-        time.sleep(0.05)
+        time.sleep(0.02)
     return len(held)
 
 

@@ -1,0 +1,377 @@
+"""Plotly figures built from result tables, as pure functions.
+
+As in optuna's visualization module, each chart is two steps: ``*_info(frame, ...)`` computes a
+frozen dataclass holding everything the figure shows (tests compare these), and ``*_figure(info)``
+only draws it. The frame is ``ResultStore.to_frame()``, optionally with an ``environment`` column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from engine.pareto import non_dominated
+from engine.types import Precision
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One plotted metric: its absolute column, its relative (vs FP32) column, and its direction."""
+
+    name: str
+    column: str
+    relative_column: str
+    title: str
+    relative_title: str
+    maximize: bool
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "accuracy": Objective(
+        "accuracy", "accuracy_pct", "accuracy_change_pp", "Accuracy (%)",
+        "Accuracy change vs FP32 (percentage points)", True,
+    ),
+    "size": Objective(
+        "size", "size_mb", "size_change_pct", "Model size (MB)", "Size change vs FP32 (%)", False,
+    ),
+    "latency": Objective(
+        "latency", "latency_ms_b1", "latency_change_pct", "Latency, batch 1 (ms, median)",
+        "Latency change vs FP32 (%)", False,
+    ),
+}  # fmt: skip
+
+
+def precision_mix(plan: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The precisions a stored plan uses (every layer is spelled out in stored plans), sorted."""
+    if not plan:
+        return ()
+    used = set((plan.get("layers") or {}).values())
+    if not plan.get("layers"):
+        used.add(plan.get("default", "fp32"))
+    return tuple(sorted(used))
+
+
+def is_baseline(plan: Mapping[str, Any] | None) -> bool:
+    """True for the all-FP32 plan."""
+    return precision_mix(plan) in ((), ("fp32",))
+
+
+def filter_results(
+    frame: pd.DataFrame, models: Iterable[str] | None = None, precisions: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """Rows of the given models whose plans use only the given precisions (the FP32 baseline always stays)."""
+    keep = pd.Series(True, index=frame.index)
+    if models is not None:
+        keep &= frame["model_name"].isin(list(models))
+    if precisions is not None:
+        allowed = set(precisions) | {"fp32"}
+        keep &= frame["plan"].map(lambda p: set(precision_mix(p)) <= allowed)
+    return frame[keep]
+
+
+def _latency(metrics: Mapping[str, Any] | None, batch: str = "1") -> Mapping[str, Any]:
+    lat = (metrics or {}).get("latency") or {}
+    return lat.get(batch) or {}
+
+
+def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add display and relative-to-FP32 columns; relative latency needs the model's FP32 result."""
+    out = frame.copy()
+    out["size_mb"] = out["size_bytes"] / 1e6
+    out["accuracy_pct"] = out["accuracy"] * 100
+    fp32_size = out["metrics"].map(lambda m: (m or {}).get("fp32_size_bytes", np.nan)).astype(float)
+    out["size_change_pct"] = (out["size_bytes"] / fp32_size - 1) * 100
+    out["accuracy_change_pp"] = out["accuracy_delta"] * 100
+    out["baseline"] = out["plan"].map(is_baseline).astype(bool)
+    # The latest FP32 result of each model is its latency reference.
+    base = out[out["baseline"]].sort_values("created_at").groupby("model_name")["latency_ms_b1"].last()
+    ref = out["model_name"].map(base).astype(float)
+    out["latency_change_pct"] = (out["latency_ms_b1"] / ref - 1) * 100
+    out["speedup"] = ref / out["latency_ms_b1"]
+    return out
+
+
+def _fmt_mb(nbytes: float) -> str:
+    return f"{nbytes / 1e6:.3f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+
+
+def hover_text(row: Mapping[str, Any]) -> str:
+    """What a point says about itself: plan summary, size, latency with its interval and machine, accuracy."""
+    m = row.get("metrics") or {}
+    lines = [f"<b>{row.get('plan_summary') or '?'}</b> · {row.get('model_name')}"]
+    size, fp32 = row.get("size_bytes"), m.get("fp32_size_bytes")
+    if _finite(size):
+        ratio = f" ({fp32 / size:.2f}× smaller than FP32)" if _finite(fp32) and size else ""
+        lines.append(f"size {_fmt_mb(size)}{ratio}")
+    lat = _latency(m)
+    if lat:
+        env = row.get("environment") or {}
+        where = (
+            f"{env.get('cpu', 'CPU ?')}, ONNX Runtime {env.get('onnxruntime', '?')}, "
+            f"{lat.get('threads', '?')} thread(s)"
+        )
+        lines.append(
+            f"latency b1 {lat['median_ms']:.3f} ms (95% CI {lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}, "
+            f"{lat.get('runs', '?')} runs) on {where}"
+        )
+        speed = row.get("speedup")
+        if _finite(speed) and not row.get("baseline"):
+            word = "faster" if speed >= 1 else "slower"
+            factor = speed if speed >= 1 else 1 / speed
+            lines.append(f"{factor:.2f}× {word} than FP32")
+    acc = row.get("accuracy")
+    if _finite(acc):
+        text = f"accuracy {acc:.2%}"
+        d, lo, hi = (
+            row.get(c) for c in ("accuracy_delta", "accuracy_delta_ci_low", "accuracy_delta_ci_high")
+        )
+        if _finite(d):
+            text += f", change vs FP32 {d * 100:+.2f} pp"
+            if _finite(lo) and _finite(hi):
+                text += f" (95% CI {lo * 100:+.2f} to {hi * 100:+.2f})"
+        lines.append(text)
+    return "<br>".join(lines)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    key: str
+    model_name: str
+    x: float
+    y: float
+    summary: str
+    hover: str
+    pareto: bool
+    baseline: bool
+
+
+@dataclass(frozen=True)
+class ParetoPlotInfo:
+    """Everything a two-objective Pareto plot shows."""
+
+    x_title: str
+    y_title: str
+    points: tuple[ParetoPoint, ...]
+    front: tuple[str, ...]  # keys of the non-dominated points, in order of x (the frontier line)
+    selected: str | None
+    missing: int  # results left out because they lack one of the two metrics
+
+    def trace_keys(self) -> dict[str, tuple[str, ...]]:
+        """Result keys per trace, in trace order: what a selection's (curve, index) points at."""
+        return {
+            "dominated": tuple(p.key for p in self.points if not p.pareto and not p.baseline),
+            "pareto": tuple(p.key for p in self.points if p.pareto and not p.baseline),
+            "baseline": tuple(p.key for p in self.points if p.baseline),
+        }
+
+
+def pareto_plot_info(
+    frame: pd.DataFrame, x: str, y: str, *, relative: bool = False, selected: str | None = None
+) -> ParetoPlotInfo:
+    """Points, Pareto front and baseline marks for objective ``y`` against objective ``x``."""
+    ox, oy = OBJECTIVES[x], OBJECTIVES[y]
+    cx = ox.relative_column if relative else ox.column
+    cy = oy.relative_column if relative else oy.column
+    data = with_derived(frame) if len(frame) else frame.assign(**{cx: [], cy: []})
+    ok = data[np.isfinite(data[cx].astype(float)) & np.isfinite(data[cy].astype(float))]
+    # Fronts are per model: a point of one model does not dominate another model's plans.
+    front_mask = pd.Series(False, index=ok.index)
+    for _, group in ok.groupby("model_name"):
+        mask = non_dominated(group[[cx, cy]].to_numpy(float), [ox.maximize, oy.maximize])
+        front_mask[group.index] = mask
+    points = tuple(
+        ParetoPoint(
+            key=row["key"],
+            model_name=row["model_name"],
+            x=float(row[cx]),
+            y=float(row[cy]),
+            summary=row["plan_summary"] or "",
+            hover=hover_text(row),
+            pareto=bool(front_mask[idx]),
+            baseline=bool(row["baseline"]),
+        )
+        for idx, row in ok.iterrows()
+    )
+    front = tuple(
+        p.key for p in sorted((p for p in points if p.pareto), key=lambda p: (p.model_name, p.x, p.y))
+    )
+    return ParetoPlotInfo(
+        x_title=ox.relative_title if relative else ox.title,
+        y_title=oy.relative_title if relative else oy.title,
+        points=points,
+        front=front,
+        selected=selected,
+        missing=len(frame) - len(ok),
+    )
+
+
+_STYLE = {
+    "dominated": {"color": "#9aa5b1", "opacity": 0.35, "symbol": "circle", "size": 8, "name": "dominated"},
+    "pareto": {"color": "#d9480f", "opacity": 1.0, "symbol": "circle", "size": 11, "name": "Pareto-optimal"},
+    "baseline": {"color": "#1c7ed6", "opacity": 1.0, "symbol": "star", "size": 16, "name": "FP32 baseline"},
+}
+
+
+def pareto_figure(info: ParetoPlotInfo) -> go.Figure:
+    """Draw a ParetoPlotInfo: dimmed dominated points, highlighted front with its line, starred baseline."""
+    by_key = {p.key: p for p in info.points}
+    fig = go.Figure()
+    for name, keys in info.trace_keys().items():
+        style = _STYLE[name]
+        pts = [by_key[k] for k in keys]
+        line_width = [3 if p.key == info.selected else 0 for p in pts]
+        fig.add_trace(
+            go.Scatter(
+                x=[p.x for p in pts],
+                y=[p.y for p in pts],
+                mode="markers",
+                name=style["name"],
+                customdata=[p.key for p in pts],
+                hovertext=[p.hover for p in pts],
+                hoverinfo="text",
+                marker={
+                    "color": style["color"],
+                    "opacity": style["opacity"],
+                    "symbol": style["symbol"],
+                    "size": [style["size"] + (6 if p.key == info.selected else 0) for p in pts],
+                    "line": {"width": line_width, "color": "#212529"},
+                },
+            )
+        )
+    for model in dict.fromkeys(by_key[k].model_name for k in info.front):
+        line = [by_key[k] for k in info.front if by_key[k].model_name == model]
+        fig.add_trace(
+            go.Scatter(
+                x=[p.x for p in line],
+                y=[p.y for p in line],
+                mode="lines",
+                line={"color": _STYLE["pareto"]["color"], "width": 1.5, "shape": "hv"},
+                name=f"front · {model}",
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        xaxis_title=info.x_title,
+        yaxis_title=info.y_title,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+        # Click-to-select works in plotly's default zoom drag mode; "select" mode swallows clicks.
+        clickmode="event+select",
+        height=420,
+    )
+    return fig
+
+
+def selected_key(
+    trace_keys: Mapping[str, tuple[str, ...]], selection: Mapping[str, Any] | None
+) -> str | None:
+    """The result key a plotly selection event points at (the first selected marker), or None.
+
+    ``trace_keys`` is ``ParetoPlotInfo.trace_keys()`` of the figure the event came from.
+    """
+    points = ((selection or {}).get("selection") or {}).get("points") or []
+    traces = list(trace_keys.values())
+    for point in points:
+        custom = point.get("customdata")
+        if isinstance(custom, list) and custom:
+            custom = custom[0]
+        if isinstance(custom, str) and custom:
+            return custom
+        curve, index = point.get("curve_number"), point.get("point_index")
+        if (
+            isinstance(curve, int)
+            and isinstance(index, int)
+            and curve < len(traces)
+            and index < len(traces[curve])
+        ):
+            return traces[curve][index]
+    return None
+
+
+# --- comparing results -----------------------------------------------------------------------
+
+
+def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per result: metrics, and their change against the first result given."""
+    rows = []
+    for r in records:
+        m = r.get("metrics") or {}
+        lat = _latency(m)
+        env = r.get("environment") or {}
+        rows.append(
+            {
+                "plan": r.get("plan_summary"),
+                "model": r.get("model_name"),
+                "size_mb": (m.get("size_bytes") or np.nan) / 1e6,
+                "latency_ms_b1": lat.get("median_ms", np.nan),
+                "latency_ci_ms": f"{lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}" if lat else "",
+                "accuracy_pct": (m.get("accuracy") if m.get("accuracy") is not None else np.nan) * 100,
+                "accuracy_change_pp": _pp(m.get("accuracy_delta")),
+                "accuracy_change_ci_pp": (
+                    f"{m['accuracy_delta_ci_low'] * 100:+.2f} to {m['accuracy_delta_ci_high'] * 100:+.2f}"
+                    if _finite(m.get("accuracy_delta_ci_low")) and _finite(m.get("accuracy_delta_ci_high"))
+                    else ""
+                ),
+                "measured_on": f"{env.get('cpu', '?')}, ONNX Runtime {env.get('onnxruntime', '?')}",
+                "key": r.get("key"),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if len(table):
+        first = table.iloc[0]
+        table["size_vs_first_pct"] = (table["size_mb"] / first["size_mb"] - 1) * 100
+        table["latency_vs_first_pct"] = (table["latency_ms_b1"] / first["latency_ms_b1"] - 1) * 100
+        table["accuracy_vs_first_pp"] = table["accuracy_pct"] - first["accuracy_pct"]
+    return table
+
+
+def _pp(v: Any) -> float:
+    return v * 100 if _finite(v) else np.nan
+
+
+def layer_differences(records: list[Mapping[str, Any]]) -> pd.DataFrame:
+    """Layers whose precision differs between the results: one row per layer, one column per result."""
+    plans = [((r.get("plan") or {}).get("layers") or {}) for r in records]
+    names = list(dict.fromkeys(n for p in plans for n in p))
+    columns = _unique_labels(records)
+    rows = []
+    for n in names:
+        values = [Precision(p.get(n, "fp32")).label for p in plans]
+        if len(set(values)) > 1:
+            rows.append({"layer": n, **dict(zip(columns, values, strict=True))})
+    return pd.DataFrame(rows, columns=["layer", *columns])
+
+
+def per_class_table(records: list[Mapping[str, Any]], classes: list[str] | None = None) -> pd.DataFrame:
+    """Per-class accuracy (%) of each result plus FP32, where the task has classes; empty otherwise."""
+    first = next((r for r in records if (r.get("metrics") or {}).get("per_class_accuracy")), None)
+    if first is None:
+        return pd.DataFrame()
+    n = len(first["metrics"]["per_class_accuracy"])
+    table = pd.DataFrame({"class": classes if classes and len(classes) == n else [str(i) for i in range(n)]})
+    fp32 = first["metrics"].get("fp32_per_class_accuracy")
+    if fp32:
+        table["FP32"] = np.asarray(fp32) * 100
+    for label, r in zip(_unique_labels(records), records, strict=True):
+        pc = (r.get("metrics") or {}).get("per_class_accuracy")
+        if pc and len(pc) == n:
+            table[label] = np.asarray(pc) * 100
+    return table
+
+
+def _unique_labels(records: list[Mapping[str, Any]]) -> list[str]:
+    # Two plans can share a summary ("5 INT8" in different layers): suffix the key to keep columns apart.
+    labels = []
+    for i, r in enumerate(records, start=1):
+        labels.append(f"#{i} {r.get('plan_summary') or ''} ({str(r.get('key', ''))[:6]})")
+    return labels
