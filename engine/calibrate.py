@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -76,8 +78,10 @@ def calibrate(
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=ort_method(method),
         )
-        calibrator.collect_data(ArrayReader(inputs))
-        ranges = calibrator.compute_data()
+        # The histogram calibrators print progress to stdout; a CLI's --json output must stay clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(ArrayReader(inputs))
+            ranges = calibrator.compute_data()
         # A tensor with an infinite range (an attention mask of -inf, say) cannot be quantized;
         # dropping it keeps the quantizer from computing NaN scales for it.
         ranges.data = {
