@@ -18,6 +18,7 @@ from typing import Any
 from engine import __version__ as ENGINE_VERSION
 from engine.datasets import ModelBundle, load_model
 from engine.evaluate import evaluate_task, inspect_task, layers_from_json
+from engine.measure import machine_fingerprint
 from engine.quantize import resolve_plan
 from engine.store import ResultStore, default_home
 from engine.types import (
@@ -55,6 +56,8 @@ def result_key(bundle: ModelBundle, plan: Plan, settings: MeasureSettings) -> st
             "plan": plan.hash,
             "settings": settings.hash,
             "engine": ENGINE_VERSION,
+            # Latency is a property of the machine: a store shared by two machines keeps both.
+            "machine": machine_fingerprint(),
         }
     )
 

@@ -407,3 +407,15 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
         elif key == "flags" and not flags:
             flags = frozenset(value.split())
     return name, flags
+
+
+def has_int8_dot_product() -> bool:
+    """True where the CPU has VNNI, whose u8*s8 dot products cannot saturate in 16 bits."""
+    _, flags = _cpuinfo()
+    return bool(flags & {"avx512_vnni", "avx_vnni"})
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What makes a measurement from this machine differ from another's: part of a result's key."""
+    cpu, flags = _cpuinfo()
+    return {"cpu": cpu, "cpu_flags": [f for f in _CPU_FLAGS if f in flags], "onnxruntime": ort.__version__}
