@@ -112,6 +112,11 @@ def _engine(args: argparse.Namespace, inline: bool, timeout: float = 600.0) -> I
         store.close()
 
 
+def _progress(message: str) -> None:
+    # Progress goes to stderr so that --json output on stdout stays parseable.
+    print(message, file=sys.stderr, flush=True)
+
+
 def _dump(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -160,8 +165,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with _engine(args, args.inline, args.timeout) as eng:
         bundle = eng.model(args.model)
         plan = _plan_from_args(args, eng, bundle)
-        eng.job(bundle, plan, settings)  # validate before any measuring
+        job = eng.job(bundle, plan, settings)
+        if eng.cached(eng.job(bundle, Plan(), settings)) is None:
+            _progress(f"measuring the FP32 baseline of {bundle.name} (once) ...")
         base = eng.baseline(bundle, settings)
+        if args.force or eng.cached(job) is None:
+            _progress(f"quantizing and measuring {job.summary} ...")
+        else:
+            _progress("served from the store (use --force to measure again)")
         result = eng.evaluate(bundle, plan, settings=settings, source="cli", force=args.force)
     if args.json:
         _dump({"result": result, "baseline": base})
