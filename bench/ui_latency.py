@@ -87,19 +87,19 @@ def fill(home: Path, per_model: int, layer_names: dict[str, list[str]]) -> None:
                 store.put(synthetic_record(rng, model, layer_names[model], i, baseline=i == 0))
 
 
-_PLOTS_SHOW = """([prefix, title]) => {
+_PLOTS_SHOW = """([prefix, relative]) => {
     const plots = document.querySelectorAll('.js-plotly-plot');
     if (plots.length !== 3) return false;
     return [...plots].every(gd => gd.data && gd.layout && gd.data.some(
         t => (t.customdata || []).some(k => String(k).startsWith(prefix)))
-        && (!title || (gd.layout.xaxis.title.text || '').includes(title)));
+        && (relative === null || (gd.layout.xaxis.title.text || '').includes('change') === relative));
 }"""
 
 
-def timed(page: Any, action: Any, prefix: str, title: str) -> float:
+def timed(page: Any, action: Any, prefix: str, relative: bool | None) -> float:
     t = time.perf_counter()
     action()
-    page.wait_for_function(_PLOTS_SHOW, arg=[prefix, title], polling="raf", timeout=60_000)
+    page.wait_for_function(_PLOTS_SHOW, arg=[prefix, relative], polling="raf", timeout=60_000)
     return time.perf_counter() - t
 
 
@@ -111,17 +111,17 @@ def measure(browser: Any, per_model: int, layer_names: dict[str, list[str]]) -> 
     try:
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.goto(f"{server.url}/explore?model={MODELS[0]}")
-        page.wait_for_function(_PLOTS_SHOW, arg=[f"synthetic-{MODELS[0]}", ""], timeout=180_000)
+        page.wait_for_function(_PLOTS_SHOW, arg=[f"synthetic-{MODELS[0]}", None], timeout=180_000)
         switches, toggles = [], []
         for r in range(REPEATS + 1):  # the first round warms the caches and is not counted
             a, b = (MODELS[1], MODELS[0])
-            s1 = timed(page, lambda m=a: choose(page, "qd_model", m), f"synthetic-{a}", "")
-            s2 = timed(page, lambda m=b: choose(page, "qd_model", m), f"synthetic-{b}", "")
+            s1 = timed(page, lambda m=a: choose(page, "qd_model", m), f"synthetic-{a}", None)
+            s2 = timed(page, lambda m=b: choose(page, "qd_model", m), f"synthetic-{b}", None)
             t1 = timed(
-                page, lambda: page.locator(".st-key-qd_explore_relative label").click(), "synthetic", "change"
+                page, lambda: page.locator(".st-key-qd_explore_relative label").click(), "synthetic", True
             )
             t2 = timed(
-                page, lambda: page.locator(".st-key-qd_explore_relative label").click(), "synthetic", "(MB)"
+                page, lambda: page.locator(".st-key-qd_explore_relative label").click(), "synthetic", False
             )
             if r:
                 switches += [s1, s2]

@@ -1,56 +1,45 @@
-"""quantdash landing page: the bundled sample models and their FP32 metrics.
+"""quantdash dashboard: the page router (st.navigation) and the sidebar model picker.
 
-The full dashboard (plan editor, Pareto plots) builds on this; the page reads only the
-sample cards and the result store, and never loads a model in this process.
+Pages live in app_pages/; they call only the public engine API, through dashboard.cached and
+dashboard.runner, and spell session-state keys only through dashboard.state.
 """
 
 from __future__ import annotations
 
-import json
-
-import pandas as pd
 import streamlit as st
 
-from engine.datasets import SAMPLES_DIR, sample_names
-from engine.store import ResultStore, default_store_path
+from dashboard import cached, state
 
 st.set_page_config(page_title="quantdash", layout="wide")
-st.title("quantdash")
-st.caption("What quantization buys and costs, measured for real with ONNX Runtime on this machine.")
 
-cards = [json.loads((SAMPLES_DIR / n / "card.json").read_text()) for n in sample_names()]
-if not cards:
+cards = cached.cards()
+names = list(cards)
+if not names:
     st.error("No sample models found under sample_models/. Run the train scripts there (see README).")
     st.stop()
 
-rows = []
-for card in cards:
-    metrics = card.get("fp32_metrics", {})
-    rows.append(
-        {
-            "model": card["name"],
-            "task": card["task"],
-            "parameters": card.get("params"),
-            "FP32 accuracy": metrics.get("accuracy"),
-            "FP32 perplexity": metrics.get("perplexity"),
-            "eval samples": card.get("eval_size"),
-            "what it is": card.get("description", ""),
-        }
-    )
-st.subheader("Sample models")
-st.dataframe(
-    pd.DataFrame(rows),
-    hide_index=True,
-    column_config={"FP32 accuracy": st.column_config.NumberColumn(format="percent")},
-)
+state.sync_from_url(names)
+with st.sidebar:
+    st.title("quantdash")
+    st.caption("What quantization buys and costs, measured with ONNX Runtime on this machine.")
+    st.selectbox("Model", names, key=state.MODEL, help="The model every page shows.")
 
-with ResultStore(default_store_path()) as store:
-    results = store.to_frame()
-st.subheader(f"Measured plans ({len(results)})")
-if results.empty:
-    st.info("No plans measured yet. Try: `.venv/bin/quantdash evaluate digits_resnet --preset int8`")
-else:
-    st.dataframe(
-        results[["model_name", "plan_summary", "size_bytes", "latency_ms_b1", "accuracy", "accuracy_delta"]],
-        hide_index=True,
+try:
+    cached.runner()
+except Exception as e:  # no traceback on screen: say what failed and what to try
+    st.error(
+        f"Could not start the worker processes that quantize and measure models ({type(e).__name__}: {e}). "
+        "Check that no other quantdash is using all memory, then reload the page. To use an existing "
+        "Dask cluster, set QUANTDASH_SCHEDULER=tcp://host:8786 before starting the app."
     )
+    st.stop()
+
+pages = [
+    st.Page("app_pages/models.py", title="Models", icon=":material/inventory_2:", default=True),
+    st.Page("app_pages/plan.py", title="Plan", icon=":material/tune:", url_path="plan"),
+    st.Page("app_pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+]
+page = st.navigation(pages)
+state.sync_to_url()
+page.run()

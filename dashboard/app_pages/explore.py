@@ -1,0 +1,156 @@
+"""Explore: Pareto plots of accuracy, size and latency; click a point to inspect, reuse or download it."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import cached, state, widgets
+from engine.charts import filter_results, pareto_figure, pareto_plot_info, selected_key
+from engine.types import Precision
+
+CHARTS = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
+
+model = state.current_model()
+st.header(f"Explore · {model}")
+widgets.jobs_panel()
+
+frame = cached.results(cached.store_version())
+c1, c2, c3 = st.columns([3, 1, 1])
+mix = c1.multiselect(
+    "Precisions a plan may use (FP32 always)",
+    [p.value for p in Precision if p is not Precision.FP32],
+    default=[p.value for p in Precision if p is not Precision.FP32],
+    key=state.EXPLORE_PRECISIONS,
+    format_func=lambda v: Precision(v).label,
+)
+relative = c2.toggle("% change vs FP32", key=state.EXPLORE_RELATIVE)
+all_models = c3.toggle("All models", key=state.EXPLORE_MODELS, help="Each model keeps its own front.")
+shown = filter_results(frame, None if all_models else [model], mix)
+
+if shown.empty:
+    st.info(f"No measured plans for {model} yet. On the Plan page, pick a preset and press Evaluate.")
+    st.stop()
+
+
+def _picked(chart: str, trace_keys: dict[str, tuple[str, ...]]) -> None:
+    # A chart click: map the selected marker back to its result.
+    key = selected_key(trace_keys, st.session_state.get(state.chart_key(chart)))
+    if key:
+        state.select_result(key)
+
+
+selected = state.selected_result()
+cols = st.columns(len(CHARTS))
+for col, (x, y) in zip(cols, CHARTS, strict=True):
+    info = pareto_plot_info(shown, x, y, relative=relative, selected=selected)
+    name = f"{y}_vs_{x}"
+    with col:
+        st.markdown(f"**{y.capitalize()} vs {x}**")
+        st.plotly_chart(
+            pareto_figure(info),
+            key=state.chart_key(name),
+            on_select=functools.partial(_picked, name, info.trace_keys()),
+            selection_mode="points",
+            width="stretch",
+        )
+        if info.missing:
+            st.caption(f"{info.missing} plan(s) not drawn: no FP32 baseline or metric to compare with.")
+envs = {(e.get("cpu"), e.get("onnxruntime")) for e in shown["environment"] if e}
+st.caption(
+    "Latency: median at batch 1, one intra-op thread, measured on "
+    + "; ".join(f"{cpu}, ONNX Runtime {ort}" for cpu, ort in sorted(envs, key=str))
+    + ". Hover a point for its 95% intervals. Larger orange points are Pareto-optimal; grey ones are beaten "
+    "on both axes by another plan; the star is FP32."
+)
+
+# --- the selected result --------------------------------------------------------------------------
+options = list(shown.sort_values("created_at", ascending=False)["key"])
+labels = {
+    r["key"]: f"{r['plan_summary']} · {r['model_name']} · {widgets.fmt_bytes(r['size_bytes'])} · "
+    f"acc {r['accuracy']:.2%}"
+    if pd.notna(r["accuracy"])
+    else f"{r['plan_summary']} · {r['model_name']}"
+    for _, r in shown.iterrows()
+}
+if selected in labels:
+    state.put(state.EXPLORE_PICK, selected)
+
+
+def _pick() -> None:
+    state.select_result(state.get(state.EXPLORE_PICK))
+
+
+st.selectbox(
+    "Selected plan (or click a point)",
+    options,
+    key=state.EXPLORE_PICK,
+    index=None,
+    format_func=lambda k: labels.get(k, k),
+    on_change=_pick,
+    placeholder="Click a point on a plot, or choose here",
+)
+if selected is None:
+    st.stop()
+record = cached.record(selected)
+if record is None:
+    st.warning("The result in this link is not in the store (it may have been deleted). Pick another plan.")
+    st.stop()
+
+m = record["metrics"]
+st.subheader(f"{record['plan_summary']} · {record['model_name']}")
+c1, c2, c3 = st.columns(3)
+comp = m.get("fp32_size_bytes", 0) / m["size_bytes"] if m.get("size_bytes") else None
+c1.metric("Size", widgets.fmt_bytes(m.get("size_bytes")), f"{comp:.2f}× smaller than FP32" if comp else None)
+c2.metric("Accuracy", f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "—")
+c3.metric("SQNR vs FP32", f"{m['sqnr_db']:.1f} dB" if m.get("sqnr_db") is not None else "identical")
+st.caption(f"Accuracy: {widgets.accuracy_text(record)}")
+for batch in m.get("latency", {}):
+    st.caption(f"Latency at batch {batch}: {widgets.latency_text(record, batch)}")
+
+realized = m.get("realized") or {}
+st.dataframe(
+    pd.DataFrame(
+        {
+            "layer": list(record["plan"]["layers"]),
+            "precision": [Precision(v).label for v in record["plan"]["layers"].values()],
+            "realized in the graph": [
+                Precision(realized[n]).label if n in realized else "?" for n in record["plan"]["layers"]
+            ],
+        }
+    ),
+    hide_index=True,
+)
+
+
+def _load() -> None:
+    # Put the plan in the editor of its own model and show that model.
+    state.put(state.MODEL, record["model_name"])
+    state.set_plan_assignment(record["model_name"], dict(record["plan"]["layers"]))
+
+
+c1, c2, c3 = st.columns(3)
+if c1.button("Load into plan editor", key="qd_load_plan", on_click=_load):
+    st.switch_page("app_pages/plan.py")
+plan_json = json.dumps(record["plan"], indent=2, sort_keys=True)
+stem = f"{record['model_name']}-{record['key'][:8]}"
+c2.download_button(
+    "Download plan JSON", plan_json, file_name=f"{stem}-plan.json", mime="application/json", key="qd_dl_plan"
+)
+path = record.get("artifact_path")
+try:
+    c3.download_button(
+        "Download quantized ONNX",
+        cached.artifact_bytes(path),
+        file_name=f"{stem}.onnx",
+        mime="application/octet-stream",
+        key="qd_dl_onnx",
+    )
+except (OSError, TypeError):
+    c3.warning("The quantized file is no longer on disk; press Evaluate with this plan to make it again.")
+st.caption(
+    f"Link to this view: `?model={record['model_name']}&result={record['key']}` (the address bar has it too)."
+)

@@ -1,0 +1,133 @@
+"""Plan: set each layer's precision (table, presets, by op type), see a size estimate, and evaluate."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import cached, state, widgets
+from dashboard.plan_logic import (
+    LABEL_TO_VALUE,
+    VALUE_TO_LABEL,
+    apply_edits,
+    editor_frame,
+    estimate_size,
+    set_op_type,
+    uniform,
+)
+from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
+from engine.types import Plan, PlanError, Precision, plan_summary
+
+model = state.current_model()
+runner = cached.runner()
+layers = cached.layers(model)
+by_name = {x.name: x for x in layers}
+if state.plan_assignment(model) is None:
+    state.set_plan_assignment(model, uniform(layers))
+assignment = state.plan_assignment(model)
+
+st.header(f"Plan · {model}")
+widgets.jobs_panel()
+
+
+def _set(new: dict[str, str]) -> None:
+    state.set_plan_assignment(model, new)
+
+
+# --- presets, op types, one layer --------------------------------------------------------------
+c1, c2, c3 = st.columns(3)
+with c1:
+    preset = st.selectbox(
+        "Preset", list(PRESETS), key=state.PRESET, format_func=lambda p: f"{p}: {PRESET_DESCRIPTIONS[p]}"
+    )
+    if st.button("Apply preset", key="qd_apply_preset"):
+        bundle = runner.model(model)
+        # The engine resolves a preset per layer (layers that cannot take it stay FP32).
+        job = runner.engine.job(bundle, preset_plan(preset, layers))
+        _set({n: p.value for n, p in job.plan.layers.items()})
+        st.rerun()
+with c2:
+    op_types = sorted({x.op_type for x in layers})
+    op = st.selectbox("All layers of op type", op_types, key=state.OP_TYPE)
+    offered = [p for p in Precision if any(p in x.accepts for x in layers if x.op_type == op)]
+    op_prec = st.selectbox("set to", offered, key=state.op_precision_key(op), format_func=lambda p: p.label)
+    if st.button(f"Set all {op}", key="qd_apply_op"):
+        new, changed, skipped = set_op_type(layers, assignment, op, op_prec.value)
+        _set(new)
+        note = f"{changed} {op} layer(s) set to {op_prec.label}."
+        if skipped:
+            note += f" {skipped} cannot take {op_prec.label} and were left as they were."
+        state.put(state.EDIT_NOTES, [note])
+        st.rerun()
+with c3:
+    one = st.selectbox("One layer", [x.name for x in layers], key=state.ONE_LAYER)
+    one_prec = st.selectbox(
+        "set to",
+        list(by_name[one].accepts),
+        key=state.one_precision_key(list(by_name).index(one)),
+        format_func=lambda p: p.label,
+        help="Only the precisions this layer accepts are offered.",
+    )
+    if st.button("Set layer", key="qd_apply_one"):
+        _set({**assignment, one: one_prec.value})
+        st.rerun()
+
+
+# --- the table ---------------------------------------------------------------------------------
+edited = st.data_editor(
+    editor_frame(layers, assignment),
+    key=state.editor_key(model),
+    hide_index=True,
+    disabled=["layer", "op", "params", "weights_kb", "accepts"],
+    column_config={
+        "precision": st.column_config.SelectboxColumn(
+            "precision", options=list(LABEL_TO_VALUE), required=True,
+            help="Each layer takes only the precisions in its 'accepts' column; others are reverted.",
+        ),
+        "weights_kb": st.column_config.NumberColumn("weights (kB, FP32)", format="%.1f"),
+    },
+)  # fmt: skip
+# SelectboxColumn options are per column, so each row is checked against what its layer accepts.
+changes = {
+    i: {"precision": label}
+    for i, label in enumerate(edited["precision"])
+    if label != VALUE_TO_LABEL[assignment[layers[i].name]]
+}
+if changes:
+    new, notes = apply_edits(layers, assignment, changes)
+    _set(new)  # a new editor key: rejected rows show their old value again
+    state.put(state.EDIT_NOTES, ["Not applied: " + n for n in notes])
+    st.rerun()
+for note in state.get(state.EDIT_NOTES) or []:
+    st.warning(note)
+state.put(state.EDIT_NOTES, [])
+
+# --- estimate and evaluate ----------------------------------------------------------------------
+precisions = {n: Precision(v) for n, v in assignment.items()}
+base = runner.store.get_ok(cached.baseline_key(model))
+fp32_bytes = base["metrics"]["size_bytes"] if base else cached.model_bytes(model)
+est = estimate_size(layers, assignment, fp32_bytes)
+c1, c2, c3 = st.columns(3)
+c1.metric("Plan", plan_summary(precisions))
+c2.metric(
+    "Estimated size", widgets.fmt_bytes(est), help="An estimate from the layer table, before measuring."
+)
+c3.metric("Estimated compression vs FP32", f"{fp32_bytes / est:.2f}×")
+st.caption(
+    "Estimate: each layer's FP32 weight bytes × bits/32 for its precision, plus the bytes outside the "
+    "layers. Scales, zero points and graph changes are not counted; Evaluate measures the real file."
+)
+
+plan = Plan(layers=precisions)
+known = runner.engine.cached(runner.engine.job(runner.model(model), plan))
+if st.button("Evaluate", key="qd_evaluate", type="primary"):
+    try:
+        runner.submit(model, plan)
+        st.toast("Submitted: it runs in a worker process. This page stays usable; Explore shows the result.")
+        st.rerun()
+    except PlanError as e:
+        st.error(f"This plan does not fit {model}: {e}")
+if known is not None:
+    st.info(f"Already measured: {known['plan_summary']} · {widgets.accuracy_text(known)}.")
+    if st.button("Show it on Explore", key="qd_show_known"):
+        state.select_result(known["key"])
+        st.switch_page("app_pages/explore.py")

@@ -1,0 +1,79 @@
+"""The only place st.cache_* decorators live.
+
+cache_resource holds the per-process Runner (a plain holder: Streamlit refuses to cache a Dask
+Client itself). cache_data holds derived, immutable data keyed by what it depends on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.runner import Runner
+from engine.charts import with_derived
+from engine.datasets import SAMPLES_DIR, sample_names
+from engine.types import LayerInfo
+
+
+@st.cache_resource(show_spinner="Starting the worker processes (first visit only)...")
+def runner() -> Runner:
+    return Runner()
+
+
+@st.cache_data(show_spinner=False)
+def cards() -> dict[str, dict[str, Any]]:
+    """Sample model cards by name (plain JSON files: reading them runs no model)."""
+    return {n: json.loads((SAMPLES_DIR / n / "card.json").read_text()) for n in sample_names()}
+
+
+@st.cache_data(show_spinner="Reading the model's layers (in a worker process)...")
+def layers(model: str) -> list[LayerInfo]:
+    r = runner()
+    return r.engine.layers(r.model(model))
+
+
+@st.cache_data(show_spinner=False)
+def model_bytes(model: str) -> int:
+    return len(runner().model(model).model_bytes)
+
+
+@st.cache_data(show_spinner=False)
+def baseline_key(model: str) -> str:
+    return runner().baseline_key(model)
+
+
+def store_version() -> tuple[int, str]:
+    """Changes whenever a result lands: the cache key of the results frame."""
+    store = runner().store
+    done = store.list_jobs(["done", "failed"])
+    return store.count(), max((j["updated_at"] for j in done), default="")
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def results(version: tuple[int, str]) -> pd.DataFrame:
+    """Every successful result with its environment (CPU, ONNX Runtime), plus derived plot columns.
+
+    Deriving once per store change (hover texts, % vs FP32) keeps re-renders on filter or model
+    switches cheap with thousands of results.
+    """
+    del version  # only the cache key
+    store = runner().store
+    frame = store.to_frame()
+    frame["environment"] = pd.Series(
+        [(store.get(k) or {}).get("environment") or {} for k in frame["key"]], index=frame.index, dtype=object
+    )
+    return with_derived(frame)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def record(key: str) -> dict[str, Any] | None:
+    return runner().store.get(key)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def artifact_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

@@ -1,0 +1,132 @@
+"""Per-server-process evaluation runner: the Engine with its worker pool, and background threads.
+
+The page submits a plan and returns at once; a thread here waits for the workers
+(Engine.evaluate_many) and writes progress into the store's jobs table. Pages read that table,
+so a reload or a page change loses nothing: the store is the truth.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engine.api import Engine
+from engine.datasets import ModelBundle
+from engine.jobs import WorkerPool
+from engine.types import MeasureSettings, Plan, Precision
+
+# QUANTDASH_INLINE=1 runs evaluations in this process (tests only: a crash would take the app down).
+INLINE_ENV = "QUANTDASH_INLINE"
+# QUANTDASH_QUICK=1 measures latency for at most 0.3 s per batch size (tests and demos).
+QUICK_ENV = "QUANTDASH_QUICK"
+QUICK = MeasureSettings(max_seconds=0.3, max_runs=60, bootstrap=200)
+
+_ADVICE = {
+    "timeout": "Try a smaller plan change, fewer INT4 layers, or run it from the command line with a "
+    "longer --timeout.",
+    "crashed": "The worker process died (for example ONNX Runtime crashed or ran out of memory). Try again; "
+    "if it repeats, set the layers you changed back to FP32 one at a time to find the culprit.",
+    "failed": "Try another precision for the layers named above, or start again from a preset.",
+}
+
+
+def explain_failure(record: dict[str, Any]) -> str:
+    """A failed result in plain words: what failed, why (first line of the error), and what to try."""
+    status = record.get("status", "failed")
+    error = (record.get("error") or "no reason was recorded").strip().splitlines()[0]
+    what = {"timeout": "took too long", "crashed": "crashed its worker"}.get(status, "failed")
+    summary = record.get("plan_summary") or "the plan"
+    return f"Evaluating {summary} on {record.get('model_name')} {what}: {error}. {_ADVICE.get(status, '')}"
+
+
+class Runner:
+    """Engine + worker pool + background threads; one per Streamlit server process."""
+
+    def __init__(self, inline: bool | None = None, settings: MeasureSettings | None = None) -> None:
+        inline = os.environ.get(INLINE_ENV) == "1" if inline is None else inline
+        if settings is None and os.environ.get(QUICK_ENV) == "1":
+            settings = QUICK
+        self.pool = None if inline else WorkerPool.connect()
+        self.engine = Engine(pool=self.pool, settings=settings)
+        self.store = self.engine.store
+        # Jobs marked running by an earlier server process can never finish now.
+        self.store.mark_stale_running(0)
+        # Two threads: one evaluation can wait on the workers while the next is submitted.
+        self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-eval")
+        self._model_lock = threading.Lock()
+
+    def model(self, name: str) -> ModelBundle:
+        with self._model_lock:  # Engine caches bundles in a plain dict
+            return self.engine.model(name)
+
+    def baseline_key(self, name: str) -> str:
+        bundle = self.model(name)
+        return self.engine.job(bundle, Plan(default=Precision.FP32)).key
+
+    def submit(self, model_name: str, plan: Plan, *, with_baseline: bool = True) -> str:
+        """Queue one plan (plus the FP32 baseline if it is not measured yet); returns the job id.
+
+        Raises PlanError at once if the plan does not fit the model.
+        """
+        bundle = self.model(model_name)
+        job = self.engine.job(bundle, plan)
+        plans = [plan]
+        if with_baseline:
+            base = self.engine.job(bundle, Plan(default=Precision.FP32))
+            running = {j["result_key"] for j in self.store.list_jobs(["queued", "running"])}
+            # Not when another job (the Models page's) is already measuring it.
+            if base.key != job.key and base.key not in running and self.engine.cached(base) is None:
+                plans.append(Plan(default=Precision.FP32))
+        job_id = f"eval-{uuid.uuid4().hex[:12]}"
+        self.store.upsert_job(
+            job_id,
+            kind="evaluate",
+            model_name=model_name,
+            result_key=job.key,
+            state="running",
+            progress=0.0,
+            message=f"Evaluating {job.summary} on {model_name}",
+        )
+        self._threads.submit(self._work, job_id, bundle, plans, job.summary)
+        return job_id
+
+    def _work(self, job_id: str, bundle: ModelBundle, plans: list[Plan], summary: str) -> None:
+        landed: dict[int, dict[str, Any]] = {}
+        started = time.monotonic()
+
+        def on_done(index: int, record: dict[str, Any]) -> None:
+            landed[index] = record
+            # The job stays "running" until every plan (the baseline too) is in the store.
+            what = "your plan" if index == 0 else "the FP32 baseline"
+            self.store.upsert_job(
+                job_id,
+                progress=len(landed) / len(plans),
+                message=f"Evaluating {summary} on {bundle.name}: {what} measured",
+            )
+
+        try:
+            self.engine.evaluate_many(bundle, plans, source="dashboard", on_done=on_done)
+            record = landed[0]
+            if record["status"] == "ok":
+                self.store.upsert_job(
+                    job_id, state="done", progress=1.0, message=f"{summary} on {bundle.name}: measured"
+                )
+            else:
+                self.store.upsert_job(job_id, state="failed", progress=1.0, message=explain_failure(record))
+        except Exception as e:  # the pool itself failed: say so; the app keeps running
+            self.store.upsert_job(
+                job_id,
+                state="failed",
+                message=f"Evaluating {summary} on {bundle.name} could not run ({type(e).__name__}: {e}) "
+                f"after {time.monotonic() - started:.0f} s. Try again; if it repeats, restart the app "
+                "(its worker processes restart with it).",
+            )
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.close()

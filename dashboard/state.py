@@ -1,0 +1,110 @@
+"""The only place session-state keys and query-parameter names are spelled.
+
+Pages call these helpers instead of indexing st.session_state with literals, so a key cannot be
+misspelled in one page and silently start a second, empty state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+# Query parameters: a copied link reopens the same model and result.
+QP_MODEL = "model"
+QP_RESULT = "result"
+
+MODEL = "qd_model"  # the model picked in the sidebar (a widget key)
+SELECTED = "qd_selected_result"  # result key selected on Explore (chart click or list)
+WATCHED = "qd_watched_jobs"  # job ids this session saw running: their end triggers a rerun
+DISMISSED = "qd_dismissed_jobs"  # failed jobs whose message the user closed
+EDIT_NOTES = "qd_edit_notes"  # messages about rejected edits, shown once
+COMPARE = "qd_compare"  # widget key: results picked on Compare
+
+# Widget keys (each widget gets a key, all spelled here).
+PRESET = "qd_preset"
+OP_TYPE = "qd_op_type"
+ONE_LAYER = "qd_one_layer"
+EXPLORE_MODELS = "qd_explore_models"
+EXPLORE_PRECISIONS = "qd_explore_precisions"
+EXPLORE_RELATIVE = "qd_explore_relative"
+EXPLORE_PICK = "qd_explore_pick"
+
+
+def chart_key(name: str) -> str:
+    return f"qd_chart_{name}"
+
+
+def _plan_key(model: str) -> str:
+    return f"qd_plan::{model}"
+
+
+def _editor_version_key(model: str) -> str:
+    return f"qd_editor_version::{model}"
+
+
+def get(key: str, default: Any = None) -> Any:
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value: Any) -> None:
+    st.session_state[key] = value
+
+
+def current_model() -> str | None:
+    value = st.session_state.get(MODEL)
+    return str(value) if value else None
+
+
+def plan_assignment(model: str) -> dict[str, str] | None:
+    """The plan being edited for a model: layer name -> precision value, every layer spelled out."""
+    value = st.session_state.get(_plan_key(model))
+    return dict(value) if value is not None else None
+
+
+def set_plan_assignment(model: str, assignment: dict[str, str]) -> None:
+    st.session_state[_plan_key(model)] = dict(assignment)
+    # A new editor key makes data_editor start again from the plan (dropping its own edit state).
+    st.session_state[_editor_version_key(model)] = st.session_state.get(_editor_version_key(model), 0) + 1
+
+
+def editor_key(model: str) -> str:
+    return f"qd_editor::{model}::{st.session_state.get(_editor_version_key(model), 0)}"
+
+
+def selected_result() -> str | None:
+    return st.session_state.get(SELECTED)
+
+
+def select_result(key: str | None) -> None:
+    st.session_state[SELECTED] = key
+
+
+def sync_from_url(models: list[str]) -> None:
+    """On a fresh session, take the model and result from the URL (a shared link)."""
+    if MODEL not in st.session_state:
+        wanted = st.query_params.get(QP_MODEL)
+        st.session_state[MODEL] = wanted if wanted in models else (models[0] if models else None)
+    if SELECTED not in st.session_state:
+        st.session_state[SELECTED] = st.query_params.get(QP_RESULT) or None
+
+
+def sync_to_url() -> None:
+    """Write the current model and result into the URL so the address bar is a shareable link."""
+    model, result = current_model(), selected_result()
+    if model and st.query_params.get(QP_MODEL) != model:
+        st.query_params[QP_MODEL] = model
+    if result and st.query_params.get(QP_RESULT) != result:
+        st.query_params[QP_RESULT] = result
+    if not result and QP_RESULT in st.query_params:
+        del st.query_params[QP_RESULT]
+
+
+def one_precision_key(layer_index: int) -> str:
+    # Keyed by layer: each layer offers its own choices, and a stale choice must not carry over.
+    # An index, not the name: keys become CSS classes (st-key-...), and names hold "/" and ".".
+    return f"qd_one_precision_{layer_index}"
+
+
+def op_precision_key(op_type: str) -> str:
+    return f"qd_op_precision::{op_type}"

@@ -1,0 +1,104 @@
+"""Pieces several pages share: the running-jobs panel and number formatting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import streamlit as st
+
+from dashboard import cached, state
+
+_RECENT = timedelta(minutes=10)  # how long a failure stays on screen after a reload
+
+
+def _active_jobs() -> list[dict[str, Any]]:
+    return cached.runner().store.list_jobs(["queued", "running"])
+
+
+def jobs_panel() -> None:
+    """Progress of running evaluations, refreshed every second while any runs; failures in plain words.
+
+    When a watched job ends, the whole app reruns, so the new point appears without a manual refresh.
+    """
+    run_every = 1.0 if _active_jobs() else None
+
+    @st.fragment(run_every=run_every)
+    def panel() -> None:
+        active = _active_jobs()
+        ids = {j["job_id"] for j in active}
+        watched = set(state.get(state.WATCHED, set()))
+        if watched - ids:  # something this page was showing has finished
+            state.put(state.WATCHED, ids)
+            st.rerun(scope="app")
+        state.put(state.WATCHED, watched | ids)
+        for job in active:
+            st.progress(
+                max(0.02, float(job["progress"] or 0)),
+                text=f"⏳ {job['message']} · started {_ago(job['created_at'])}. You can keep working.",
+            )
+        _failures()
+
+    panel()
+
+
+def _failures() -> None:
+    dismissed = set(state.get(state.DISMISSED, set()))
+    since = (datetime.now(UTC) - _RECENT).isoformat()
+    failed = [
+        j
+        for j in cached.runner().store.list_jobs(["failed", "stale"])
+        if j["updated_at"] >= since and j["job_id"] not in dismissed
+    ]
+    for job in failed:
+        cols = st.columns([12, 1])
+        if job["state"] == "stale":
+            cols[0].error(
+                f"{job['message']}: interrupted because the app restarted. Press Evaluate again to re-run it."
+            )
+        else:
+            cols[0].error(job["message"] or "The evaluation failed for an unknown reason. Try again.")
+        if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
+            state.put(state.DISMISSED, dismissed | {job["job_id"]})
+            st.rerun(scope="app")
+
+
+def _ago(iso: str) -> str:
+    try:
+        seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    except ValueError:
+        return "a moment ago"
+    return f"{seconds:.0f} s ago"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def latency_text(record: dict[str, Any], batch: str = "1") -> str:
+    """'0.068 ms (95% CI 0.066–0.070) on AMD EPYC, ONNX Runtime 1.32.0, 1 thread'."""
+    lat = ((record.get("metrics") or {}).get("latency") or {}).get(batch)
+    if not lat:
+        return "not measured"
+    env = record.get("environment") or {}
+    return (
+        f"{lat['median_ms']:.3f} ms (95% CI {lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}, "
+        f"{lat['runs']} runs) on {env.get('cpu', '?')}, ONNX Runtime {env.get('onnxruntime', '?')}, "
+        f"{lat.get('threads', '?')} thread(s)"
+    )
+
+
+def accuracy_text(record: dict[str, Any]) -> str:
+    m = record.get("metrics") or {}
+    if m.get("accuracy") is None:
+        ppl = m.get("perplexity")
+        return f"perplexity {ppl:.3f}" if ppl is not None else "no accuracy (no labels)"
+    text = f"{m['accuracy']:.2%}"
+    if m.get("accuracy_delta") is not None:
+        text += f", {m['accuracy_delta'] * 100:+.2f} pp vs FP32"
+        if m.get("accuracy_delta_ci_low") is not None:
+            lo, hi = m["accuracy_delta_ci_low"] * 100, m["accuracy_delta_ci_high"] * 100
+            text += f" (95% CI {lo:+.2f} to {hi:+.2f})"
+    return text

@@ -1,0 +1,112 @@
+"""Page logic with AppTest: real inline evaluations of digits_cnn in a temporary data folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dashboard import cached
+from tests.dashboard.conftest import app, wait_for_jobs
+
+MODEL = "digits_cnn"
+
+
+def _texts(elements) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_models_page_shows_card_layers_and_measured_baseline(home: Path) -> None:
+    at = app(model=MODEL)
+    at.run()
+    assert not at.exception
+    assert at.subheader[0].value == MODEL
+    layer_table = at.dataframe[1].value
+    assert len(layer_table) == 5 and "INT4" in " ".join(layer_table["cannot take"])
+    wait_for_jobs(at)  # the page started the FP32 baseline in the background
+    assert not at.exception
+    assert "ONNX Runtime" in _texts(at.caption)
+    assert any(m.label == "Size" for m in at.metric)
+
+
+def test_plan_preset_edit_estimate_and_evaluate(home: Path) -> None:
+    at = app(model=MODEL)
+    at.switch_page("app_pages/plan.py").run()
+    assert not at.exception
+    at.selectbox(key="qd_preset").set_value("int8").run()
+    at.button(key="qd_apply_preset").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Plan"] == "5 INT8"
+    assert float(metrics["Estimated compression vs FP32"].rstrip("×")) > 3
+
+    # An edit a layer cannot take (INT4 on a Conv) is reverted with a reason; a valid one is kept.
+    editor_key = at.data_editor[0].key
+    at.session_state[editor_key] = {
+        "edited_rows": {"0": {"precision": "INT4"}, "1": {"precision": "FP32"}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run()
+    assert not at.exception
+    assert any("cannot be INT4" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Plan"] == "4 INT8 · 1 FP32"
+
+    at.button(key="qd_evaluate").click().run()
+    assert not at.exception
+    wait_for_jobs(at)
+    store = cached.runner().store
+    done = [j for j in store.list_jobs(["done"]) if j["model_name"] == MODEL]
+    record = store.get(done[-1]["result_key"])
+    assert record["status"] == "ok" and record["plan_summary"] == "4 INT8 · 1 FP32"
+    assert "Already measured: 4 INT8 · 1 FP32" in _texts(at.info)
+
+
+def test_explore_plots_select_link_and_download(home: Path) -> None:
+    store = cached.runner().store
+    frame = store.to_frame()
+    key = frame.loc[frame["plan_summary"] == "4 INT8 · 1 FP32", "key"].iloc[0]
+    at = app(model=MODEL)
+    at.switch_page("app_pages/explore.py").run()
+    assert not at.exception
+    charts = [e for e in at.main if getattr(e, "type", "") == "plotly_chart"]
+    assert len(charts) == 3
+    figure = json.loads(charts[0].proto.spec)
+    keys = [k for trace in figure["data"] for k in trace.get("customdata") or []]
+    assert key in keys and cached.baseline_key(MODEL) in keys
+
+    at.selectbox(key="qd_explore_pick").set_value(key).run()
+    assert not at.exception
+    assert at.query_params["result"] == key and at.query_params["model"] == MODEL
+    assert at.subheader[0].value.startswith("4 INT8 · 1 FP32")
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download plan JSON", "Download quantized ONNX"]
+    assert "ONNX Runtime" in _texts(at.caption)
+
+    # A copied link reopens the same view.
+    again = app(model=MODEL, result=key)
+    again.switch_page("app_pages/explore.py").run()
+    assert again.subheader[0].value.startswith("4 INT8 · 1 FP32")
+
+
+def test_compare_shows_deltas_and_differing_layers(home: Path) -> None:
+    at = app(model=MODEL)
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    metrics, diff, per_class = (d.value for d in at.dataframe[:3])
+    assert len(metrics) == 2 and metrics["size_vs_first_pct"].iloc[1] < -50  # INT8 is far smaller than FP32
+    assert len(diff) == 4  # four layers went INT8, one stayed FP32
+    assert len(per_class) == 10
+
+
+def test_a_failed_job_is_shown_in_plain_words(home: Path) -> None:
+    store = cached.runner().store
+    store.upsert_job(
+        "eval-broken",
+        kind="evaluate",
+        model_name=MODEL,
+        state="failed",
+        message="Evaluating X failed: Y. Try Z.",
+    )
+    at = app(model=MODEL)
+    at.run()
+    assert "Evaluating X failed: Y. Try Z." in _texts(at.error)
+    assert not at.exception

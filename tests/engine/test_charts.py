@@ -1,0 +1,130 @@
+"""Chart info objects from a real ResultStore holding hand-made records (asserting data, not pixels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from engine.charts import (
+    compare_table,
+    filter_results,
+    layer_differences,
+    pareto_figure,
+    pareto_plot_info,
+    per_class_table,
+    selected_key,
+)
+from engine.store import ResultStore
+
+LAYERS = ["a", "b", "c"]
+
+
+def record(
+    key: str, precs: list[str], size: float, lat: float, acc: float, model: str = "m"
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "model_name": model,
+        "status": "ok",
+        "plan": {"default": "fp32", "layers": dict(zip(LAYERS, precs, strict=True))},
+        "plan_summary": f"{key} summary",
+        "metrics": {
+            "size_bytes": size,
+            "fp32_size_bytes": 400.0,
+            "accuracy": acc,
+            "fp32_accuracy": 0.9,
+            "accuracy_delta": acc - 0.9,
+            "accuracy_delta_ci_low": acc - 0.92,
+            "accuracy_delta_ci_high": acc - 0.88,
+            "latency": {
+                "1": {
+                    "median_ms": lat,
+                    "ci_low_ms": lat * 0.9,
+                    "ci_high_ms": lat * 1.1,
+                    "runs": 20,
+                    "threads": 1,
+                }
+            },
+            "per_class_accuracy": [acc, 1.0],
+            "fp32_per_class_accuracy": [0.9, 1.0],
+        },
+        "environment": {"cpu": "TestCPU", "onnxruntime": "9.9"},
+    }
+
+
+@pytest.fixture()
+def frame(tmp_path: Path) -> pd.DataFrame:
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.put(record("base", ["fp32"] * 3, 400, 1.0, 0.9))
+        store.put(record("int8", ["int8"] * 3, 100, 0.5, 0.89))  # smaller, faster, a bit worse
+        store.put(record("fp16", ["fp16"] * 3, 200, 2.0, 0.9))  # smaller but slower
+        store.put(record("bad", ["int8", "int4", "int8"], 150, 0.8, 0.5))  # dominated on size/acc by int8
+        store.put(record("other", ["int8"] * 3, 50, 0.1, 0.99, model="n"))
+        frame = store.to_frame()
+        # to_frame() leaves the environment out; the dashboard attaches it the same way.
+        frame["environment"] = [store.get(k)["environment"] for k in frame["key"]]
+        return frame
+
+
+def test_size_accuracy_front_and_baseline(frame: pd.DataFrame) -> None:
+    info = pareto_plot_info(filter_results(frame, ["m"]), "size", "accuracy")
+    by = {p.key: p for p in info.points}
+    assert {k for k, p in by.items() if p.pareto} == {"int8", "fp16"}  # fp16: as accurate, half the size
+    assert by["bad"].pareto is False and by["base"].baseline is True and by["base"].pareto is False
+    assert info.front == ("int8", "fp16")  # ordered by size
+    assert by["int8"].x == pytest.approx(100 / 1e6) and by["int8"].y == pytest.approx(89.0)
+    assert info.trace_keys() == {"dominated": ("bad",), "pareto": ("int8", "fp16"), "baseline": ("base",)}
+
+
+def test_relative_axes_and_honest_slowdown(frame: pd.DataFrame) -> None:
+    info = pareto_plot_info(filter_results(frame, ["m"]), "latency", "accuracy", relative=True)
+    by = {p.key: p for p in info.points}
+    assert by["fp16"].x == pytest.approx(100.0)  # twice the FP32 latency: +100 %
+    assert by["int8"].x == pytest.approx(-50.0) and by["int8"].y == pytest.approx(-1.0)
+    assert "2.00× slower than FP32" in by["fp16"].hover
+    assert "TestCPU" in by["fp16"].hover and "ONNX Runtime 9.9" in by["fp16"].hover
+    assert "95% CI" in by["int8"].hover and "-1.00 pp" in by["int8"].hover
+
+
+def test_model_without_baseline_has_no_relative_latency(frame: pd.DataFrame) -> None:
+    info = pareto_plot_info(filter_results(frame, ["n"]), "latency", "accuracy", relative=True)
+    assert info.points == () and info.missing == 1
+
+
+def test_fronts_are_per_model(frame: pd.DataFrame) -> None:
+    # "other" (model n) beats everything of model m, but must not knock m's front out.
+    info = pareto_plot_info(frame, "size", "accuracy")
+    assert {p.key for p in info.points if p.pareto} == {"int8", "fp16", "other"}
+
+
+def test_precision_filter_keeps_baseline(frame: pd.DataFrame) -> None:
+    kept = filter_results(frame, ["m"], ["int8"])
+    assert set(kept["key"]) == {"base", "int8"}
+
+
+def test_selection_maps_back_to_keys(frame: pd.DataFrame) -> None:
+    info = pareto_plot_info(filter_results(frame, ["m"]), "size", "accuracy", selected="int8")
+    fig = pareto_figure(info)
+    assert list(fig.data[1].customdata) == ["int8", "fp16"]
+    assert fig.data[1].marker.size[0] > fig.data[1].marker.size[1]  # the selected point is drawn bigger
+    assert (
+        selected_key(info.trace_keys(), {"selection": {"points": [{"curve_number": 0, "point_index": 0}]}})
+        == "bad"
+    )
+    assert selected_key(info.trace_keys(), {"selection": {"points": [{"customdata": "fp16"}]}}) == "fp16"
+    assert selected_key(info.trace_keys(), {"selection": {"points": []}}) is None
+
+
+def test_compare_tables(tmp_path: Path) -> None:
+    a, b = record("a1", ["fp32", "int8", "int8"], 200, 1.0, 0.9), record("b1", ["int8"] * 3, 100, 2.0, 0.8)
+    table = compare_table([a, b])
+    assert table["size_vs_first_pct"].tolist() == pytest.approx([0.0, -50.0])
+    assert table["latency_vs_first_pct"].tolist() == pytest.approx([0.0, 100.0])
+    assert table["accuracy_vs_first_pp"].tolist() == pytest.approx([0.0, -10.0])
+    diff = layer_differences([a, b])
+    assert diff["layer"].tolist() == ["a"] and diff.iloc[0, 1:].tolist() == ["FP32", "INT8"]
+    pc = per_class_table([a, b], ["cat", "dog"])
+    assert pc["class"].tolist() == ["cat", "dog"] and pc.iloc[0, 1:].tolist() == pytest.approx([90, 90, 80])
