@@ -109,7 +109,8 @@ def test_selection_maps_back_to_keys(frame: pd.DataFrame) -> None:
     info = pareto_plot_info(filter_results(frame, ["m"]), "size", "accuracy", selected="int8")
     fig = pareto_figure(info)
     assert list(fig.data[1].customdata) == ["int8", "fp16"]
-    assert fig.data[1].marker.size[0] > fig.data[1].marker.size[1]  # the selected point is drawn bigger
+    ring = fig.data[-1]  # the selected point gets a ring, drawn last so trace numbers stay put
+    assert ring.name == "selected" and list(ring.customdata) == ["int8"]
     assert (
         selected_key(info.trace_keys(), {"selection": {"points": [{"curve_number": 0, "point_index": 0}]}})
         == "bad"
