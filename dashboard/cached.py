@@ -10,10 +10,11 @@ import json
 from typing import Any
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.runner import Runner
-from engine.charts import with_derived
+from engine.charts import filter_results, pareto_figure, pareto_plot_info, with_derived
 from engine.datasets import SAMPLES_DIR, sample_names
 from engine.types import LayerInfo
 
@@ -77,3 +78,23 @@ def record(key: str) -> dict[str, Any] | None:
 def artifact_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def pareto_chart(
+    version: tuple[int, str],
+    models: tuple[str, ...] | None,
+    precisions: tuple[str, ...],
+    x: str,
+    y: str,
+    relative: bool,
+    selected: str | None,
+) -> tuple[go.Figure, dict[str, tuple[str, ...]], int]:
+    """(figure, its trace keys for click mapping, plans left off) of one Explore chart.
+
+    Cached per store version and view, so going back to a model or filter already seen only
+    ships the figure again instead of recomputing fronts over every result.
+    """
+    shown = filter_results(results(version), models, precisions)
+    info = pareto_plot_info(shown, x, y, relative=relative, selected=selected)
+    return pareto_figure(info), info.trace_keys(), info.missing
