@@ -200,9 +200,12 @@ def evaluate_task(
         cache.calibration(model_bytes, calibration, data_hash, settings.calibration) if needs_ranges else None
     )
     t_prep = time.perf_counter()
+    memo_key = f"prepared:{prepared_path}"
+    if memo_key not in _MEMO:  # parsed once per worker; quantize_plan works on a copy
+        _MEMO[memo_key] = onnx.load(str(prepared_path))
     with quiet_ort_logging():
         built = quantize_plan(
-            onnx.load(str(prepared_path)),
+            _MEMO[memo_key],
             layers,
             plan,
             calibration_cache=ranges,

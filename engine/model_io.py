@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.version_converter
 from onnx import numpy_helper
 
 from engine.types import LayerInfo, Precision
@@ -101,8 +102,25 @@ def prepare_model(model_bytes: bytes, work_dir: str | Path | None = None) -> byt
         prepared = onnx.load(str(out))
     _name_unnamed_nodes(prepared)
     _rewrite_gemm_to_matmul(prepared)
+    prepared = _upgrade_opset(prepared)
     prepared = onnx.shape_inference.infer_shapes(prepared)
     return bytes(prepared.SerializeToString())
+
+
+QUANT_OPSET = 21  # 16-bit activations (W8A16) need QuantizeLinear from opset 21
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Convert once to the opset the quantizer needs, instead of once per plan inside quantize_static."""
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QUANT_OPSET)
+    if version >= QUANT_OPSET:
+        return model
+    try:
+        upgraded = onnx.version_converter.convert_version(model, QUANT_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception:  # an op the converter cannot map: quantize_static will try per plan, as before
+        return model
+    return upgraded
 
 
 def _shape_of(vi: onnx.ValueInfoProto) -> tuple[int | str, ...]:
