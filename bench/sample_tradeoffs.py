@@ -100,7 +100,12 @@ def main() -> None:
                 f"{name:17s} all-{uniform.value}: {100 * r['fp32']:.2f}% -> {100 * r['uniform']:.2f}% "
                 f"(loss {r['loss_pt']:.2f} pt, CI of delta {r['ci'][0]:+.2f}..{r['ci'][1]:+.2f}); "
                 f"keeping {r['kept_fp32']} layer(s) FP32: {100 * r['mixed']:.2f}% "
-                f"(recovers {100 * r['recovered']:.0f}% of the loss){'  <- trade-off' if shows else ''}"
+                + (
+                    f"(recovers {100 * r['recovered']:.0f}% of the loss)"
+                    if r["loss_pt"] > 0
+                    else "(no loss to recover)"
+                )
+                + ("  <- trade-off" if shows else "")
             )
         showing += sample_shows
     print(f"RESULT int8_speedup_digits_resnet={speedup:.2f} samples_with_tradeoff={showing}")
