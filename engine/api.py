@@ -17,7 +17,7 @@ from typing import Any
 
 from engine import __version__ as ENGINE_VERSION
 from engine.datasets import ModelBundle, load_model
-from engine.evaluate import evaluate_task, inspect_task, layers_from_json
+from engine.evaluate import atomic_write, cache_folder, evaluate_task, inspect_task, layers_from_json
 from engine.measure import machine_fingerprint
 from engine.quantize import resolve_plan
 from engine.store import ResultStore, default_home
@@ -101,7 +101,7 @@ class Engine:
 
     def layers(self, bundle: ModelBundle) -> list[LayerInfo]:
         """The model's layer table (computed once in a worker, then read from the cache)."""
-        cached = self.cache_dir / bundle.model_hash[:32] / "layers.json"
+        cached = cache_folder(self.cache_dir, bundle.model_hash) / "layers.json"
         if cached.is_file():
             return layers_from_json(json.loads(cached.read_text()))
         data = self._run(inspect_task, bundle.model_bytes, str(self.cache_dir), what="inspecting the model")
@@ -122,7 +122,8 @@ class Engine:
         return self.store.get_ok(job.key)
 
     def _task_args(self, bundle: ModelBundle, job: Job, settings: MeasureSettings) -> tuple[Any, ...]:
-        n_classes = len(bundle.card["classes"]) if bundle.eval_set.task == "classification" else None
+        classes = bundle.card.get("classes") or []
+        n_classes = len(classes) if bundle.eval_set.task == "classification" and classes else None
         return (
             bundle.model_bytes,
             bundle.eval_set,
@@ -149,8 +150,8 @@ class Engine:
         artifact = None
         if value is not None:
             artifact_path = self.artifacts_dir / f"{job.key[:32]}.onnx"
-            artifact_path.parent.mkdir(parents=True, exist_ok=True)
-            artifact_path.write_bytes(value["model_bytes"])
+            # Atomic: a crash mid-write must not leave a truncated model to download.
+            atomic_write(artifact_path, value["model_bytes"])
             artifact = str(artifact_path)
         record = {
             "key": job.key,
@@ -223,9 +224,10 @@ class Engine:
                 t = time.perf_counter()
                 try:
                     value = evaluate_task(*self._task_args(bundle, jobs[i], settings))
-                    finish(i, "ok", value, None, time.perf_counter() - t)
                 except Exception as e:  # an inline failure is stored like a worker's
                     finish(i, "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
+                else:
+                    finish(i, "ok", value, None, time.perf_counter() - t)
         elif todo:
             calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
                 (evaluate_task, self._task_args(bundle, jobs[i], settings), {}) for i in todo
@@ -235,8 +237,11 @@ class Engine:
                 finish(todo[k], outcome.status, outcome.value, outcome.error, outcome.duration_s)
 
             self.pool.map_outcomes(calls, timeout_s=self.timeout_s, on_done=landed)
-        # Duplicated plans share the first one's record.
+        # Duplicated plans share the first one's record (and are reported done too).
         by_key = {jobs[i].key: r for i, r in enumerate(results) if r is not None}
+        for i, job in enumerate(jobs):
+            if results[i] is None and on_done:
+                on_done(i, by_key[job.key])
         return [by_key[j.key] for j in jobs]
 
     def baseline(self, bundle: ModelBundle, settings: MeasureSettings | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,6 +181,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{bundle.name} · plan: {result['plan_summary']}\n")
         if result["status"] != "ok":
             print(f"evaluation {result['status']}: {result['error']}")
+        elif base["status"] != "ok":
+            print(f"the FP32 baseline could not be measured ({base['status']}: {base['error']}),")
+            print("so there is nothing to compare with; this plan's own figures are in --json")
         else:
             print(format_table(["", "FP32", "this plan", "change"], comparison_rows(base, result)))
             env = result["environment"]
@@ -224,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except (UsageError, ModelError, PlanError, EngineError) as e:
         print(f"quantdash {args.command}: {e}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        # A store path that cannot be opened, a folder without permission, a cluster that will not start.
+        print(f"quantdash {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,36 @@ def sample_names() -> list[str]:
 
 
 def _load_npz(path: Path, input_names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    try:
+        return _read_npz(path, input_names)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        # allow_pickle=False refuses object arrays with a ValueError: reported like any bad file.
+        raise ModelError(f"{path.name} is not a readable .npz of plain arrays ({e})") from None
+
+
+def _read_card(folder: Path) -> dict[str, Any]:
+    path = folder / "card.json"
+    try:
+        card = json.loads(path.read_text())
+        card["inputs"] = [{"name": str(i["name"]), **i} for i in card["inputs"]]
+        if card["task"] not in TASKS:
+            raise ValueError(f"task {card['task']!r} is not one of {', '.join(TASKS)}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelError(
+            f"{path} is not a valid model card ({type(e).__name__}: {e}); it needs 'task' and "
+            "'inputs': [{'name': ...}], as in sample_models/*/card.json"
+        ) from None
+    return dict(card)
+
+
+def _eval_set(inputs: dict[str, np.ndarray], labels: np.ndarray | None, task: str) -> EvalSet:
+    try:
+        return EvalSet(inputs, labels, task)
+    except ValueError as e:
+        raise ModelError(f"evaluation data does not fit: {e}") from None
+
+
+def _read_npz(path: Path, input_names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     # allow_pickle=False: an npz must never run code when read.
     with np.load(path, allow_pickle=False) as data:
         missing = [n for n in input_names if n not in data.files]
@@ -119,14 +150,14 @@ def load_sample(name: str) -> ModelBundle:
     folder = SAMPLES_DIR / name
     if not (folder / "card.json").is_file():
         raise ModelError(f"unknown sample model {name!r}; available: {', '.join(sample_names()) or 'none'}")
-    card = json.loads((folder / "card.json").read_text())
+    card = _read_card(folder)
     input_names = [i["name"] for i in card["inputs"]]
     eval_inputs, labels = _load_npz(folder / "eval.npz", input_names)
     calib, _ = _load_npz(folder / "calib.npz", input_names)
     return ModelBundle(
         name=name,
         model_bytes=load_model_bytes(folder / "model.onnx"),
-        eval_set=EvalSet(eval_inputs, labels, card["task"]),
+        eval_set=_eval_set(eval_inputs, labels, card["task"]),
         calibration=calib,
         card=card,
         path=str(folder / "model.onnx"),
@@ -155,7 +186,11 @@ def synthetic_inputs(
             dims = list(shapes[vi.name])
         else:
             dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
-        dims[0] = rows if dims else rows
+        if not dims:
+            raise ModelError(f"input {vi.name!r} is a scalar; synthetic data needs a batch dimension")
+        # Only a dynamic leading dimension is a batch we may fill; a static one is kept as declared.
+        if not tt.shape.dim[0].HasField("dim_value"):
+            dims[0] = rows
         if np.issubdtype(dtype, np.integer):
             out[vi.name] = rng.integers(0, 2, dims).astype(dtype)
         elif dtype is np.bool_:
@@ -177,12 +212,12 @@ def load_model(name_or_path: str) -> ModelBundle:
     data = load_model_bytes(path)
     folder = path.parent
     if (folder / "card.json").is_file() and (folder / "eval.npz").is_file():
-        card = json.loads((folder / "card.json").read_text())
+        card = _read_card(folder)
         names = [i["name"] for i in card["inputs"]]
         eval_inputs, labels = _load_npz(folder / "eval.npz", names)
         calib = _load_npz(folder / "calib.npz", names)[0] if (folder / "calib.npz").is_file() else eval_inputs
         return ModelBundle(
-            path.stem, data, EvalSet(eval_inputs, labels, card["task"]), calib, card, str(path)
+            path.stem, data, _eval_set(eval_inputs, labels, card["task"]), calib, card, str(path)
         )
     inputs = synthetic_inputs(data)
     card = {"task": "fidelity_only", "metrics": [], "description": "no data given: synthetic inputs"}

@@ -8,6 +8,7 @@ new plan costs one quantization plus its own measurement.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -27,9 +28,24 @@ from engine.calibrate import calibrate, calibration_key
 from engine.datasets import EvalSet
 from engine.model_io import layer_table, prepare_model, sha256_bytes
 from engine.quantize import quantize_plan
-from engine.types import CalibrationMethod, LayerInfo, MeasureSettings, Plan, Precision
+from engine.types import CalibrationMethod, LayerInfo, MeasureSettings, Plan, Precision, stable_hash
 
-_MEMO: dict[str, Any] = {}  # per worker process: prepared models, references
+
+class _Memo(collections.OrderedDict[str, Any]):
+    """A small LRU: a long-lived worker keeps the few models it is working on, not every one seen."""
+
+    def __init__(self, size: int = 6) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+_MEMO = _Memo()  # per worker process: parsed prepared models, FP32 reference outputs
 
 
 @contextlib.contextmanager
@@ -47,7 +63,8 @@ def quiet_ort_logging() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "wb") as f:
@@ -89,6 +106,18 @@ def layers_from_json(data: list[dict[str, Any]]) -> list[LayerInfo]:
     ]
 
 
+def cache_folder(root: Path, model_hash: str) -> Path:
+    """Cache folder of a model, per engine and ONNX Runtime version (either may change what is cached)."""
+    import onnxruntime
+
+    from engine import __version__
+
+    return (
+        Path(root)
+        / stable_hash({"model": model_hash, "engine": __version__, "ort": onnxruntime.__version__})[:32]
+    )
+
+
 @dataclass(frozen=True)
 class ModelCache:
     """The on-disk cache of one model: cache_dir/<model hash>/..."""
@@ -98,7 +127,7 @@ class ModelCache:
 
     @property
     def folder(self) -> Path:
-        return self.root / self.model_hash[:32]
+        return cache_folder(self.root, self.model_hash)
 
     def prepared(self, model_bytes: bytes) -> Path:
         """Path of the prepared model, preparing it on first use."""
@@ -106,7 +135,7 @@ class ModelCache:
         if not path.is_file():
             with quiet_ort_logging():
                 data = prepare_model(model_bytes, work_dir=None)
-            _atomic_write(path, data)
+            atomic_write(path, data)
         return path
 
     def layers(self, model_bytes: bytes) -> list[LayerInfo]:
@@ -114,7 +143,7 @@ class ModelCache:
         if path.is_file():
             return layers_from_json(json.loads(path.read_text()))
         layers = layer_table(self.prepared(model_bytes).read_bytes())
-        _atomic_write(path, json.dumps(layers_to_json(layers)).encode())
+        atomic_write(path, json.dumps(layers_to_json(layers)).encode())
         return layers
 
     def calibration(
@@ -250,14 +279,17 @@ def measure_built_model(
     session = measure.make_session(built_bytes, settings.threads)
     outputs = measure.run_batched(session, eval_set.inputs)
     ref = cache.reference(model_bytes, eval_set, settings.threads)
+    finite = bool(np.isfinite(outputs).all())
     metrics: dict[str, Any] = {
+        # NaN or Inf outputs: fidelity figures would be meaningless, so none are given.
+        "non_finite_outputs": not finite,
         "size_bytes": size,
         "fp32_size_bytes": fp32_size,
         "compression": fp32_size / size if size else None,
         # Identical outputs give an infinite SQNR; store None (JSON has no infinity).
-        "sqnr_db": _finite_or_none(measure.sqnr_db(ref, outputs)),
+        "sqnr_db": _finite_or_none(measure.sqnr_db(ref, outputs)) if finite else None,
         "agreement": measure.top1_agreement(ref, outputs),
-        "kl_divergence": measure.kl_divergence(ref, outputs),
+        "kl_divergence": _finite_or_none(measure.kl_divergence(ref, outputs)) if finite else None,
         "eval_size": eval_set.size,
         "synthetic_data": eval_set.synthetic,
     }

@@ -52,10 +52,16 @@ def load_model_bytes(path: str | Path) -> bytes:
 
 def _name_unnamed_nodes(model: onnx.ModelProto) -> None:
     # Plans address nodes by name, so every node needs a unique, stable one.
+    taken = {node.name for node in model.graph.node if node.name}
     seen: set[str] = set()
     for i, node in enumerate(model.graph.node):
         if not node.name or node.name in seen:
-            node.name = f"{node.op_type}_{i}"
+            candidate, n = f"{node.op_type}_{i}", 0
+            while candidate in taken:  # never collide with a name the user already gave
+                n += 1
+                candidate = f"{node.op_type}_{i}_{n}"
+            node.name = candidate
+            taken.add(candidate)
         seen.add(node.name)
 
 

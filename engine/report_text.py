@@ -58,6 +58,14 @@ def _latency(stats: dict[str, Any]) -> str:
     return f"{stats['median_ms']:.3f} ms [{stats['ci_low_ms']:.3f}-{stats['ci_high_ms']:.3f}]"
 
 
+def _latency_change(base: dict[str, Any], new: dict[str, Any]) -> str:
+    # Overlapping 95% intervals: the medians' ratio is within noise, so say so instead of a ratio.
+    ratio = ratio_words(base["median_ms"], new["median_ms"], "faster", "slower")
+    if base["ci_low_ms"] <= new["ci_high_ms"] and new["ci_low_ms"] <= base["ci_high_ms"]:
+        return f"no clear difference (95% intervals overlap; medians {ratio})"
+    return ratio
+
+
 def comparison_rows(base: dict[str, Any], result: dict[str, Any]) -> list[list[str]]:
     """Rows of FP32 vs plan: size, latency per batch (with 95% CI), accuracy delta with its CI, fidelity."""
     b, m = base.get("metrics", {}), result.get("metrics", {})
@@ -76,9 +84,7 @@ def comparison_rows(base: dict[str, Any], result: dict[str, Any]) -> list[list[s
                 f"latency b={batch} (median, 95% CI)",
                 _latency(base_stats) if base_stats else "-",
                 _latency(stats),
-                ratio_words(base_stats["median_ms"], stats["median_ms"], "faster", "slower")
-                if base_stats
-                else "-",
+                _latency_change(base_stats, stats) if base_stats else "-",
             ]
         )
     if m.get("labelled"):
@@ -92,11 +98,17 @@ def comparison_rows(base: dict[str, Any], result: dict[str, Any]) -> list[list[s
             ]
         )
         if "perplexity" in m:
-            rows.append(["perplexity", f"{m['fp32_perplexity']:.3f}", f"{m['perplexity']:.3f}", ""])
+            rows.append(
+                ["perplexity", f"{m['fp32_perplexity']:.3f}", f"{m['perplexity']:.3f}", "point estimates"]
+            )
     else:
         rows.append(["accuracy", "", "unknown: no labelled data given", ""])
     sqnr = m.get("sqnr_db")
-    rows.append(["output SQNR vs FP32", "", "identical" if sqnr is None else f"{sqnr:.1f} dB", ""])
+    if m.get("non_finite_outputs"):
+        fidelity = "n/a: the model produced NaN or Inf outputs"
+    else:
+        fidelity = "identical" if sqnr is None else f"{sqnr:.1f} dB"
+    rows.append(["output SQNR vs FP32", "", fidelity, ""])
     if m.get("agreement") is not None:
         rows.append(["top-1 agreement with FP32", "", f"{100 * m['agreement']:.2f}%", ""])
     return rows
