@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -140,7 +140,8 @@ def hover_text(row: Mapping[str, Any]) -> str:
     return "<br>".join(lines)
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
+    # A TypeGuard, so that callers may do arithmetic on a value once it passed.
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -328,7 +329,7 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
                 "size_mb": (m.get("size_bytes") or np.nan) / 1e6,
                 "latency_ms_b1": lat.get("median_ms", np.nan),
                 "latency_ci_ms": f"{lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}" if lat else "",
-                "accuracy_pct": (m.get("accuracy") if m.get("accuracy") is not None else np.nan) * 100,
+                "accuracy_pct": float(m["accuracy"]) * 100 if _finite(m.get("accuracy")) else np.nan,
                 "accuracy_change_pp": _pp(m.get("accuracy_delta")),
                 "accuracy_change_ci_pp": (
                     f"{m['accuracy_delta_ci_low'] * 100:+.2f} to {m['accuracy_delta_ci_high'] * 100:+.2f}"
