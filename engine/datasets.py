@@ -188,8 +188,9 @@ def synthetic_inputs(
             dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tt.shape.dim]
         if not dims:
             raise ModelError(f"input {vi.name!r} is a scalar; synthetic data needs a batch dimension")
-        # Only a dynamic leading dimension is a batch we may fill; a static one is kept as declared.
-        if not tt.shape.dim[0].HasField("dim_value"):
+        # Only a dynamic leading dimension is a batch we may fill; a static or given one is kept.
+        given = bool(shapes and vi.name in shapes)
+        if not given and tt.shape.dim and not tt.shape.dim[0].HasField("dim_value"):
             dims[0] = rows
         if np.issubdtype(dtype, np.integer):
             out[vi.name] = rng.integers(0, 2, dims).astype(dtype)
