@@ -197,6 +197,16 @@ def _accuracy_metrics(
     result.update(accuracy_delta=delta, accuracy_delta_ci_low=low, accuracy_delta_ci_high=high)
     if "perplexity" in ref_metrics:
         result["fp32_perplexity"] = ref_metrics["perplexity"]
+        # Paired bootstrap of the per-sequence mean NLL: exp of its change is the perplexity ratio
+        # (sequences have equal length, so the mean of sequence means is the mean over tokens).
+        d_nll, lo_nll, hi_nll = measure.bootstrap_delta_ci(
+            r_scores["nll"], q_scores["nll"], n_boot=settings.bootstrap, seed=settings.seed
+        )
+        result.update(
+            perplexity_ratio=float(np.exp(d_nll)),
+            perplexity_ratio_ci_low=float(np.exp(lo_nll)),
+            perplexity_ratio_ci_high=float(np.exp(hi_nll)),
+        )
     if task == "classification" and n_classes:
         result["per_class_accuracy"] = measure.per_class_accuracy(outputs, eval_set.labels, n_classes)
         result["fp32_per_class_accuracy"] = measure.per_class_accuracy(ref, eval_set.labels, n_classes)

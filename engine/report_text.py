@@ -99,7 +99,15 @@ def comparison_rows(base: dict[str, Any], result: dict[str, Any]) -> list[list[s
         )
         if "perplexity" in m:
             rows.append(
-                ["perplexity", f"{m['fp32_perplexity']:.3f}", f"{m['perplexity']:.3f}", "point estimates"]
+                [
+                    "perplexity",
+                    f"{m['fp32_perplexity']:.3f}",
+                    f"{m['perplexity']:.3f}",
+                    f"x{m['perplexity_ratio']:.4f} (95% CI x{m['perplexity_ratio_ci_low']:.4f} "
+                    f"to x{m['perplexity_ratio_ci_high']:.4f})"
+                    if "perplexity_ratio" in m
+                    else "point estimates",
+                ]
             )
     else:
         rows.append(["accuracy", "", "unknown: no labelled data given", ""])

@@ -145,3 +145,14 @@ def test_a_bare_onnx_file_gets_fidelity_metrics_on_synthetic_inputs(engine: Engi
     assert record["status"] == "ok", record["error"]
     assert m["labelled"] is False and "accuracy" not in m
     assert m["synthetic_data"] is True and m["sqnr_db"] > 20 and 0 <= m["agreement"] <= 1
+
+
+def test_language_model_reports_perplexity_ratio_with_ci(engine: Engine) -> None:
+    bundle = engine.model("char_transformer")
+    record = engine.evaluate(bundle, Plan(default=Precision.INT4))
+    m = record["metrics"]
+    assert record["status"] == "ok", record["error"]
+    assert m["perplexity"] >= 1 and m["fp32_perplexity"] >= 1
+    assert m["perplexity_ratio"] == pytest.approx(m["perplexity"] / m["fp32_perplexity"], rel=1e-6)
+    assert m["perplexity_ratio_ci_low"] <= m["perplexity_ratio"] <= m["perplexity_ratio_ci_high"]
+    assert m["accuracy_delta_ci_low"] <= m["accuracy_delta"] <= m["accuracy_delta_ci_high"]
