@@ -8,7 +8,6 @@ accept the risk).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 from engine import __version__ as ENGINE_VERSION
 from engine.datasets import ModelBundle, load_model
-from engine.evaluate import atomic_write, cache_folder, evaluate_task, inspect_task, layers_from_json
+from engine.evaluate import ModelCache, atomic_write, evaluate_task, inspect_task, layers_from_json
 from engine.measure import machine_fingerprint
 from engine.quantize import resolve_plan
 from engine.store import ResultStore, default_home
@@ -101,9 +100,9 @@ class Engine:
 
     def layers(self, bundle: ModelBundle) -> list[LayerInfo]:
         """The model's layer table (computed once in a worker, then read from the cache)."""
-        cached = cache_folder(self.cache_dir, bundle.model_hash) / "layers.json"
-        if cached.is_file():
-            return layers_from_json(json.loads(cached.read_text()))
+        cached = ModelCache(self.cache_dir, bundle.model_hash).cached_layers()
+        if cached is not None:
+            return cached
         data = self._run(inspect_task, bundle.model_bytes, str(self.cache_dir), what="inspecting the model")
         return layers_from_json(data)
 
@@ -201,13 +200,15 @@ class Engine:
         jobs = [self.job(bundle, p, settings) for p in plans]
         results: list[dict[str, Any] | None] = [None] * len(jobs)
         todo: list[int] = []
+        queued: set[str] = set()
         for i, job in enumerate(jobs):
             hit = None if force else self.cached(job)
             if hit is not None:
                 results[i] = hit
                 if on_done:
                     on_done(i, hit)
-            elif job.key not in {jobs[j].key for j in todo}:
+            elif job.key not in queued:
+                queued.add(job.key)
                 todo.append(i)
 
         def finish(i: int, status: str, value: Any, error: str | None, duration: float) -> None:

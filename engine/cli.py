@@ -17,7 +17,7 @@ from engine.datasets import ModelBundle, sample_names
 from engine.model_io import ModelError
 from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
 from engine.report_text import comparison_rows, format_table, layer_rows
-from engine.store import ResultStore, default_home
+from engine.store import ResultStore, default_home, default_store_path
 from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError
 
 PLAN_FORMAT = '{"default": "int8", "layers": {"<layer name>": "fp32"}}'
@@ -95,11 +95,15 @@ def _settings(args: argparse.Namespace) -> MeasureSettings:
         raise UsageError(f"bad measurement option: {e}") from None
 
 
+def _store(args: argparse.Namespace) -> ResultStore:
+    # main() has put --home into $QUANTDASH_HOME, so the store's own default covers the rest.
+    return ResultStore(args.store or default_store_path())
+
+
 @contextmanager
 def _engine(args: argparse.Namespace, inline: bool, timeout: float = 600.0) -> Iterator[Engine]:
-    home = Path(args.home) if args.home else default_home()
-    store_path = args.store or os.environ.get("QUANTDASH_STORE") or home / "results.sqlite"
-    store = ResultStore(store_path)
+    home = default_home()
+    store = _store(args)
     pool = None
     if not inline:
         from engine.jobs import WorkerPool
@@ -201,8 +205,7 @@ RESULT_COLUMNS = [
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    home = Path(args.home) if args.home else default_home()
-    with ResultStore(args.store or os.environ.get("QUANTDASH_STORE") or home / "results.sqlite") as store:
+    with _store(args) as store:
         frame = store.to_frame(model_name=args.model, status=None if args.all else "ok")
     cols = RESULT_COLUMNS
     if args.json:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import json
 import logging
 import os
@@ -138,12 +139,21 @@ class ModelCache:
             atomic_write(path, data)
         return path
 
+    @property
+    def _layers_path(self) -> Path:
+        return self.folder / "layers.json"
+
+    def cached_layers(self) -> list[LayerInfo] | None:
+        """The layer table if it was computed before (reading JSON, not the model), else None."""
+        path = self._layers_path
+        return layers_from_json(json.loads(path.read_text())) if path.is_file() else None
+
     def layers(self, model_bytes: bytes) -> list[LayerInfo]:
-        path = self.folder / "layers.json"
-        if path.is_file():
-            return layers_from_json(json.loads(path.read_text()))
+        cached = self.cached_layers()
+        if cached is not None:
+            return cached
         layers = layer_table(self.prepared(model_bytes).read_bytes())
-        atomic_write(path, json.dumps(layers_to_json(layers)).encode())
+        atomic_write(self._layers_path, json.dumps(layers_to_json(layers)).encode())
         return layers
 
     def calibration(
@@ -167,9 +177,9 @@ class ModelCache:
         else:
             session = measure.make_session(str(self.prepared(model_bytes)), threads)
             ref = measure.run_batched(session, eval_set.inputs)
-            with tempfile.NamedTemporaryFile(dir=self.folder, suffix=".npy", delete=False) as buf:
-                np.save(buf, ref)
-            os.replace(buf.name, path)
+            buf = io.BytesIO()
+            np.save(buf, ref)
+            atomic_write(path, buf.getvalue())
         _MEMO[memo_key] = ref
         return np.asarray(ref)
 
