@@ -53,8 +53,9 @@ class Runner:
         self.pool = None if inline else WorkerPool.connect()
         self.engine = Engine(pool=self.pool, settings=settings)
         self.store = self.engine.store
-        # Jobs marked running by an earlier server process can never finish now.
-        self.store.mark_stale_running(0)
+        # Jobs whose server process has exited (a crash or a restart) can never finish now; jobs of
+        # another live server process sharing this store are left running.
+        self.store.mark_orphaned_jobs()
         # Two threads: one evaluation can wait on the workers while the next is submitted.
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-eval")
         self._model_lock = threading.Lock()

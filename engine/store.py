@@ -8,12 +8,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import pandas as pd
+import psutil
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "timeout", "crashed")
@@ -108,6 +109,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'stale')),
     progress REAL NOT NULL DEFAULT 0,
     message TEXT,
+    owner TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -149,6 +151,9 @@ class ResultStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)
+            job_columns = {row[1] for row in cur.execute("PRAGMA table_info(jobs)")}
+            if "owner" not in job_columns:  # a store written before jobs recorded their owner
+                cur.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
             cur.execute(
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -279,7 +284,7 @@ class ResultStore:
             if v is not None
         }
         now = _now()
-        insert = {"state": "queued", "progress": 0.0, **given}
+        insert = {"state": "queued", "progress": 0.0, "owner": process_owner(), **given}
         cols = ["job_id", *insert, "created_at", "updated_at"]
         values = [job_id, *insert.values(), now, now]
         updates = ", ".join([*(f"{k} = excluded.{k}" for k in given), "updated_at = excluded.updated_at"])
@@ -306,15 +311,49 @@ class ResultStore:
         sql = f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, job_id"
         return [dict(r) for r in self._query(sql, wanted)]
 
-    def mark_stale_running(self, older_than_s: float, *, now: datetime | None = None) -> int:
-        """Mark running jobs not updated for older_than_s seconds as "stale"; returns how many."""
-        at = now if now is not None else datetime.now(UTC)
-        cutoff = (at.astimezone(UTC) - timedelta(seconds=older_than_s)).isoformat(timespec="microseconds")
+    def mark_orphaned_jobs(self) -> int:
+        """Mark queued or running jobs whose owning process has exited as "stale"; returns how many.
+
+        A job records the process that runs it (host, pid, start time). On this host, a job whose
+        process is gone can never finish; a job owned by another host is left alone (its process
+        cannot be checked from here); a job with no recorded owner predates owners and is stale.
+        """
+        host = _hostname()
+        orphans = []
+        for job in self.list_jobs(["queued", "running"]):
+            owner = job.get("owner")
+            if owner is None:
+                orphans.append(job["job_id"])
+                continue
+            owner_host, pid, started = owner.rsplit(":", 2)
+            if owner_host == host and not _process_alive(int(pid), float(started)):
+                orphans.append(job["job_id"])
+        if not orphans:
+            return 0
+        marks = ", ".join("?" for _ in orphans)
         with self._write() as cur:
             return cur.execute(
-                "UPDATE jobs SET state = 'stale', updated_at = ? WHERE state = 'running' AND updated_at < ?",
-                (_now(), cutoff),
+                f"UPDATE jobs SET state = 'stale', updated_at = ? WHERE job_id IN ({marks}) "
+                "AND state IN ('queued', 'running')",
+                (_now(), *orphans),
             ).rowcount
+
+
+def _hostname() -> str:
+    return os.uname().nodename
+
+
+def process_owner() -> str:
+    """This process as a job owner: "host:pid:start time" (the start time tells a reused pid apart)."""
+    return f"{_hostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}"
+
+
+def _process_alive(pid: int, started: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _record_to_row(record: dict[str, Any]) -> dict[str, Any]:

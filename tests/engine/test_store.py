@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
-from engine.store import FLAT_COLUMNS, FRAME_COLUMNS, ResultStore, default_home, default_store_path
+from engine.store import (
+    FLAT_COLUMNS,
+    FRAME_COLUMNS,
+    ResultStore,
+    default_home,
+    default_store_path,
+    process_owner,
+)
 from engine.types import Plan, Precision, stable_hash
 
 
@@ -202,26 +208,61 @@ def test_two_processes_writing_at_once(tmp_path: Path, create_first: bool):
         assert len(s.to_frame("a")) == 50 and len(s.to_frame("b")) == 50
 
 
-def test_jobs_lifecycle_and_stale_marking(store: ResultStore):
+def test_jobs_lifecycle(store: ResultStore):
     job = store.upsert_job("j1", kind="sweep", model_name="mlp")
     assert job["state"] == "queued" and job["progress"] == 0.0 and job["kind"] == "sweep"
     running = store.upsert_job("j1", state="running", progress=0.4, message="plan 2/5")
     assert running["kind"] == "sweep"  # fields not given are kept
     assert (running["state"], running["progress"], running["message"]) == ("running", 0.4, "plan 2/5")
     assert running["created_at"] == job["created_at"] and running["updated_at"] >= job["updated_at"]
-    store.upsert_job("j2", kind="search", state="running")
-    store.upsert_job("j3", kind="sweep")  # queued: never marked stale
-
-    assert store.mark_stale_running(3600) == 0  # all were just updated
-    later = datetime.now(UTC) + timedelta(hours=2)
-    assert store.mark_stale_running(3600, now=later) == 2
-    assert store.get_job("j1")["state"] == "stale"
-    assert store.get_job("j3")["state"] == "queued"
-    assert [j["job_id"] for j in store.list_jobs(["stale"])] == ["j1", "j2"]
+    store.upsert_job("j2", kind="search", state="done")
+    store.upsert_job("j3", kind="sweep")
+    assert [j["job_id"] for j in store.list_jobs(["queued", "running"])] == ["j1", "j3"]
     assert len(store.list_jobs()) == 3
     assert store.get_job("nope") is None
     with pytest.raises(ValueError, match="job state"):
         store.upsert_job("j4", state="paused")
+
+
+def _start_running_job(path: Path, job_id: str) -> None:
+    """In a child process: mark a job running, then exit (as a server process that crashed would)."""
+    with ResultStore(path) as s:
+        s.upsert_job(job_id, kind="evaluate", state="running")
+
+
+def test_jobs_of_exited_processes_are_marked_stale_and_live_ones_kept(tmp_path: Path):
+    path = tmp_path / "r.sqlite"
+    child = multiprocessing.get_context("spawn").Process(target=_start_running_job, args=(path, "dead"))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    with ResultStore(path) as store:
+        assert store.get_job("dead")["owner"].split(":")[1] == str(child.pid)
+        mine = store.upsert_job("mine", state="running")
+        assert mine["owner"] == process_owner()
+        store.upsert_job("elsewhere", state="queued")
+        with store._write() as cur:  # a job of a process on another machine sharing the store
+            cur.execute("UPDATE jobs SET owner = 'other-host:1:1.0' WHERE job_id = 'elsewhere'")
+        store.upsert_job("finished", state="done")
+
+        assert store.mark_orphaned_jobs() == 1
+        states = {j["job_id"]: j["state"] for j in store.list_jobs()}
+        assert states == {"dead": "stale", "mine": "running", "elsewhere": "queued", "finished": "done"}
+        assert store.upsert_job("elsewhere", progress=0.5)["owner"] == "other-host:1:1.0"  # kept on update
+
+
+def test_store_from_before_job_owners_gains_the_column(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with ResultStore(path) as store:
+        store.upsert_job("old", state="running")
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE jobs DROP COLUMN owner")  # as a store written by the previous engine
+    con.commit()
+    con.close()
+    with ResultStore(path) as store:
+        assert store.get_job("old")["owner"] is None
+        assert store.mark_orphaned_jobs() == 1  # whoever ran it cannot be checked: it can never finish
+        assert store.get_job("old")["state"] == "stale"
 
 
 def test_default_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
