@@ -45,6 +45,25 @@ def transformer(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     return Prepared(*tiny_transformer(), tmp_path_factory.mktemp("tf"))
 
 
+def _ranges(path: Path) -> dict[str, np.ndarray]:
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    return {k: np.asarray(v.range_value, dtype=float).ravel() for k, v in load_tensors_data(path).data.items()}
+
+
+def test_entropy_calibration_clips_inside_minmax(cnn: Prepared, tmp_path: Path):
+    # With ONNX Runtime's own Entropy defaults every range came out equal to MinMax's.
+    minmax = _ranges(cnn.ranges)
+    other = _ranges(calibrate(cnn.path, cnn.feeds, CalibrationMethod.ENTROPY, tmp_path / "ranges.json"))
+    assert other.keys() == minmax.keys()
+    narrower = 0
+    for name, (low, high) in minmax.items():
+        o_low, o_high = other[name]
+        assert low - 1e-6 <= o_low <= o_high <= high + 1e-6, (name, other[name], minmax[name])
+        narrower += (o_high - o_low) < 0.98 * (high - low)
+    assert narrower >= len(minmax) // 4, f"Entropy clipped only {narrower} of {len(minmax)} ranges"
+
+
 # Floors measured on these seeded models with margin: INT4 is the coarsest format.
 SQNR_FLOOR = {
     Precision.FP16: 60,
