@@ -48,7 +48,8 @@ def transformer(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
 def _ranges(path: Path) -> dict[str, np.ndarray]:
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    return {k: np.asarray(v.range_value, dtype=float).ravel() for k, v in load_tensors_data(path).data.items()}
+    data = load_tensors_data(path).data
+    return {name: np.asarray(r.range_value, dtype=float).ravel() for name, r in data.items()}
 
 
 def test_entropy_calibration_clips_inside_minmax(cnn: Prepared, tmp_path: Path):
