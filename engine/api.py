@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Job:
     key: str
     plan: Plan
     summary: str
+    settings: MeasureSettings  # as evaluated: calibration only where the plan has static layers
 
 
 def result_key(bundle: ModelBundle, plan: Plan, settings: MeasureSettings) -> str:
@@ -113,14 +114,17 @@ class Engine:
         layers = self.layers(bundle)
         assignment = resolve_plan(plan, layers)
         canonical = canonical_plan(Plan(layers=assignment), [x.name for x in layers])
-        return Job(
-            result_key(bundle, canonical, settings or self.settings), canonical, plan_summary(assignment)
-        )
+        settings = settings or self.settings
+        if not any(p.calibrated for p in assignment.values()):
+            # Calibration cannot change a plan without static layers (FP32, FP16, INT4, dynamic):
+            # one result serves every calibration method.
+            settings = replace(settings, calibration=MeasureSettings().calibration)
+        return Job(result_key(bundle, canonical, settings), canonical, plan_summary(assignment), settings)
 
     def cached(self, job: Job) -> dict[str, Any] | None:
         return self.store.get_ok(job.key)
 
-    def _task_args(self, bundle: ModelBundle, job: Job, settings: MeasureSettings) -> tuple[Any, ...]:
+    def _task_args(self, bundle: ModelBundle, job: Job) -> tuple[Any, ...]:
         classes = bundle.card.get("classes") or []
         n_classes = len(classes) if bundle.eval_set.task == "classification" and classes else None
         return (
@@ -129,7 +133,7 @@ class Engine:
             bundle.calibration,
             bundle.data_hash,
             job.plan.to_json(),
-            settings.to_json(),
+            job.settings.to_json(),
             str(self.cache_dir),
             n_classes,
         )
@@ -138,7 +142,6 @@ class Engine:
         self,
         bundle: ModelBundle,
         job: Job,
-        settings: MeasureSettings,
         *,
         status: str,
         value: dict[str, Any] | None,
@@ -158,13 +161,13 @@ class Engine:
             "model_hash": bundle.model_hash,
             "data_hash": bundle.data_hash,
             "plan_hash": job.plan.hash,
-            "settings_hash": settings.hash,
+            "settings_hash": job.settings.hash,
             "engine_version": ENGINE_VERSION,
             "plan": job.plan.to_json(),
             "plan_summary": job.summary,
             "status": status,
             "error": error,
-            "metrics": {**(value["metrics"] if value else {}), "settings": settings.to_json()},
+            "metrics": {**(value["metrics"] if value else {}), "settings": job.settings.to_json()},
             "environment": value["environment"] if value else {},
             "artifact_path": artifact,
             "source": source,
@@ -213,7 +216,7 @@ class Engine:
 
         def finish(i: int, status: str, value: Any, error: str | None, duration: float) -> None:
             record = self._record(
-                bundle, jobs[i], settings, status=status, value=value, error=error, duration_s=duration,
+                bundle, jobs[i], status=status, value=value, error=error, duration_s=duration,
                 source=source,
             )  # fmt: skip
             results[i] = record
@@ -224,14 +227,14 @@ class Engine:
             for i in todo:
                 t = time.perf_counter()
                 try:
-                    value = evaluate_task(*self._task_args(bundle, jobs[i], settings))
+                    value = evaluate_task(*self._task_args(bundle, jobs[i]))
                 except Exception as e:  # an inline failure is stored like a worker's
                     finish(i, "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
                 else:
                     finish(i, "ok", value, None, time.perf_counter() - t)
         elif todo:
             calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
-                (evaluate_task, self._task_args(bundle, jobs[i], settings), {}) for i in todo
+                (evaluate_task, self._task_args(bundle, jobs[i]), {}) for i in todo
             ]
 
             def landed(k: int, outcome: Any) -> None:

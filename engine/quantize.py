@@ -301,7 +301,7 @@ def quantize_plan(
     # Each call gets its own directory: quantize_static writes <model>-inferred.onnx beside its input.
     with tempfile.TemporaryDirectory(dir=work_dir, prefix="quantize-") as tmp:
         work = Path(tmp)
-        if used & {Precision.INT8, Precision.W8A16}:
+        if any(p.calibrated for p in used):
             if calibration_cache is None:
                 raise PlanError("static INT8 and W8A16 layers need calibration data; none was given")
             t = time.perf_counter()

@@ -351,7 +351,7 @@ def process_owner() -> str:
 def _process_alive(pid: int, started: float) -> bool:
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 

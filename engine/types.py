@@ -28,6 +28,11 @@ class Precision(enum.Enum):
     def label(self) -> str:
         return _LABELS[self]
 
+    @property
+    def calibrated(self) -> bool:
+        """Static formats: their activation ranges come from calibration data."""
+        return self in (Precision.INT8, Precision.W8A16)
+
     @classmethod
     def parse(cls, text: str) -> Precision:
         """Parse a plan spelling ("int8", "INT8", "int8_dynamic" ...) or raise ValueError."""

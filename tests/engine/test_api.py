@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -75,6 +76,18 @@ def test_other_settings_or_plan_is_a_miss(engine: Engine, digits) -> None:  # ty
     assert engine.job(digits, plan, MeasureSettings(batch_sizes=(1,))).key != key
     assert engine.job(digits, Plan(default=Precision.INT8_DYNAMIC)).key != key
     assert engine.cached(engine.job(digits, Plan(default=Precision.W8A16))) is None
+
+
+def test_calibration_method_names_only_plans_with_static_layers(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    entropy = dataclasses.replace(engine.settings, calibration=CalibrationMethod.ENTROPY)
+    for weight_only in (Plan(), Plan(default=Precision.FP16), Plan(default=Precision.INT8_DYNAMIC)):
+        job = engine.job(digits, weight_only, entropy)
+        assert job.key == engine.job(digits, weight_only).key
+        assert job.settings.calibration is CalibrationMethod.MINMAX
+    for static in (Plan(default=Precision.INT8), Plan(default=Precision.W8A16)):
+        job = engine.job(digits, static, entropy)
+        assert job.key != engine.job(digits, static).key
+        assert job.settings == entropy
 
 
 def test_calibration_is_computed_once_per_method(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
