@@ -12,12 +12,13 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 from engine.api import Engine
 from engine.datasets import ModelBundle
 from engine.jobs import WorkerPool
-from engine.types import MeasureSettings, Plan, Precision
+from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision
 
 # QUANTDASH_INLINE=1 runs evaluations in this process (tests only: a crash would take the app down).
 INLINE_ENV = "QUANTDASH_INLINE"
@@ -68,13 +69,26 @@ class Runner:
         bundle = self.model(name)
         return self.engine.job(bundle, Plan(default=Precision.FP32)).key
 
-    def submit(self, model_name: str, plan: Plan, *, with_baseline: bool = True) -> str:
+    def settings(self, calibration: CalibrationMethod | None = None) -> MeasureSettings:
+        """The runner's measurement settings, with another calibration method if one is given."""
+        base = self.engine.settings
+        return base if calibration is None else replace(base, calibration=calibration)
+
+    def submit(
+        self,
+        model_name: str,
+        plan: Plan,
+        *,
+        calibration: CalibrationMethod | None = None,
+        with_baseline: bool = True,
+    ) -> str:
         """Queue one plan (plus the FP32 baseline if it is not measured yet); returns the job id.
 
         Raises PlanError at once if the plan does not fit the model.
         """
         bundle = self.model(model_name)
-        job = self.engine.job(bundle, plan)
+        settings = self.settings(calibration)
+        job = self.engine.job(bundle, plan, settings)
         plans = [plan]
         if with_baseline:
             base = self.engine.job(bundle, Plan(default=Precision.FP32))
@@ -92,10 +106,12 @@ class Runner:
             progress=0.0,
             message=f"Evaluating {job.summary} on {model_name}",
         )
-        self._threads.submit(self._work, job_id, bundle, plans, job.summary)
+        self._threads.submit(self._work, job_id, bundle, plans, settings, job.summary)
         return job_id
 
-    def _work(self, job_id: str, bundle: ModelBundle, plans: list[Plan], summary: str) -> None:
+    def _work(
+        self, job_id: str, bundle: ModelBundle, plans: list[Plan], settings: MeasureSettings, summary: str
+    ) -> None:
         landed: dict[int, dict[str, Any]] = {}
         started = time.monotonic()
 
@@ -110,7 +126,7 @@ class Runner:
             )
 
         try:
-            self.engine.evaluate_many(bundle, plans, source="dashboard", on_done=on_done)
+            self.engine.evaluate_many(bundle, plans, settings=settings, source="dashboard", on_done=on_done)
             record = landed[0]
             if record["status"] == "ok":
                 self.store.upsert_job(

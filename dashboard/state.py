@@ -25,6 +25,7 @@ COMPARE = "qd_compare"  # widget key: results picked on Compare
 PRESET = "qd_preset"
 OP_TYPE = "qd_op_type"
 ONE_LAYER = "qd_one_layer"
+CALIBRATION = "qd_calibration"
 EXPLORE_MODELS = "qd_explore_models"
 EXPLORE_PRECISIONS = "qd_explore_precisions"
 EXPLORE_RELATIVE = "qd_explore_relative"

@@ -115,11 +115,16 @@ class Engine:
         assignment = resolve_plan(plan, layers)
         canonical = canonical_plan(Plan(layers=assignment), [x.name for x in layers])
         settings = settings or self.settings
+        summary = plan_summary(assignment)
+        default_method = MeasureSettings().calibration
         if not any(p.calibrated for p in assignment.values()):
             # Calibration cannot change a plan without static layers (FP32, FP16, INT4, dynamic):
             # one result serves every calibration method.
-            settings = replace(settings, calibration=MeasureSettings().calibration)
-        return Job(result_key(bundle, canonical, settings), canonical, plan_summary(assignment), settings)
+            settings = replace(settings, calibration=default_method)
+        elif settings.calibration is not default_method:
+            # Two results of one plan differ by their calibration: say which, wherever it is shown.
+            summary += f" · {settings.calibration.label} calibration"
+        return Job(result_key(bundle, canonical, settings), canonical, summary, settings)
 
     def cached(self, job: Job) -> dict[str, Any] | None:
         return self.store.get_ok(job.key)

@@ -67,6 +67,14 @@ class CalibrationMethod(enum.Enum):
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
 
+    @property
+    def label(self) -> str:
+        return {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[self.value]
+
+    @property
+    def description(self) -> str:
+        return _CALIBRATION_DESCRIPTIONS[self]
+
     @classmethod
     def parse(cls, text: str) -> CalibrationMethod:
         key = str(text).strip().lower()
@@ -75,6 +83,14 @@ class CalibrationMethod(enum.Enum):
                 return m
         valid = ", ".join(m.value for m in cls)
         raise ValueError(f"unknown calibration method {text!r}; expected one of: {valid}")
+
+
+_CALIBRATION_DESCRIPTIONS = {
+    CalibrationMethod.MINMAX: "the full observed range of each activation: nothing is clipped (the default)",
+    CalibrationMethod.ENTROPY: "the range whose 8-bit histogram stays closest (KL divergence) to the "
+    "observed one: clips rare outliers for finer steps",
+    CalibrationMethod.PERCENTILE: "the range holding 99.999% of the observed values: clips the extremes",
+}
 
 
 def stable_hash(obj: Any) -> str:

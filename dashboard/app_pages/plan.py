@@ -15,7 +15,7 @@ from dashboard.plan_logic import (
     uniform,
 )
 from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
-from engine.types import Plan, PlanError, Precision, plan_summary
+from engine.types import CalibrationMethod, Plan, PlanError, Precision, plan_summary
 
 model = state.current_model()
 runner = cached.runner()
@@ -118,10 +118,20 @@ st.caption(
 )
 
 plan = Plan(layers=precisions)
-known = runner.engine.cached(runner.engine.job(runner.model(model), plan))
+calibration = CalibrationMethod.MINMAX
+if any(p.calibrated for p in precisions.values()):
+    calibration = st.selectbox(
+        "Calibration of INT8 and W8A16 activations",
+        list(CalibrationMethod),
+        format_func=lambda m: f"{m.label}: {m.description}",
+        key=state.CALIBRATION,
+        help="How each activation's 8- or 16-bit range is chosen from the calibration split. "
+        "Layers in other precisions do not use it.",
+    )
+known = runner.engine.cached(runner.engine.job(runner.model(model), plan, runner.settings(calibration)))
 if st.button("Evaluate", key="qd_evaluate", type="primary"):
     try:
-        runner.submit(model, plan)
+        runner.submit(model, plan, calibration=calibration)
         st.toast("Submitted: it runs in a worker process. This page stays usable; Explore shows the result.")
         st.rerun()
     except PlanError as e:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from dashboard import cached
+from engine.types import CalibrationMethod
 from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
@@ -58,6 +59,16 @@ def test_plan_preset_edit_estimate_and_evaluate(home: Path) -> None:
     record = store.get(done[-1]["result_key"])
     assert record["status"] == "ok" and record["plan_summary"] == "4 INT8 · 1 FP32"
     assert "Already measured: 4 INT8 · 1 FP32" in _texts(at.info)
+
+    # The same plan with another calibration method is another result, named as such.
+    at.selectbox(key="qd_calibration").set_value(CalibrationMethod.PERCENTILE).run()
+    assert not at.info  # not measured with Percentile yet
+    at.button(key="qd_evaluate").click().run()
+    wait_for_jobs(at)
+    done = [j for j in store.list_jobs(["done"]) if j["model_name"] == MODEL]
+    record = store.get(done[-1]["result_key"])
+    assert record["plan_summary"] == "4 INT8 · 1 FP32 · Percentile calibration"
+    assert record["metrics"]["settings"]["calibration"] == "percentile"
 
 
 def test_explore_plots_select_link_and_download(home: Path) -> None:
