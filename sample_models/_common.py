@@ -64,6 +64,28 @@ def digits_splits(seed: int = SEED) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {"train": (x[train], y[train]), "calib": (x[calib], y[calib]), "eval": (x[ev], y[ev])}
 
 
+MNIST1D_CALIB = 256
+
+
+def mnist1d_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """make_dataset(get_dataset_args()): 4,000 train / 1,000 test, 40 samples per sequence.
+
+    The last 256 of the train portion are held out for calibration; eval = the 1,000 test sequences.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    d = make_dataset(get_dataset_args())  # seeds numpy itself (args.seed = 42); never get_dataset()
+    x = d["x"].astype(np.float32)[:, None, :]
+    y = d["y"].astype(np.int64)
+    x_test = d["x_test"].astype(np.float32)[:, None, :]
+    y_test = d["y_test"].astype(np.int64)
+    return {
+        "train": (x[:-MNIST1D_CALIB], y[:-MNIST1D_CALIB]),
+        "calib": (x[-MNIST1D_CALIB:], y[-MNIST1D_CALIB:]),
+        "eval": (x_test, y_test),
+    }
+
+
 def save_split(path: Path, input_name: str, x: np.ndarray, labels: np.ndarray) -> None:
     # Uncompressed npz: the app memory-maps nothing, but loading stays trivial and exact.
     np.savez(path, **{input_name: x, "labels": labels})

@@ -24,7 +24,9 @@ import _common as C  # noqa: E402
 T = 64  # sequence length, fixed in the exported graph
 D_MODEL, HEADS, LAYERS, MLP = 128, 4, 4, 4
 EVAL_SEQS, CALIB_SEQS = 256, 128
-STEPS, LR, BATCH, WD, WARMUP = 1000, 3e-3, 32, 0.05, 100
+# 6000 steps (about 8 passes over the training text): at 1000 steps the model was still far from
+# converged (perplexity 5.10 against 4.00 now).
+STEPS, LR, BATCH, WD, WARMUP = 6000, 3e-3, 32, 0.05, 100
 # Training uses an exact -inf causal mask. The exported graph adds a finite mask instead, so a
 # quantizer that calibrates the attention scores sees a usable range (-inf would give NaN scales);
 # exp(-50) ~ 2e-22 leaves the logits unchanged at float32 precision (checked before export).

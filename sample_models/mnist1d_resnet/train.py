@@ -9,7 +9,6 @@ downloaded. The npz files carry the generated arrays, so the app never needs mni
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -17,28 +16,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 import _common as C  # noqa: E402
 
-CALIB = 256
 WIDTHS, BLOCKS = (32, 64, 128), (2, 2, 2)
 EPOCHS, LR, BATCH, WD = 40, 3e-3, 128, 5e-4
-
-
-def mnist1d_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """make_dataset(get_dataset_args()): 4,000 train / 1,000 test, 40 samples per sequence.
-
-    The last 256 of the train portion are held out for calibration; eval = the 1,000 test sequences.
-    """
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    d = make_dataset(get_dataset_args())  # seeds numpy itself (args.seed = 42); never get_dataset()
-    x = d["x"].astype(np.float32)[:, None, :]
-    y = d["y"].astype(np.int64)
-    x_test = d["x_test"].astype(np.float32)[:, None, :]
-    y_test = d["y_test"].astype(np.int64)
-    return {
-        "train": (x[:-CALIB], y[:-CALIB]),
-        "calib": (x[-CALIB:], y[-CALIB:]),
-        "eval": (x_test, y_test),
-    }
 
 
 class BasicBlock1d(nn.Module):
@@ -87,7 +66,7 @@ class Mnist1dResNet(nn.Module):
 
 
 def main() -> None:
-    splits = mnist1d_splits()
+    splits = C.mnist1d_splits()
     rng = C.setup()
     model = Mnist1dResNet()
     secs = C.fit_classifier(
@@ -111,8 +90,9 @@ def main() -> None:
             "provenance": (
                 "Data: mnist1d.data.make_dataset(mnist1d.data.get_dataset_args()) (mnist1d 0.0.2.post1, "
                 "seed 42, 5,000 sequences of length 40; 4,000 train / 1,000 test), generated in the "
-                f"script, never downloaded. Split: last {CALIB} of the train portion = calibration, the "
-                f"other {4000 - CALIB} = train, the 1,000 test sequences = eval. Model: residual 1-D CNN, "
+                f"script, never downloaded. Split: last {C.MNIST1D_CALIB} of the train portion = "
+                f"calibration, the other {4000 - C.MNIST1D_CALIB} = train, the 1,000 test sequences = eval. "
+                "Model: residual 1-D CNN, "
                 f"k=5 stem, stages {list(WIDTHS)} channels x {list(BLOCKS)} basic blocks, flatten, Linear. "
                 f"Training: {EPOCHS} epochs, AdamW lr {LR} (one-cycle), batch {BATCH}, weight decay {WD}, "
                 "dropout 0.2, seed 0. Exported with torch.onnx.export (TorchScript exporter, opset 17, "

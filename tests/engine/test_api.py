@@ -7,11 +7,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.api import Engine
-from engine.datasets import load_sample
+from engine.datasets import load_sample, sample_names
 from engine.evaluate import ModelCache
+from engine.measure import make_session
 from engine.presets import preset_plan
 from engine.store import ResultStore
 from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError, Precision
@@ -139,11 +141,28 @@ def test_results_load_as_a_frame(engine: Engine) -> None:
     assert frame["size_bytes"].notna().all()
 
 
-def test_sample_cards_are_complete() -> None:
-    for name in ["digits_cnn"]:
-        card = load_sample(name).card
-        for field in ("task", "metrics", "inputs", "provenance", "seed", "fp32_metrics"):
-            assert field in card, f"{name} card lacks {field}"
+@pytest.mark.parametrize("name", sample_names())
+def test_sample_card_is_complete_and_matches_its_model(name: str) -> None:
+    bundle = load_sample(name)
+    card = bundle.card
+    for field in ("task", "metrics", "inputs", "provenance", "seed", "fp32_metrics"):
+        assert field in card, f"{name} card lacks {field}"
+    # The card's FP32 accuracy is the committed model's on the committed eval split (a retrained
+    # model.onnx without its card, or the reverse, fails here).
+    session = make_session(bundle.model_bytes)
+    logits = np.concatenate(
+        [
+            session.run(None, {k: v[i : i + 64] for k, v in bundle.eval_set.inputs.items()})[0]
+            for i in range(0, len(bundle.eval_set.labels), 64)
+        ]
+    )
+    accuracy = float((logits.argmax(-1) == bundle.eval_set.labels).mean())
+    assert accuracy == pytest.approx(card["fp32_metrics"]["accuracy"], abs=1e-5)
+    calib = next(iter(bundle.calibration.values()))
+    evals = next(iter(bundle.eval_set.inputs.values()))
+    assert not {row.tobytes() for row in calib} & {row.tobytes() for row in evals}, (
+        "calibration overlaps eval"
+    )
 
 
 def test_a_bare_onnx_file_gets_fidelity_metrics_on_synthetic_inputs(engine: Engine, tmp_path: Path) -> None:
