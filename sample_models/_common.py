@@ -163,6 +163,55 @@ def fit_classifier(
     return time.time() - t0
 
 
+# --- MobileNetV2 blocks (the mobilenet samples) ----------------------------------------------
+
+
+def conv_bn_relu6(dims: int, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+    return nn.Sequential(conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), bn(cout), nn.ReLU6())
+
+
+class InvertedResidual(nn.Module):
+    """1x1 expand (ReLU6) -> k=3 depthwise (ReLU6) -> 1x1 linear projection; skip when shapes match."""
+
+    def __init__(self, dims: int, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        layers: list[nn.Module] = [conv_bn_relu6(dims, cin, hidden, 1)] if expand != 1 else []
+        layers += [
+            conv_bn_relu6(dims, hidden, hidden, 3, stride, groups=hidden),
+            conv(hidden, cout, 1, bias=False),
+            bn(cout),
+        ]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+def mobilenet_v2_features(
+    dims: int,
+    cin: int,
+    stem: int,
+    settings: tuple[tuple[int, int, int, int], ...],
+    head: int,
+    stem_stride: int = 1,
+) -> nn.Sequential:
+    """MobileNetV2's feature extractor in 1-D or 2-D: k=3 stem, inverted residuals given as
+    (expansion t, channels c, repeats n, first stride s) rows of its table, 1x1 head; ReLU6."""
+    blocks: list[nn.Module] = [conv_bn_relu6(dims, cin, stem, 3, stem_stride)]
+    width = stem
+    for t, c, n, s in settings:
+        for i in range(n):
+            blocks.append(InvertedResidual(dims, width, c, s if i == 0 else 1, t))
+            width = c
+    blocks.append(conv_bn_relu6(dims, width, head, 1))
+    return nn.Sequential(*blocks)
+
+
 # --- export ----------------------------------------------------------------------------------
 
 

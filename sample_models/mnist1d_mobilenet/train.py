@@ -27,45 +27,12 @@ STEM, HEAD = 32, 256
 EPOCHS, LR, BATCH, WD = 40, 3e-3, 128, 5e-4
 
 
-def conv_bn_relu6(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv1d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm1d(cout), nn.ReLU6()
-    )
-
-
-class InvertedResidual1d(nn.Module):
-    """1x1 expand (ReLU6) -> k=3 depthwise (ReLU6) -> 1x1 linear projection; skip when shapes match."""
-
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        layers: list[nn.Module] = [conv_bn_relu6(cin, hidden, 1)] if expand != 1 else []
-        layers += [
-            conv_bn_relu6(hidden, hidden, 3, stride, groups=hidden),
-            nn.Conv1d(hidden, cout, 1, bias=False),
-            nn.BatchNorm1d(cout),
-        ]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
 class Mnist1dMobileNet(nn.Module):
     """stem (k=3) -> inverted residuals (length 40 -> 20 -> 10) -> 1x1 head -> flatten -> fc."""
 
     def __init__(self) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [conv_bn_relu6(1, STEM, 3)]
-        cin = STEM
-        for t, c, n, s in SETTINGS:
-            for i in range(n):
-                blocks.append(InvertedResidual1d(cin, c, s if i == 0 else 1, t))
-                cin = c
-        blocks.append(conv_bn_relu6(cin, HEAD, 1))
-        self.features = nn.Sequential(*blocks)
+        self.features = C.mobilenet_v2_features(1, 1, STEM, SETTINGS, HEAD)
         # Flatten, not global pooling, as in mnist1d_resnet: where a stroke sits carries the class.
         self.dropout = nn.Dropout(0.2)
         self.fc = nn.Linear(HEAD * 10, 10)
