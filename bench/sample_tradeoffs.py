@@ -1,16 +1,18 @@
 """Do the sample models show a trade-off? Measured with the engine, side by side in one run.
 
 * INT8 speed-up at batch 1 on digits_resnet: FP32 and all-INT8 timed in alternating rounds.
-* For each sample: the accuracy lost by uniform all-INT8 and all-INT4 plans, and how much of
-  that loss the best "keep k layers FP32" plan recovers (layers ranked by a one-at-a-time
-  pass: the uniform plan with just that layer kept FP32). Accuracy is the card's metric on
-  the fixed evaluation split; deltas carry their bootstrap 95% CI.
+* For each sample: the accuracy lost by uniform all-INT8 plans (once per calibration method:
+  MinMax, the default, and Entropy) and by the all-INT4 plan (weight-only: no calibration), and
+  how much of that loss the best "keep k layers FP32" plan recovers (layers ranked by a
+  one-at-a-time pass: the uniform plan with just that layer kept FP32). Accuracy is the card's
+  metric on the fixed evaluation split; deltas carry their bootstrap 95% CI.
 
-Run: .venv/bin/python bench/sample_tradeoffs.py
+Run: .venv/bin/python bench/sample_tradeoffs.py [SAMPLE ...]   (default: every sample)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -22,9 +24,15 @@ from engine import measure  # noqa: E402
 from engine.api import Engine  # noqa: E402
 from engine.datasets import ModelBundle, sample_names  # noqa: E402
 from engine.store import ResultStore  # noqa: E402
-from engine.types import MeasureSettings, Plan, Precision  # noqa: E402
+from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision  # noqa: E402
 
 ACCURACY_ONLY = MeasureSettings(batch_sizes=(1,), min_runs=5, max_runs=5, max_seconds=0.2, bootstrap=1000)
+# INT4 is weight-only: its calibration setting changes nothing, so it is measured once.
+UNIFORM_PLANS = (
+    (Precision.INT8, CalibrationMethod.MINMAX),
+    (Precision.INT8, CalibrationMethod.ENTROPY),
+    (Precision.INT4, CalibrationMethod.MINMAX),
+)
 
 
 def interleaved_speedup(engine: Engine, bundle: ModelBundle, rounds: int = 5) -> tuple[float, list[float]]:
@@ -47,27 +55,35 @@ def accuracy(record: dict) -> float:
     return float(record["metrics"]["accuracy"])
 
 
-def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, max_kept: int = 3) -> dict:
-    """Loss of the uniform plan, and the best recovery from keeping up to max_kept layers FP32."""
+def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, settings: MeasureSettings) -> dict:
+    """Loss of the uniform plan, and how much of it keeping the k most helpful layers FP32 recovers.
+
+    k grows from 1 to a third of the layers (so the mixed plan stays mostly low precision) and
+    stops at the first k that recovers half the loss: the smallest such plan is the one to show.
+    """
     layers = [x for x in engine.layers(bundle) if uniform in x.accepts]
     if not layers:
         return {}
-    base = accuracy(engine.baseline(bundle, ACCURACY_ONLY))
+    base_record = engine.baseline(bundle, settings)
+    base = accuracy(base_record)
     plan = Plan(default=uniform)
-    uni = engine.evaluate(bundle, plan, settings=ACCURACY_ONLY)
+    uni = engine.evaluate(bundle, plan, settings=settings)
     loss = base - accuracy(uni)
     singles = engine.evaluate_many(
         bundle,
         [Plan(default=uniform, layers={x.name: Precision.FP32}) for x in layers],
-        settings=ACCURACY_ONLY,
+        settings=settings,
     )
     ranked = sorted(zip(layers, singles, strict=True), key=lambda lr: -accuracy(lr[1]))
-    best_acc, best_kept = accuracy(uni), 0
-    for k in range(1, min(max_kept, len(ranked)) + 1):
+    best, best_kept = uni, 0
+    for k in range(1, max(1, len(ranked) // 3) + 1) if loss > 0 else ():
         kept = {x.name: Precision.FP32 for x, _ in ranked[:k]}
-        acc = accuracy(engine.evaluate(bundle, Plan(default=uniform, layers=kept), settings=ACCURACY_ONLY))
-        if acc > best_acc:
-            best_acc, best_kept = acc, k
+        mixed = engine.evaluate(bundle, Plan(default=uniform, layers=kept), settings=settings)
+        if accuracy(mixed) > accuracy(best):
+            best, best_kept = mixed, k
+        if accuracy(best) - accuracy(uni) >= loss / 2:
+            break
+    best_acc = accuracy(best)
     m = uni["metrics"]
     return {
         "fp32": base,
@@ -76,6 +92,8 @@ def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, max_kept: 
         "ci": (100 * m["accuracy_delta_ci_low"], 100 * m["accuracy_delta_ci_high"]),
         "mixed": best_acc,
         "kept_fp32": best_kept,
+        "of_layers": len(layers),
+        "sizes_kb": [r["metrics"]["size_bytes"] / 1024 for r in (base_record, uni, best)],
         "recovered": (best_acc - accuracy(uni)) / loss if loss > 0 else float("nan"),
     }
 
@@ -87,24 +105,29 @@ def main() -> None:
     rounds = " ".join(f"{r:.2f}" for r in ratios)
     print(f"digits_resnet INT8 vs FP32 at batch 1: {speedup:.2f}x (rounds: {rounds})")
     showing = 0
-    for name in sample_names():
+    for name in sys.argv[1:] or sample_names():
         bundle = engine.model(name)
         sample_shows = False
-        for uniform in (Precision.INT8, Precision.INT4):
-            r = recovery(engine, bundle, uniform)
+        for uniform, calibration in UNIFORM_PLANS:
+            settings = dataclasses.replace(ACCURACY_ONLY, calibration=calibration)
+            r = recovery(engine, bundle, uniform, settings)
             if not r:
                 continue
             shows = r["loss_pt"] >= 1.0 and r["recovered"] >= 0.5
             sample_shows = sample_shows or shows
+            how = f"all-{uniform.value}" + (f" ({calibration.value})" if uniform is Precision.INT8 else "")
             print(
-                f"{name:17s} all-{uniform.value}: {100 * r['fp32']:.2f}% -> {100 * r['uniform']:.2f}% "
+                f"{name:17s} {how:20s}: {100 * r['fp32']:.2f}% -> {100 * r['uniform']:.2f}% "
                 f"(loss {r['loss_pt']:.2f} pt, CI of delta {r['ci'][0]:+.2f}..{r['ci'][1]:+.2f}); "
-                f"keeping {r['kept_fp32']} layer(s) FP32: {100 * r['mixed']:.2f}% "
+                f"keeping {r['kept_fp32']} of {r['of_layers']} layers FP32: {100 * r['mixed']:.2f}% "
                 + (
                     f"(recovers {100 * r['recovered']:.0f}% of the loss)"
                     if r["loss_pt"] > 0
                     else "(no loss to recover)"
                 )
+                + " [size KB fp32/uniform/mixed: "
+                + "/".join(f"{kb:.0f}" for kb in r["sizes_kb"])
+                + "]"
                 + ("  <- trade-off" if shows else "")
             )
         showing += sample_shows
