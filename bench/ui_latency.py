@@ -88,11 +88,18 @@ def fill(home: Path, per_model: int, layer_names: dict[str, list[str]]) -> None:
 
 
 _PLOTS_SHOW = """([prefix, relative]) => {
-    const plots = document.querySelectorAll('.js-plotly-plot');
-    if (plots.length !== 3) return false;
-    return [...plots].every(gd => gd.data && gd.layout && gd.data.some(
-        t => (t.customdata || []).some(k => String(k).startsWith(prefix)))
-        && (relative === null || (gd.layout.xaxis.title.text || '').includes('change') === relative));
+    // The three Pareto plots, whether drawn as one figure each or as the panels (x axes x, x2, x3) of one.
+    const panels = [];
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+        if (!gd.data || !gd.layout) return false;
+        for (const name of Object.keys(gd.layout).filter(k => /^xaxis[0-9]*$/.test(k))) {
+            const id = 'x' + name.slice(5);
+            panels.push({axis: gd.layout[name], traces: gd.data.filter(t => (t.xaxis || 'x') === id)});
+        }
+    }
+    if (panels.length !== 3) return false;
+    return panels.every(p => p.traces.some(t => (t.customdata || []).some(k => String(k).startsWith(prefix)))
+        && (relative === null || ((p.axis.title || {}).text || '').includes('change') === relative));
 }"""
 
 

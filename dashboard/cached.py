@@ -14,7 +14,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard.runner import Runner
-from engine.charts import filter_results, pareto_figure, pareto_plot_info, with_derived
+from engine.charts import (
+    ParetoGridInfo,
+    filter_results,
+    pareto_grid_figure,
+    pareto_plot_info,
+    with_derived,
+)
 from engine.datasets import SAMPLES_DIR, sample_names
 from engine.types import LayerInfo
 
@@ -81,20 +87,21 @@ def artifact_bytes(path: str) -> bytes:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def pareto_chart(
+def pareto_charts(
     version: tuple[int, str],
     models: tuple[str, ...] | None,
     precisions: tuple[str, ...],
-    x: str,
-    y: str,
+    charts: tuple[tuple[str, str], ...],
     relative: bool,
     selected: str | None,
-) -> tuple[go.Figure, dict[str, tuple[str, ...]], int]:
-    """(figure, its trace keys for click mapping, plans left off) of one Explore chart.
+) -> tuple[go.Figure, tuple[tuple[str, ...], ...], tuple[int, ...]]:
+    """(figure, its trace keys for click mapping, plans left off per plot) of the Explore plots.
 
-    Cached per store version and view, so going back to a model or filter already seen only
-    ships the figure again instead of recomputing fronts over every result.
+    ``charts`` holds (x, y) objectives, one panel each, drawn side by side in one figure. Cached per
+    store version and view, so going back to a model or filter already seen only ships the figure
+    again instead of recomputing fronts over every result.
     """
     shown = filter_results(results(version), models, precisions)
-    info = pareto_plot_info(shown, x, y, relative=relative, selected=selected)
-    return pareto_figure(info), info.trace_keys(), info.missing
+    infos = tuple(pareto_plot_info(shown, x, y, relative=relative, selected=selected) for x, y in charts)
+    grid = ParetoGridInfo(infos, tuple(f"{y.capitalize()} vs {x}" for x, y in charts))
+    return pareto_grid_figure(grid), grid.trace_keys(), tuple(i.missing for i in infos)

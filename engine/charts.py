@@ -8,7 +8,7 @@ only draws it. The frame is ``ResultStore.to_frame()``, optionally with an ``env
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -220,81 +220,158 @@ _STYLE = {
 }
 
 
+@dataclass(frozen=True)
+class ParetoGridInfo:
+    """Several Pareto plots drawn side by side as the panels of one figure."""
+
+    panels: tuple[ParetoPlotInfo, ...]
+    titles: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.panels) != len(self.titles) or not self.panels:
+            raise ValueError("a Pareto grid needs one title per panel, and at least one panel")
+
+    def trace_keys(self) -> tuple[tuple[str, ...], ...]:
+        """Result keys of each data trace of ``pareto_grid_figure``, in trace order.
+
+        Panel ``i`` owns traces ``3*i .. 3*i+2`` (dominated, Pareto-optimal, baseline); the line and
+        ring traces come after all of them, so a selection's curve number never depends on them.
+        """
+        return tuple(keys for info in self.panels for keys in info.trace_keys().values())
+
+
 def pareto_figure(info: ParetoPlotInfo) -> go.Figure:
-    """Draw a ParetoPlotInfo: dimmed dominated points, highlighted front with its line, starred baseline."""
-    by_key = {p.key: p for p in info.points}
+    """Draw one ParetoPlotInfo: dimmed dominated points, highlighted front with its line, starred baseline."""
+    return pareto_grid_figure(ParetoGridInfo((info,), ("",)))
+
+
+def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
+    """Draw the panels of a ParetoGridInfo side by side in one figure with one legend.
+
+    One figure instead of one per plot: the browser lays out and draws once, which is most of a
+    re-render with 1,000 results. Margins are fixed, because a legend or axis that pushes the
+    margins makes plotly.js draw every marker a second time.
+    """
+    n = len(grid.panels)
+    gap = 0.07  # room for the tick labels and title of the next panel's y axis
+    width = (1 - gap * (n - 1)) / n
     fig = go.Figure()
-    for name, keys in info.trace_keys().items():
-        style = _STYLE[name]
-        pts = [by_key[k] for k in keys]
-        # Uniform marker styles per trace: per-point size/line arrays make the browser restyle
-        # every SVG marker, which dominated re-render time with 1,000 results.
-        fig.add_trace(
-            go.Scatter(
-                # numpy arrays: plotly validates them far faster than lists (1,000 points matter).
-                x=np.array([p.x for p in pts]),
-                y=np.array([p.y for p in pts]),
-                mode="markers",
-                name=style["name"],
-                customdata=np.array([p.key for p in pts], dtype=object),
-                hovertext=np.array([p.hover for p in pts], dtype=object),
-                hoverinfo="text",
-                marker={
-                    "color": style["color"],
-                    "opacity": style["opacity"],
-                    "symbol": style["symbol"],
-                    "size": style["size"],
-                },
+    lines: list[go.Scatter] = []
+    rings: list[go.Scatter] = []
+    for i, info in enumerate(grid.panels):
+        axes = {"xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}"}
+        by_key = {p.key: p for p in info.points}
+        for name, keys in info.trace_keys().items():
+            style = _STYLE[name]
+            pts = [by_key[k] for k in keys]
+            # Uniform marker styles per trace: per-point size/line arrays make the browser restyle
+            # every SVG marker, which dominated re-render time with 1,000 results.
+            fig.add_trace(
+                go.Scatter(
+                    # numpy arrays: plotly validates them far faster than lists (1,000 points matter).
+                    x=np.array([p.x for p in pts]),
+                    y=np.array([p.y for p in pts]),
+                    mode="markers",
+                    name=style["name"],
+                    legendgroup=name,
+                    showlegend=i == 0,
+                    customdata=np.array([p.key for p in pts], dtype=object),
+                    hovertext=np.array([p.hover for p in pts], dtype=object),
+                    hoverinfo="text",
+                    marker={
+                        "color": style["color"],
+                        "opacity": style["opacity"],
+                        "symbol": style["symbol"],
+                        "size": style["size"],
+                    },
+                    **axes,
+                )
             )
-        )
-    for model in dict.fromkeys(by_key[k].model_name for k in info.front):
-        line = [by_key[k] for k in info.front if by_key[k].model_name == model]
-        fig.add_trace(
-            go.Scatter(
-                x=[p.x for p in line],
-                y=[p.y for p in line],
-                mode="lines",
-                line={"color": _STYLE["pareto"]["color"], "width": 1.5, "shape": "hv"},
-                name=f"front · {model}",
-                hoverinfo="skip",
+        for model in dict.fromkeys(by_key[k].model_name for k in info.front):
+            line = [by_key[k] for k in info.front if by_key[k].model_name == model]
+            lines.append(
+                go.Scatter(
+                    x=[p.x for p in line],
+                    y=[p.y for p in line],
+                    mode="lines",
+                    line={"color": _STYLE["pareto"]["color"], "width": 1.5, "shape": "hv"},
+                    name=f"front · {model}",
+                    legendgroup=f"front · {model}",
+                    showlegend=not any(t.name == f"front · {model}" for t in lines),
+                    hoverinfo="skip",
+                    **axes,
+                )
             )
-        )
-    if info.selected in by_key:
-        # The selected plan: a ring drawn last, so trace numbers of the data traces do not shift.
-        p = by_key[info.selected]
-        fig.add_trace(
-            go.Scatter(
-                x=[p.x],
-                y=[p.y],
-                mode="markers",
-                name="selected",
-                customdata=[p.key],
-                hovertext=[p.hover],
-                hoverinfo="text",
-                marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#212529"}},
+        if info.selected in by_key:
+            p = by_key[info.selected]
+            rings.append(
+                go.Scatter(
+                    x=[p.x],
+                    y=[p.y],
+                    mode="markers",
+                    name="selected",
+                    legendgroup="selected",
+                    showlegend=not rings,
+                    customdata=[p.key],
+                    hovertext=[p.hover],
+                    hoverinfo="text",
+                    marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#212529"}},
+                    **axes,
+                )
             )
-        )
+    # Lines, then the selected plan's ring, after every panel's data traces: trace numbers stay put.
+    fig.add_traces([*lines, *rings])
+    layout: dict[str, Any] = {}
+    for i, info in enumerate(grid.panels):
+        suffix = str(i + 1) if i else ""
+        left = i * (width + gap)
+        # automargin off: with fixed margins plotly.js draws once (see above).
+        layout[f"xaxis{suffix}"] = {
+            "domain": [left, left + width],
+            "anchor": f"y{suffix}",
+            "title": {"text": info.x_title},
+            "automargin": False,
+        }
+        layout[f"yaxis{suffix}"] = {
+            "anchor": f"x{suffix}",
+            "title": {"text": info.y_title, "standoff": 4},
+            "automargin": False,
+        }
     fig.update_layout(
-        xaxis_title=info.x_title,
-        yaxis_title=info.y_title,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "y": -0.2},
-        # Click-to-select works in plotly's default zoom drag mode; "select" mode swallows clicks.
+        **layout,
+        annotations=[
+            {
+                "text": f"<b>{t}</b>",
+                "x": i * (width + gap),
+                "xanchor": "left",
+                "xref": "paper",
+                "y": 1.0,
+                "yanchor": "bottom",
+                "yref": "paper",
+                "showarrow": False,
+                "font": {"size": 14},
+            }
+            for i, t in enumerate(grid.titles)
+            if t
+        ],
+        margin={"l": 60, "r": 10, "t": 40, "b": 90, "autoexpand": False},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"},
+        # Click-to-select works in plotly's zoom and pan drag modes; "select" mode swallows clicks.
         clickmode="event+select",
-        height=420,
+        height=460,
     )
     return fig
 
 
 def selected_key(
-    trace_keys: Mapping[str, tuple[str, ...]], selection: Mapping[str, Any] | None
+    trace_keys: Mapping[str, tuple[str, ...]] | Sequence[tuple[str, ...]], selection: Mapping[str, Any] | None
 ) -> str | None:
     """The result key a plotly selection event points at (the first selected marker), or None.
 
-    ``trace_keys`` is ``ParetoPlotInfo.trace_keys()`` of the figure the event came from.
+    ``trace_keys`` is the ``trace_keys()`` of the ParetoPlotInfo or ParetoGridInfo the figure drew.
     """
     points = ((selection or {}).get("selection") or {}).get("points") or []
-    traces = list(trace_keys.values())
+    traces = list(trace_keys.values()) if isinstance(trace_keys, Mapping) else list(trace_keys)
     for point in points:
         custom = point.get("customdata")
         if isinstance(custom, list) and custom:

@@ -37,32 +37,32 @@ if shown.empty:
     st.stop()
 
 
-def _picked(chart: str, trace_keys: dict[str, tuple[str, ...]]) -> None:
-    # A chart click: map the selected marker back to its result.
-    key = selected_key(trace_keys, st.session_state.get(state.chart_key(chart)))
+def _picked(trace_keys: tuple[tuple[str, ...], ...]) -> None:
+    # A click on the plots: map the selected marker back to its result.
+    key = selected_key(trace_keys, st.session_state.get(state.chart_key("pareto")))
     if key:
         state.select_result(key)
 
 
 selected = state.selected_result()
-cols = st.columns(len(CHARTS))
 view_models = None if all_models else (model,)
-for col, (x, y) in zip(cols, CHARTS, strict=True):
-    figure, trace_keys, missing = cached.pareto_chart(
-        version, view_models, tuple(mix), x, y, relative, selected
-    )
-    name = f"{y}_vs_{x}"
-    with col:
-        st.markdown(f"**{y.capitalize()} vs {x}**")
-        st.plotly_chart(
-            figure,
-            key=state.chart_key(name),
-            on_select=functools.partial(_picked, name, trace_keys),
-            selection_mode="points",
-            width="stretch",
+# The three plots are panels of one figure: the browser draws one chart instead of three.
+figure, trace_keys, missing = cached.pareto_charts(
+    version, view_models, tuple(mix), CHARTS, relative, selected
+)
+st.plotly_chart(
+    figure,
+    key=state.chart_key("pareto"),
+    on_select=functools.partial(_picked, trace_keys),
+    selection_mode="points",
+    width="stretch",
+)
+for (x, y), left_off in zip(CHARTS, missing, strict=True):
+    if left_off:
+        st.caption(
+            f"{y.capitalize()} vs {x}: {left_off} plan(s) not drawn, "
+            "no FP32 baseline or metric to compare with."
         )
-        if missing:
-            st.caption(f"{missing} plan(s) not drawn: no FP32 baseline or metric to compare with.")
 envs = {(e.get("cpu"), e.get("onnxruntime")) for e in shown["environment"] if e}
 st.caption(
     "Latency: median at batch 1, one intra-op thread, measured on "

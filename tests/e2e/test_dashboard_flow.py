@@ -49,9 +49,11 @@ def point_position(page: Any, result_key: str) -> dict[str, float] | None:
             for (const trace of gd._fullData) {
                 const i = (trace.customdata || []).indexOf(key);
                 if (i < 0) continue;
+                // The marker's own panel: its axes know their offset in the figure.
                 const L = gd._fullLayout, box = gd.getBoundingClientRect();
-                return {x: box.left + L._size.l + L.xaxis.l2p(trace.x[i]),
-                        y: box.top + L._size.t + L.yaxis.l2p(trace.y[i])};
+                const xa = L['xaxis' + trace.xaxis.slice(1)], ya = L['yaxis' + trace.yaxis.slice(1)];
+                return {x: box.left + xa._offset + xa.l2p(trace.x[i]),
+                        y: box.top + ya._offset + ya.l2p(trace.y[i])};
             }
             return null;
         }""",

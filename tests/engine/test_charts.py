@@ -9,10 +9,12 @@ import pandas as pd
 import pytest
 
 from engine.charts import (
+    ParetoGridInfo,
     compare_table,
     filter_results,
     layer_differences,
     pareto_figure,
+    pareto_grid_figure,
     pareto_plot_info,
     per_class_table,
     selected_key,
@@ -117,6 +119,65 @@ def test_selection_maps_back_to_keys(frame: pd.DataFrame) -> None:
     )
     assert selected_key(info.trace_keys(), {"selection": {"points": [{"customdata": "fp16"}]}}) == "fp16"
     assert selected_key(info.trace_keys(), {"selection": {"points": []}}) is None
+
+
+def test_grid_draws_each_plot_as_a_panel_of_one_figure(frame: pd.DataFrame) -> None:
+    shown = filter_results(frame, ["m"])
+    infos = (
+        pareto_plot_info(shown, "size", "accuracy", selected="fp16"),
+        pareto_plot_info(shown, "latency", "accuracy", relative=True, selected="fp16"),
+    )
+    grid = ParetoGridInfo(infos, ("Accuracy vs size", "Accuracy vs latency"))
+    fig = pareto_grid_figure(grid)
+    # Panel i owns data traces 3i..3i+2; the front lines and the rings follow all of them.
+    kinds = ["dominated", "Pareto-optimal", "FP32 baseline"]
+    assert [(t.name, t.xaxis, t.yaxis) for t in fig.data[:6]] == [
+        *((k, "x", "y") for k in kinds),
+        *((k, "x2", "y2") for k in kinds),
+    ]
+    tail = [(t.name, t.mode, t.xaxis) for t in fig.data[6:]]
+    assert tail == [("front · m", "lines", "x"), ("front · m", "lines", "x2")] + [
+        ("selected", "markers", "x"),
+        ("selected", "markers", "x2"),
+    ]
+    # On latency, FP16 (twice as slow as FP32, no more accurate) drops off the front.
+    keys = (("bad",), ("int8", "fp16"), ("base",), ("fp16", "bad"), ("int8",), ("base",))
+    assert grid.trace_keys() == keys
+    assert [tuple(t.customdata) for t in fig.data[:6]] == list(keys)
+    # Each panel keeps its own axes: absolute size on the first, latency change vs FP32 on the second.
+    assert list(fig.data[1].x) == pytest.approx([100 / 1e6, 200 / 1e6])
+    assert list(fig.data[3].x) == pytest.approx([100.0, -20.0])
+    assert fig.layout.xaxis.title.text == "Model size (MB)"
+    assert fig.layout.xaxis2.title.text == "Latency change vs FP32 (%)"
+    assert fig.layout.yaxis2.title.text == "Accuracy change vs FP32 (percentage points)"
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]  # side by side, apart
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["<b>Accuracy vs size</b>", "<b>Accuracy vs latency</b>"]
+    # One legend entry per kind, shared by the panels.
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert legend == [*kinds, "front · m", "selected"]
+    # Dominated points dimmed, the front highlighted, the baseline a star, on every panel.
+    look = {"dominated": (0.35, "circle"), "Pareto-optimal": (1.0, "circle"), "FP32 baseline": (1.0, "star")}
+    assert all((t.marker.opacity, t.marker.symbol) == look[t.name] for t in fig.data[:6])
+    assert "int8 summary" in fig.data[4].hovertext[0] and "95% CI" in fig.data[4].hovertext[0]
+    assert "2.00× slower than FP32" in fig.data[3].hovertext[0]
+    # Fixed margins: what pushes them makes plotly.js draw every marker again.
+    assert fig.layout.margin.autoexpand is False
+    assert fig.layout.xaxis.automargin is False and fig.layout.yaxis2.automargin is False
+
+    # A click on the second panel maps back to its result, by customdata or by (curve, index).
+    def pick(point: dict[str, Any]) -> str | None:
+        return selected_key(grid.trace_keys(), {"selection": {"points": [point]}})
+
+    assert pick({"curve_number": 3, "point_index": 1}) == "bad"
+    assert pick({"customdata": "int8"}) == "int8"
+    assert pick({"curve_number": 7, "point_index": 0}) is None  # a line: no result
+
+
+def test_grid_needs_a_title_per_panel(frame: pd.DataFrame) -> None:
+    info = pareto_plot_info(filter_results(frame, ["m"]), "size", "accuracy")
+    with pytest.raises(ValueError, match="one title per panel"):
+        ParetoGridInfo((info, info), ("only one",))
 
 
 def test_compare_tables(tmp_path: Path) -> None:
