@@ -59,12 +59,17 @@ def store_version() -> tuple[int, str]:
     return store.count(), max((j["updated_at"] for j in done), default="")
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+# Two caches below are cache_resource, not cache_data: cache_data unpickles its value on every hit,
+# and with 1,000 results (a frame of plan dicts; a figure, whose every property plotly re-validates
+# when unpickled) that is ~20 ms of every rerun on an idle core. Callers must not mutate them.
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
 def results(version: tuple[int, str]) -> pd.DataFrame:
     """Every successful result with its environment (CPU, ONNX Runtime), plus derived plot columns.
 
     Deriving once per store change (hover texts, % vs FP32) keeps re-renders on filter or model
-    switches cheap with thousands of results.
+    switches cheap with thousands of results. Shared and read-only: filter, never assign to it.
     """
     del version  # only the cache key
     store = runner().store
@@ -86,7 +91,7 @@ def artifact_bytes(path: str) -> bytes:
         return f.read()
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def pareto_charts(
     version: tuple[int, str],
     models: tuple[str, ...] | None,
@@ -99,7 +104,7 @@ def pareto_charts(
 
     ``charts`` holds (x, y) objectives, one panel each, drawn side by side in one figure. Cached per
     store version and view, so going back to a model or filter already seen only ships the figure
-    again instead of recomputing fronts over every result.
+    again instead of recomputing fronts over every result. The figure is shared: never update it.
     """
     shown = filter_results(results(version), models, precisions)
     infos = tuple(pareto_plot_info(shown, x, y, relative=relative, selected=selected) for x, y in charts)
