@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,8 +83,13 @@ def calibrate(
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
     cache.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
+        # The calibrator writes (then deletes) `<model>-inferred.onnx` beside the model it reads:
+        # workers calibrating one shared prepared.onnx at once deleted each other's file. A
+        # private copy gives each its own.
+        model_copy = Path(tmp) / "model.onnx"
+        shutil.copyfile(prepared_path, model_copy)
         calibrator = create_calibrator(
-            Path(prepared_path),
+            model_copy,
             op_types,
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=ort_method(method),
