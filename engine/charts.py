@@ -248,9 +248,9 @@ def pareto_figure(info: ParetoPlotInfo) -> go.Figure:
 def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
     """Draw the panels of a ParetoGridInfo side by side in one figure with one legend.
 
-    One figure instead of one per plot: the browser lays out and draws once, which is most of a
-    re-render with 1,000 results. Margins are fixed, because a legend or axis that pushes the
-    margins makes plotly.js draw every marker a second time.
+    One figure instead of one per plot: one plotly.js chart for the browser to lay out and draw
+    instead of three, and drawing is most of a re-render with 1,000 results. Margins are fixed,
+    because a legend or axis that pushes the margins makes plotly.js draw every marker again.
     """
     n = len(grid.panels)
     gap = 0.07  # room for the tick labels and title of the next panel's y axis
