@@ -7,6 +7,7 @@ only draws it. The frame is ``ResultStore.to_frame()``, optionally with an ``env
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,6 +219,8 @@ _STYLE = {
     "pareto": {"color": "#d9480f", "opacity": 1.0, "symbol": "circle", "size": 11, "name": "Pareto-optimal"},
     "baseline": {"color": "#1c7ed6", "opacity": 1.0, "symbol": "star", "size": 16, "name": "FP32 baseline"},
 }
+_TEXT = "#808495"  # grey text that reads on white and on near-black pages
+_GRID = "rgba(128, 132, 149, 0.2)"
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,10 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
     """Draw the panels of a ParetoGridInfo side by side in one figure with one legend.
 
     One figure instead of one per plot: one plotly.js chart for the browser to lay out and draw
-    instead of three, and drawing is most of a re-render with 1,000 results. Margins are fixed,
-    because a legend or axis that pushes the margins makes plotly.js draw every marker again.
+    instead of three, and drawing is most of a re-render with 1,000 results. Margins are fixed
+    (no axis automargin, no autoexpand): what pushes a margin makes plotly.js draw every marker
+    again. For the same reason the figure survives being handed over again as an equal copy, as
+    Streamlit does right after the first draw: see ``_draw_once``.
     """
     n = len(grid.panels)
     gap = 0.07  # room for the tick labels and title of the next panel's y axis
@@ -268,9 +273,9 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
             # every SVG marker, which dominated re-render time with 1,000 results.
             fig.add_trace(
                 go.Scatter(
-                    # numpy arrays: plotly validates them far faster than lists (1,000 points matter).
-                    x=np.array([p.x for p in pts]),
-                    y=np.array([p.y for p in pts]),
+                    # Plain lists, not numpy arrays: see _draw_once.
+                    x=[p.x for p in pts],
+                    y=[p.y for p in pts],
                     mode="markers",
                     name=style["name"],
                     legendgroup=name,
@@ -325,17 +330,20 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
     for i, info in enumerate(grid.panels):
         suffix = str(i + 1) if i else ""
         left = i * (width + gap)
-        # automargin off: with fixed margins plotly.js draws once (see above).
         layout[f"xaxis{suffix}"] = {
             "domain": [left, left + width],
             "anchor": f"y{suffix}",
             "title": {"text": info.x_title},
             "automargin": False,
+            "showgrid": False,
+            "zeroline": False,
         }
         layout[f"yaxis{suffix}"] = {
             "anchor": f"x{suffix}",
             "title": {"text": info.y_title, "standoff": 4},
             "automargin": False,
+            "gridcolor": _GRID,
+            "zerolinecolor": _GRID,
         }
     fig.update_layout(
         **layout,
@@ -359,8 +367,29 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
         # Click-to-select works in plotly's zoom and pan drag modes; "select" mode swallows clicks.
         clickmode="event+select",
         height=460,
+        # Its own look, readable on light and dark pages: there is no template to inherit one from.
+        font={"family": '"Source Sans", sans-serif', "size": 12, "color": _TEXT},
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        hoverlabel={"bgcolor": "white", "bordercolor": _GRID, "font": {"color": "#31333f"}},
     )
+    _draw_once(fig, grid)
     return fig
+
+
+def _draw_once(fig: go.Figure, grid: ParetoGridInfo) -> None:
+    """Let plotly.js skip a redraw when it is handed an equal copy of this figure.
+
+    Plotly.react redraws every marker when a data array or the template is a new object, even an
+    equal one. Streamlit's chart does exactly that right after mounting a new figure (it re-applies
+    its theme to a copy), which doubled the cost of every Explore re-render. So: no template (the
+    look is spelled out above; the page draws the figure with Streamlit's theme off), data arrays
+    as JSON lists, and a data revision, which plotly.js compares instead of the lists' identity.
+    (Typed arrays, which plotly.py makes of numpy arrays, are compared by identity regardless.)
+    """
+    fig.layout.template = None
+    # Everything the arrays hold is in the repr of the frozen info objects.
+    fig.layout.datarevision = hashlib.blake2b(repr(grid).encode(), digest_size=8).hexdigest()
 
 
 def selected_key(

@@ -56,6 +56,9 @@ st.plotly_chart(
     on_select=functools.partial(_picked, trace_keys),
     selection_mode="points",
     width="stretch",
+    # The figure brings its own look; Streamlit's theme, applied to a copy after the first draw,
+    # made plotly.js draw all markers a second time (see engine.charts._draw_once).
+    theme=None,
 )
 for (x, y), left_off in zip(CHARTS, missing, strict=True):
     if left_off:

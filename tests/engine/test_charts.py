@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import plotly.io as pio
 import pytest
 
 from engine.charts import (
@@ -172,6 +174,25 @@ def test_grid_draws_each_plot_as_a_panel_of_one_figure(frame: pd.DataFrame) -> N
     assert pick({"curve_number": 3, "point_index": 1}) == "bad"
     assert pick({"customdata": "int8"}) == "int8"
     assert pick({"curve_number": 7, "point_index": 0}) is None  # a line: no result
+
+
+def test_grid_survives_an_equal_copy(frame: pd.DataFrame) -> None:
+    # What lets plotly.js skip the redraw when a front end re-sends the figure as an equal copy:
+    # no template, JSON lists (typed arrays compare by identity), a revision that follows the data.
+    shown = filter_results(frame, ["m"])
+
+    def grid(selected: str | None = None, relative: bool = False) -> ParetoGridInfo:
+        info = pareto_plot_info(shown, "size", "accuracy", relative=relative, selected=selected)
+        return ParetoGridInfo((info,), ("Accuracy vs size",))
+
+    spec = json.loads(pio.to_json(pareto_grid_figure(grid())))
+    assert "template" not in spec["layout"]
+    assert all(isinstance(t[a], list) for t in spec["data"] for a in ("x", "y"))
+    revisions = {
+        pareto_grid_figure(g).layout.datarevision for g in (grid(), grid("int8"), grid(relative=True))
+    }
+    assert len(revisions) == 3
+    assert pareto_grid_figure(grid()).layout.datarevision == spec["layout"]["datarevision"]
 
 
 def test_grid_needs_a_title_per_panel(frame: pd.DataFrame) -> None:
