@@ -115,7 +115,7 @@ def main() -> None:
                 continue
             shows = r["loss_pt"] >= 1.0 and r["recovered"] >= 0.5
             sample_shows = sample_shows or shows
-            how = f"all-{uniform.value}" + (f" ({calibration.value})" if uniform is Precision.INT8 else "")
+            how = f"all-{uniform.value}" + (f" ({calibration.value})" if uniform.calibrated else "")
             print(
                 f"{name:17s} {how:20s}: {100 * r['fp32']:.2f}% -> {100 * r['uniform']:.2f}% "
                 f"(loss {r['loss_pt']:.2f} pt, CI of delta {r['ci'][0]:+.2f}..{r['ci'][1]:+.2f}); "
