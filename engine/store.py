@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -135,6 +136,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _enable_wal(conn: sqlite3.Connection, patience_s: float = 30.0) -> None:
+    """Switch the file to WAL, waiting out other processes that are opening it at the same moment.
+
+    The switch needs an exclusive lock, and SQLite answers "database is locked" at once, without
+    its busy timeout, while another connection is creating or switching the same new file; so
+    it is retried here. Once the file is in WAL (a property of the file), this returns at once.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+            continue
+        if mode.lower() != "wal":
+            raise sqlite3.OperationalError(f"could not switch the store to WAL journaling (it is {mode!r})")
+        return
+
+
 class ResultStore:
     """Results and jobs in one SQLite file, safe for several processes writing at once."""
 
@@ -144,7 +166,7 @@ class ResultStore:
         # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE.
         self._conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()  # one connection shared by threads: serialise its use
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(self._conn)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._write() as cur:

@@ -195,17 +195,20 @@ def test_two_processes_writing_at_once(tmp_path: Path, create_first: bool):
     if create_first:
         ResultStore(path).close()
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters, no inherited connection
-    start = ctx.Barrier(2)
-    procs = [ctx.Process(target=_writer, args=(str(path), name, 50, start)) for name in ("a", "b")]
+    # Four processes: with "both-create", opening a new file at the same moment made about one
+    # run in ten fail with "database is locked" before the WAL switch was retried.
+    names = ("a", "b", "c", "d")
+    start = ctx.Barrier(len(names))
+    procs = [ctx.Process(target=_writer, args=(str(path), name, 25, start)) for name in names]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0]
+    assert [p.exitcode for p in procs] == [0] * len(names)
     with ResultStore(path) as s:
         assert s.count() == 100
         assert s.integrity_ok()
-        assert len(s.to_frame("a")) == 50 and len(s.to_frame("b")) == 50
+        assert all(len(s.to_frame(name)) == 25 for name in names)
 
 
 def test_jobs_lifecycle(store: ResultStore):
