@@ -1,11 +1,11 @@
 """Do the sample models show a trade-off? Measured with the engine, side by side in one run.
 
 * INT8 speed-up at batch 1 on digits_resnet: FP32 and all-INT8 timed in alternating rounds.
-* For each sample: the accuracy lost by uniform all-INT8 plans (once per calibration method:
-  MinMax, the default, and Entropy) and by the all-INT4 plan (weight-only: no calibration), and
-  how much of that loss the best "keep k layers FP32" plan recovers (layers ranked by a
-  one-at-a-time pass: the uniform plan with just that layer kept FP32). Accuracy is the card's
-  metric on the fixed evaluation split; deltas carry their bootstrap 95% CI.
+* For each sample: the accuracy lost by every uniform low-precision plan (static INT8 once per
+  calibration method: MinMax, the default, Entropy and Percentile; dynamic INT8; weight-only
+  INT4), and how much of that loss the best "keep k layers FP32" plan recovers (layers ranked by
+  a one-at-a-time pass: the uniform plan with just that layer kept FP32). Accuracy is the
+  card's metric on the fixed evaluation split; deltas carry their bootstrap 95% CI.
 
 Run: .venv/bin/python bench/sample_tradeoffs.py [SAMPLE ...]   (default: every sample)
 """
@@ -27,10 +27,11 @@ from engine.store import ResultStore  # noqa: E402
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision  # noqa: E402
 
 ACCURACY_ONLY = MeasureSettings(batch_sizes=(1,), min_runs=5, max_runs=5, max_seconds=0.2, bootstrap=1000)
-# INT4 is weight-only: its calibration setting changes nothing, so it is measured once.
+# Every uniform 8- and 4-bit plan a user can pick: static INT8 once per calibration method;
+# dynamic INT8 and weight-only INT4 have no calibration, so they are measured once.
 UNIFORM_PLANS = (
-    (Precision.INT8, CalibrationMethod.MINMAX),
-    (Precision.INT8, CalibrationMethod.ENTROPY),
+    *((Precision.INT8, method) for method in CalibrationMethod),
+    (Precision.INT8_DYNAMIC, CalibrationMethod.MINMAX),
     (Precision.INT4, CalibrationMethod.MINMAX),
 )
 

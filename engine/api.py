@@ -91,7 +91,8 @@ class Engine:
             self._bundles[name_or_path] = load_model(name_or_path)
         return self._bundles[name_or_path]
 
-    def _run(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
+    def run_task(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
+        """fn(*args) in a worker (in this process without a pool); EngineError names `what` failed."""
         if self.pool is None:
             return fn(*args)
         outcome = self.pool.run(fn, *args, timeout_s=self.timeout_s)
@@ -104,7 +105,9 @@ class Engine:
         cached = ModelCache(self.cache_dir, bundle.model_hash).cached_layers()
         if cached is not None:
             return cached
-        data = self._run(inspect_task, bundle.model_bytes, str(self.cache_dir), what="inspecting the model")
+        data = self.run_task(
+            inspect_task, bundle.model_bytes, str(self.cache_dir), what="inspecting the model"
+        )
         return layers_from_json(data)
 
     # --- plans --------------------------------------------------------------------------------

@@ -205,6 +205,7 @@ def _accuracy_metrics(
         r_scores["correct"], q_scores["correct"], n_boot=settings.bootstrap, seed=settings.seed
     )
     result.update(accuracy_delta=delta, accuracy_delta_ci_low=low, accuracy_delta_ci_high=high)
+    result["per_sample_correct"] = measure.encode_scores(q_scores["correct"])
     if "perplexity" in ref_metrics:
         result["fp32_perplexity"] = ref_metrics["perplexity"]
         # Paired bootstrap of the per-sequence mean NLL: exp of its change is the perplexity ratio
@@ -315,7 +316,7 @@ def measure_built_model(
     }
     metrics.update(_accuracy_metrics(eval_set, outputs, ref, settings, n_classes))
     latency = {}
-    for batch in settings.batch_sizes:
+    for batch in settings.batch_sizes if settings.latency else ():
         stats = measure.measure_latency(
             session,
             measure.make_feeds(eval_set.inputs, batch),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import math
 import os
@@ -371,6 +372,19 @@ def bootstrap_delta_ci(
         means[sl] = diff[idx].mean(axis=1)
     low, high = np.percentile(means, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(diff.mean()), float(low), float(high)
+
+
+def encode_scores(scores: np.ndarray) -> str:
+    """Per-sample scores as compact text for the store (float16, base64): about 2 bytes a sample.
+
+    Kept with every result so that any two results of one model can later be compared pairwise
+    (e.g. the accuracy gained by keeping one layer FP32, with its interval).
+    """
+    return base64.b64encode(np.asarray(scores, dtype="<f2").tobytes()).decode("ascii")
+
+
+def decode_scores(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float64)
 
 
 # --- environment -------------------------------------------------------------------------------

@@ -115,6 +115,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS search_trials (
+    search_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    result_key TEXT NOT NULL,
+    origin TEXT,
+    plan TEXT,
+    predicted TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (search_id, seq),
+    UNIQUE (search_id, result_key)
+);
 """
 
 
@@ -319,6 +330,35 @@ class ResultStore:
             row = cur.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             names = [d[0] for d in cur.description]
         return dict(zip(names, row, strict=True))
+
+    # --- searches: which measured plans belong to which search, in the order they were tried ---
+
+    def add_search_trial(
+        self, search_id: str, result_key: str, origin: str, plan: dict[str, Any], predicted: dict[str, Any]
+    ) -> bool:
+        """Record that a search tried a plan; False (nothing written) if it had already."""
+        with self._write() as cur:
+            seq = cur.execute(
+                "SELECT COALESCE(MAX(seq), -1) + 1 FROM search_trials WHERE search_id = ?", (search_id,)
+            ).fetchone()[0]
+            done = cur.execute(
+                "INSERT OR IGNORE INTO search_trials (search_id, seq, result_key, origin, plan, predicted,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (search_id, seq, result_key, origin, json.dumps(plan), json.dumps(predicted), _now()),
+            )
+            return done.rowcount > 0
+
+    def search_trials(self, search_id: str) -> list[dict[str, Any]]:
+        """The plans a search tried, in order, each with its stored result (None if since deleted)."""
+        rows = self._query("SELECT * FROM search_trials WHERE search_id = ? ORDER BY seq", (search_id,))
+        out = []
+        for row in rows:
+            trial = dict(row)
+            trial["plan"] = json.loads(trial["plan"])
+            trial["predicted"] = json.loads(trial["predicted"])
+            trial["result"] = self.get(trial["result_key"])
+            out.append(trial)
+        return out
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))

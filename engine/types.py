@@ -197,6 +197,8 @@ class MeasureSettings:
     rel_ci: float = 0.05  # stop when the median's 95% interval is within +-5%
     bootstrap: int = 1000
     seed: int = 0
+    # False: accuracy, fidelity and size only (a sensitivity pass needs no timing of every plan).
+    latency: bool = True
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -219,6 +221,8 @@ class MeasureSettings:
             "rel_ci": self.rel_ci,
             "bootstrap": self.bootstrap,
             "seed": self.seed,
+            # Spelled only when off, so the settings (and result keys) stored before it existed stay valid.
+            **({} if self.latency else {"latency": False}),
         }
 
     @property

@@ -1,0 +1,143 @@
+"""An additive predictor of a plan's accuracy, size and latency, and an exact solver over it.
+
+Each layer at each precision contributes on its own (as HAWQ-V3 and ModelOpt's AutoQuantize
+model it):
+
+* accuracy drop: the drop measured with that layer alone at that precision (clipped at zero:
+  a layer that "gains" alone is noise on a finite evaluation set, not a free lunch);
+* size: the measured size change of that layer alone at that precision;
+* latency: the layer's profiled kernel time at that precision minus its FP32 time, plus its
+  part of the change in other ops (casts, quantize/dequantize) the uniform plan showed, scaled
+  from profiled microseconds to the measured FP32 median.
+
+Layer interactions (errors that compound, Q/DQ pairs at precision boundaries) are exactly what
+this leaves out: the search measures every plan it proposes and shows prediction beside result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from engine.profile import OTHER
+from engine.sensitivity import ALONE
+from engine.types import Precision
+
+OBJECTIVES = ("size", "latency")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    accuracy_drop: float  # fraction (0.01 = 1 point)
+    size_bytes: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class AdditivePredictor:
+    """Per (layer, precision) contributions; FP32 contributes nothing."""
+
+    options: Mapping[str, tuple[Precision, ...]]  # per layer, FP32 first
+    drop: Mapping[tuple[str, Precision], float]
+    size: Mapping[tuple[str, Precision], float]
+    latency: Mapping[tuple[str, Precision], float]
+    base_size_bytes: float
+    base_latency_ms: float
+
+    def predict(self, assignment: Mapping[str, Precision]) -> Prediction:
+        items = [(layer, assignment.get(layer, Precision.FP32)) for layer in self.options]
+        return Prediction(
+            accuracy_drop=sum(self.drop.get(i, 0.0) for i in items),
+            size_bytes=self.base_size_bytes + sum(self.size.get(i, 0.0) for i in items),
+            latency_ms=self.base_latency_ms + sum(self.latency.get(i, 0.0) for i in items),
+        )
+
+    def solve(
+        self,
+        objective: str,
+        max_drop: float | None = None,
+        max_size_bytes: float | None = None,
+        max_latency_ms: float | None = None,
+    ) -> dict[str, Precision] | None:
+        """The assignment minimising predicted size or latency under the constraints (an exact
+        0/1 program, scipy's HiGHS MILP); None when no assignment meets them."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        variables = [(layer, p) for layer, ps in self.options.items() for p in ps]
+        n = len(variables)
+        drop = np.array([self.drop.get(v, 0.0) for v in variables])
+        size = np.array([self.size.get(v, 0.0) for v in variables])
+        latency = np.array([self.latency.get(v, 0.0) for v in variables])
+        primary, secondary = (size, latency) if objective == "size" else (latency, size)
+        # Ties on the objective go to the lower drop, then to the better other cost.
+        scale = max(float(np.abs(primary).max(initial=0.0)), 1e-12)
+        cost = (
+            primary / scale
+            + 1e-4 * drop
+            + 1e-6 * secondary / max(float(np.abs(secondary).max(initial=0.0)), 1e-12)
+        )
+        constraints = []
+        one_each = np.zeros((len(self.options), n))
+        for i, layer in enumerate(self.options):
+            one_each[i, [j for j, v in enumerate(variables) if v[0] == layer]] = 1.0
+        constraints.append(LinearConstraint(one_each, 1.0, 1.0))
+        if max_drop is not None:
+            constraints.append(LinearConstraint(drop[None, :], -np.inf, max_drop + 1e-12))
+        if max_size_bytes is not None:
+            constraints.append(
+                LinearConstraint(size[None, :], -np.inf, max_size_bytes - self.base_size_bytes)
+            )
+        if max_latency_ms is not None:
+            constraints.append(
+                LinearConstraint(latency[None, :], -np.inf, max_latency_ms - self.base_latency_ms)
+            )
+        result = milp(cost, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0.0, 1.0))
+        if result.status != 0 or result.x is None:
+            return None
+        return {v[0]: v[1] for v, x in zip(variables, result.x, strict=True) if x > 0.5}
+
+
+def build_predictor(
+    options: Mapping[str, tuple[Precision, ...]],
+    sensitivity: pd.DataFrame,
+    profile: pd.DataFrame,
+    base_size_bytes: float,
+    base_latency_ms: float,
+) -> AdditivePredictor:
+    """From a sensitivity frame (alone view), a layer profile and the measured FP32 baseline."""
+    alone = sensitivity[(sensitivity["view"] == ALONE) & (sensitivity["status"] == "ok")]
+    drop: dict[tuple[str, Precision], float] = {}
+    size: dict[tuple[str, Precision], float] = {}
+    for row in alone.itertuples():
+        key = (row.layer, Precision(row.precision))
+        change = row.accuracy_change
+        drop[key] = max(0.0, -float(change)) if pd.notna(change) else 0.0
+        size[key] = float(row.size_change_bytes) if pd.notna(row.size_change_bytes) else 0.0
+    times = {(r.layer, r.precision): float(r.us_per_run) for r in profile.itertuples()}
+    fp32_total = sum(v for (_, p), v in times.items() if p == Precision.FP32.value)
+    ms_per_us = base_latency_ms / fp32_total if fp32_total > 0 else 0.0
+    latency: dict[tuple[str, Precision], float] = {}
+    for precision in {p for ps in options.values() for p in ps} - {Precision.FP32}:
+        layer_time = {layer: t for (layer, p), t in times.items() if p == precision.value and layer != OTHER}
+        if not layer_time:
+            continue  # not profiled: no latency change predicted
+        other_change = times.get((OTHER, precision.value), 0.0) - times.get(
+            (OTHER, Precision.FP32.value), 0.0
+        )
+        total = sum(layer_time.values())
+        for layer, t in layer_time.items():
+            own = t - times.get((layer, Precision.FP32.value), 0.0)
+            share_of_other = other_change * t / total if total > 0 else 0.0
+            latency[(layer, precision)] = (own + share_of_other) * ms_per_us
+    return AdditivePredictor(
+        options={layer: tuple(ps) for layer, ps in options.items()},
+        drop=drop,
+        size=size,
+        latency=latency,
+        base_size_bytes=float(base_size_bytes),
+        base_latency_ms=float(base_latency_ms),
+    )

@@ -1,0 +1,488 @@
+"""Automatic mixed-precision search: a front of plans, every one of them measured.
+
+1. Sensitivity (each layer alone at each candidate precision) and one latency profile per
+   precision feed the additive predictor (engine/predictor.py).
+2. The predictor's exact solver proposes the cheapest plan (in size, then latency) at a ladder
+   of accuracy-drop limits, the user's constraints included. Those plans are measured.
+3. NSGA-II (optuna), seeded with every plan measured so far, searches without assuming the
+   layers add up, until the budget (measured plans or seconds) is spent.
+
+Every plan a search measures is recorded in the store's search_trials table as it lands. A
+search with the same identity (model, data, candidates, constraints, objective, settings,
+seed) started again continues from there: its earlier plans are re-seeded from the store and
+never measured twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from engine import pareto
+from engine.api import Engine, Job
+from engine.datasets import ModelBundle
+from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_predictor
+from engine.sensitivity import ALONE, layer_profile, run_sensitivity
+from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
+
+ORIGIN_PREDICTOR = "predictor"
+ORIGIN_NSGA2 = "nsga2"
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Limits a recommended plan must meet; None = no limit.
+
+    max_accuracy_drop is in points (0.5 = half a point of accuracy) or, with relative=True, in
+    percent of the FP32 accuracy.
+    """
+
+    max_accuracy_drop: float | None = None
+    relative: bool = False
+    max_size_bytes: float | None = None
+    max_latency_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_accuracy_drop", "max_size_bytes", "max_latency_ms"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a number >= 0 (or none), got {value!r}")
+
+    def drop_limit(self, fp32_accuracy: float) -> float | None:
+        """The accuracy-drop limit as a fraction (0.01 = one point)."""
+        if self.max_accuracy_drop is None:
+            return None
+        if self.relative:
+            return fp32_accuracy * self.max_accuracy_drop / 100.0
+        return self.max_accuracy_drop / 100.0
+
+    def excess(self, drop: float, size_bytes: float, latency_ms: float, fp32: Mapping[str, float]) -> float:
+        """How far a plan is outside the limits, each excess relative to its FP32 value (0 = meets them)."""
+        out = 0.0
+        limit = self.drop_limit(fp32["accuracy"])
+        if limit is not None:
+            out += max(0.0, drop - limit) / max(fp32["accuracy"], 1e-12)
+        if self.max_size_bytes is not None:
+            out += max(0.0, size_bytes - self.max_size_bytes) / fp32["size_bytes"]
+        if self.max_latency_ms is not None:
+            out += max(0.0, latency_ms - self.max_latency_ms) / fp32["latency_ms"]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "relative": self.relative,
+            "max_size_bytes": self.max_size_bytes,
+            "max_latency_ms": self.max_latency_ms,
+        }
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """What to search: candidate precisions per layer, limits, what "best" means, and a budget."""
+
+    candidates: Mapping[str, tuple[Precision, ...]]
+    constraints: Constraints = field(default_factory=Constraints)
+    objective: str = (
+        "size"  # the recommendation: smallest ("size") or fastest ("latency") plan meeting the limits
+    )
+    max_evaluations: int = 40  # plans measured for the search itself (the sensitivity pass is extra)
+    max_seconds: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.max_evaluations < 1:
+            raise ValueError("max_evaluations must be at least 1")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError("max_seconds must be positive (or none)")
+        fixed = {str(k): tuple(Precision(p) for p in v) for k, v in sorted(dict(self.candidates).items())}
+        if any(not v for v in fixed.values()):
+            empty = sorted(k for k, v in fixed.items() if not v)
+            raise ValueError(f"layers with no candidate precision: {', '.join(empty)}")
+        object.__setattr__(self, "candidates", fixed)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything but the budget: raising the budget continues the same search."""
+        return {
+            "candidates": {k: [p.value for p in v] for k, v in self.candidates.items()},
+            "constraints": self.constraints.to_json(),
+            "objective": self.objective,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class SearchProgress:
+    phase: str  # "sensitivity" | "profile" | "predictor" | "nsga2" | "done"
+    measured: int  # plans measured for the search so far (resumed ones included)
+    budget: int
+    message: str
+
+
+@dataclass
+class SearchResult:
+    search_id: str
+    trials: pd.DataFrame  # one row per measured plan, with predicted and measured values
+    fp32: dict[str, float]
+    recommended: str | None  # result key
+    message: str
+    sensitivity_evaluations: int
+    new_evaluations: int  # plans this run measured (not served from the store)
+
+
+def search_id(bundle: ModelBundle, spec: SearchSpec, settings: MeasureSettings) -> str:
+    return stable_hash(
+        {
+            "model": bundle.model_hash,
+            "data": bundle.data_hash,
+            "spec": spec.identity(),
+            "settings": settings.hash,
+        }
+    )[:24]
+
+
+def default_candidates(
+    engine: Engine, bundle: ModelBundle, allowed: list[Precision]
+) -> dict[str, tuple[Precision, ...]]:
+    """Each layer's accepted precisions among `allowed`, FP32 always included."""
+    keep = set(allowed) | {Precision.FP32}
+    return {x.name: tuple(p for p in x.accepts if p in keep) for x in engine.layers(bundle)}
+
+
+def _check_candidates(engine: Engine, bundle: ModelBundle, spec: SearchSpec) -> None:
+    layers = {x.name: x for x in engine.layers(bundle)}
+    unknown = sorted(set(spec.candidates) - set(layers))
+    if unknown:
+        raise PlanError(f"unknown layers {unknown}; the model's layers are: {', '.join(layers)}")
+    for name, ps in spec.candidates.items():
+        bad = [p.value for p in ps if p not in layers[name].accepts]
+        if bad:
+            ok = ", ".join(p.value for p in layers[name].accepts)
+            raise PlanError(f"layer {name!r} cannot take {', '.join(bad)}; it accepts: {ok}")
+
+
+def _objectives(record: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(accuracy, size bytes, latency ms at batch 1) of an ok result, else None."""
+    if record.get("status") != "ok":
+        return None
+    m = record["metrics"]
+    latency = (m.get("latency") or {}).get("1") or {}
+    accuracy, size, median = m.get("accuracy"), m.get("size_bytes"), latency.get("median_ms")
+    if accuracy is None or size is None or median is None:
+        return None
+    return float(accuracy), float(size), float(median)
+
+
+def _sensitivity_candidates(spec: SearchSpec) -> dict[str, tuple[Precision, ...]]:
+    return {k: v for k, v in spec.candidates.items() if v != (Precision.FP32,)}
+
+
+class _Search:
+    """One run of a search; `run_search` is the entry point."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        bundle: ModelBundle,
+        spec: SearchSpec,
+        settings: MeasureSettings,
+        on_progress: Callable[[SearchProgress], None] | None,
+    ) -> None:
+        self.engine, self.bundle, self.spec, self.settings = engine, bundle, spec, settings
+        self.on_progress = on_progress
+        self.id = search_id(bundle, spec, settings)
+        self.layer_names = [x.name for x in engine.layers(bundle)]
+        self.free = [n for n in self.layer_names if len(spec.candidates.get(n, (Precision.FP32,))) > 1]
+        self.known: dict[str, dict[str, Any]] = {}  # result key -> trial (resumed and new)
+        self.new_evaluations = 0
+        self.started = time.monotonic()
+        self.phase = "sensitivity"
+
+    # --- bookkeeping ---
+
+    def assignment(self, params: Mapping[str, str]) -> dict[str, Precision]:
+        out = {n: self.spec.candidates.get(n, (Precision.FP32,))[0] for n in self.layer_names}
+        out.update({n: Precision(v) for n, v in params.items()})
+        return out
+
+    def params(self, assignment: Mapping[str, Precision]) -> dict[str, str]:
+        return {n: assignment[n].value for n in self.free}
+
+    def progress(self, message: str) -> None:
+        if self.on_progress:
+            self.on_progress(SearchProgress(self.phase, len(self.known), self.spec.max_evaluations, message))
+
+    def out_of_budget(self) -> bool:
+        if len(self.known) >= self.spec.max_evaluations:
+            return True
+        limit = self.spec.max_seconds
+        return limit is not None and time.monotonic() - self.started >= limit
+
+    def measure(
+        self, assignments: list[dict[str, Precision]], origin: str, predictor: AdditivePredictor
+    ) -> list[dict[str, Any]]:
+        """Measure plans not yet tried (up to the budget); record each as it lands. Returns trials."""
+        jobs: list[Job] = []
+        todo: list[dict[str, Precision]] = []
+        for a in assignments:
+            job = self.engine.job(self.bundle, Plan(layers=a), self.settings)
+            if job.key in self.known or any(job.key == j.key for j in jobs):
+                continue
+            if len(self.known) + len(jobs) >= self.spec.max_evaluations:
+                break
+            jobs.append(job)
+            todo.append(a)
+        if not jobs:
+            return []
+        stored_before = {j.key for j in jobs if self.engine.cached(j) is not None}
+        out = []
+
+        def landed(i: int, record: dict[str, Any]) -> None:
+            predicted = predictor.predict(todo[i])
+            trial = {
+                "result_key": record["key"],
+                "origin": origin,
+                "plan": jobs[i].plan.to_json(),
+                "predicted": _prediction_json(predicted),
+                "result": record,
+            }
+            self.engine.store.add_search_trial(
+                self.id, record["key"], origin, trial["plan"], trial["predicted"]
+            )
+            self.known[record["key"]] = trial
+            if record["key"] not in stored_before:
+                self.new_evaluations += 1
+            out.append(trial)
+            self.progress(f"measured {len(self.known)} of {self.spec.max_evaluations} plans ({origin})")
+
+        self.engine.evaluate_many(
+            self.bundle,
+            [Plan(layers=a) for a in todo],
+            settings=self.settings,
+            source=f"search:{self.id}",
+            on_done=landed,
+        )
+        return out
+
+    # --- phases ---
+
+    def predictor(self) -> tuple[AdditivePredictor, dict[str, float], int]:
+        baseline = self.engine.baseline(self.bundle, self.settings)
+        fp32_values = _objectives(baseline)
+        if fp32_values is None:
+            raise RuntimeError(f"the FP32 baseline could not be measured: {baseline.get('error')}")
+        fp32 = dict(zip(("accuracy", "size_bytes", "latency_ms"), fp32_values, strict=True))
+        candidates = _sensitivity_candidates(self.spec)
+        self.progress("sensitivity: each layer alone at each candidate precision")
+
+        def sensitivity_progress(done: int, total: int) -> None:
+            self.progress(f"sensitivity: {done} of {total} plans")
+
+        sensitivity = run_sensitivity(
+            self.engine,
+            self.bundle,
+            self.settings,
+            candidates,
+            views=(ALONE,),
+            on_progress=sensitivity_progress,
+        )
+        self.phase = "profile"
+        precisions = sorted({p for ps in self.spec.candidates.values() for p in ps}, key=lambda p: p.value)
+        self.progress("profiling each layer's time per precision")
+        profile = layer_profile(self.engine, self.bundle, precisions, self.settings)
+        # Plans measured before the search proper: the probes, their FP32 baseline, one per profile.
+        n_probes = len(sensitivity) + 1 + profile["precision"].nunique()
+        predictor = build_predictor(
+            self.spec.candidates, sensitivity, profile, fp32["size_bytes"], fp32["latency_ms"]
+        )
+        return predictor, fp32, n_probes
+
+    def predictor_picks(
+        self, predictor: AdditivePredictor, fp32: dict[str, float]
+    ) -> list[dict[str, Precision]]:
+        """The solver's cheapest plans at a ladder of drop limits, for each cost objective."""
+        c = self.spec.constraints
+        user_limit = c.drop_limit(fp32["accuracy"])
+        lowest = {
+            n: min(ps, key=lambda p: predictor.size.get((n, p), 0.0))
+            for n, ps in self.spec.candidates.items()
+        }
+        worst_drop = max(predictor.predict(lowest).accuracy_drop, 1e-4)
+        steps = max(2, min(8, self.spec.max_evaluations // 6))
+        limits = sorted(
+            {*np.linspace(0.0, worst_drop, steps), *([user_limit] if user_limit is not None else [])}
+        )
+        picks: list[dict[str, Precision]] = []
+        # The user's objective first, so a tight budget still measures the plans the
+        # recommendation is most likely to come from.
+        for objective in (self.spec.objective, *(o for o in OBJECTIVES if o != self.spec.objective)):
+            for limit in ([user_limit] if user_limit is not None else []) + list(limits):
+                solved = predictor.solve(objective, limit, c.max_size_bytes, c.max_latency_ms)
+                full = None if solved is None else {**self.assignment({}), **solved}
+                if full is not None and full not in picks:
+                    picks.append(full)
+        return picks
+
+    def nsga2(self, predictor: AdditivePredictor) -> None:
+        if not self.free:
+            return
+        distributions: dict[str, optuna.distributions.BaseDistribution] = {
+            n: optuna.distributions.CategoricalDistribution([p.value for p in self.spec.candidates[n]])
+            for n in self.free
+        }
+        sampler = optuna.samplers.NSGAIISampler(
+            population_size=max(4, min(16, self.spec.max_evaluations // 4)), seed=self.spec.seed
+        )
+        optuna.logging.set_verbosity(logging.WARNING)
+        study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+        for (
+            trial
+        ) in self.known.values():  # seeds: everything measured so far (predictor picks, a resumed run)
+            study.enqueue_trial(self.params(self.assignment_of(trial)))
+        workers = max(1, self.engine.pool.n_workers()) if self.engine.pool is not None else 1
+        stale_rounds = 0
+        while not self.out_of_budget() and stale_rounds < 50:
+            asked = [study.ask(distributions) for _ in range(workers)]
+            assignments = [self.assignment(t.params) for t in asked]
+            before = len(self.known)
+            self.measure(assignments, ORIGIN_NSGA2, predictor)
+            stale_rounds = stale_rounds + 1 if len(self.known) == before else 0
+            for t, a in zip(asked, assignments, strict=True):
+                key = self.engine.job(self.bundle, Plan(layers=a), self.settings).key
+                found = self.known.get(key)
+                values = _objectives(found["result"]) if found else None
+                if values is None:
+                    study.tell(t, state=optuna.trial.TrialState.FAIL)
+                else:
+                    study.tell(t, list(values))
+
+    def assignment_of(self, trial: Mapping[str, Any]) -> dict[str, Precision]:
+        return Plan.from_json(trial["plan"]).resolve(self.layer_names)
+
+    def resume(self) -> None:
+        for trial in self.engine.store.search_trials(self.id):
+            if trial["result"] is not None:
+                self.known[trial["result_key"]] = trial
+
+    def run(self) -> SearchResult:
+        _check_candidates(self.engine, self.bundle, self.spec)
+        self.resume()
+        predictor, fp32, n_probes = self.predictor()
+        self.phase = "predictor"
+        if self.known:
+            self.progress(f"resuming: {len(self.known)} plans measured before")
+        self.measure(self.predictor_picks(predictor, fp32), ORIGIN_PREDICTOR, predictor)
+        self.phase = "nsga2"
+        self.nsga2(predictor)
+        self.phase = "done"
+        trials = trials_frame(list(self.known.values()), fp32)
+        recommended, message = recommend(trials, self.spec, fp32)
+        self.progress(message)
+        return SearchResult(self.id, trials, fp32, recommended, message, n_probes, self.new_evaluations)
+
+
+def _prediction_json(p: Prediction) -> dict[str, float]:
+    return {"accuracy_drop": p.accuracy_drop, "size_bytes": p.size_bytes, "latency_ms": p.latency_ms}
+
+
+def trials_frame(trials: list[dict[str, Any]], fp32: Mapping[str, float]) -> pd.DataFrame:
+    """One row per trial: measured and predicted accuracy, size, latency; on the measured front?"""
+    rows = []
+    for t in trials:
+        record = t["result"] or {}
+        values = _objectives(record) if record else None
+        m = record.get("metrics") or {}
+        p = t["predicted"]
+        rows.append(
+            {
+                "result_key": t["result_key"],
+                "origin": t["origin"],
+                "plan_summary": record.get("plan_summary"),
+                "status": record.get("status", "missing"),
+                "accuracy": values[0] if values else np.nan,
+                "accuracy_drop": fp32["accuracy"] - values[0] if values else np.nan,
+                "ci_low": m.get("accuracy_delta_ci_low", np.nan),
+                "ci_high": m.get("accuracy_delta_ci_high", np.nan),
+                "size_bytes": values[1] if values else np.nan,
+                "latency_ms": values[2] if values else np.nan,
+                "predicted_accuracy_drop": p["accuracy_drop"],
+                "predicted_size_bytes": p["size_bytes"],
+                "predicted_latency_ms": p["latency_ms"],
+                "plan": t["plan"],
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["on_front"] = pareto.non_dominated(
+        frame[["accuracy", "size_bytes", "latency_ms"]].to_numpy(), maximize=[True, False, False]
+    )
+    return frame
+
+
+def recommend(trials: pd.DataFrame, spec: SearchSpec, fp32: Mapping[str, float]) -> tuple[str | None, str]:
+    """The best measured plan meeting the limits, or (None, why not and which plans come closest)."""
+    if trials.empty or trials["status"].ne("ok").all():
+        return None, "no plan could be measured"
+    ok = trials[trials["status"] == "ok"].copy()
+    ok["excess"] = [
+        spec.constraints.excess(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32) for r in ok.itertuples()
+    ]
+    cost = "size_bytes" if spec.objective == "size" else "latency_ms"
+    feasible = ok[ok["excess"] <= 0]
+    if not feasible.empty:
+        best = feasible.sort_values([cost, "accuracy_drop"]).iloc[0]
+        return str(best["result_key"]), (
+            f"{len(feasible)} of {len(ok)} measured plans meet the limits; the "
+            f"{'smallest' if spec.objective == 'size' else 'fastest'} is recommended"
+        )
+    closest = ok.sort_values(["excess", cost]).head(3)
+    names = "; ".join(f"{r.plan_summary} (off by {100 * r.excess:.1f}%)" for r in closest.itertuples())
+    return None, f"none of the {len(ok)} measured plans meets the limits; closest: {names}"
+
+
+def run_search(
+    engine: Engine,
+    bundle: ModelBundle,
+    spec: SearchSpec,
+    settings: MeasureSettings | None = None,
+    on_progress: Callable[[SearchProgress], None] | None = None,
+) -> SearchResult:
+    """Search (or continue searching) for the measured Pareto front of mixed-precision plans."""
+    return _Search(engine, bundle, spec, settings or engine.settings, on_progress).run()
+
+
+def stored_search(
+    engine: Engine, bundle: ModelBundle, spec: SearchSpec, settings: MeasureSettings | None = None
+) -> pd.DataFrame:
+    """The trials a search holds in the store now (for a page that shows one still running)."""
+    settings = settings or engine.settings
+    baseline = engine.store.get_ok(engine.job(bundle, Plan(), settings).key)
+    values = _objectives(baseline) if baseline else None
+    if values is None:
+        return pd.DataFrame()
+    fp32 = dict(zip(("accuracy", "size_bytes", "latency_ms"), values, strict=True))
+    return trials_frame(engine.store.search_trials(search_id(bundle, spec, settings)), fp32)
+
+
+__all__ = [
+    "Constraints",
+    "SearchProgress",
+    "SearchResult",
+    "SearchSpec",
+    "default_candidates",
+    "recommend",
+    "run_search",
+    "search_id",
+    "stored_search",
+    "trials_frame",
+]
