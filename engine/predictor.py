@@ -73,13 +73,6 @@ class AdditivePredictor:
         size = np.array([self.size.get(v, 0.0) for v in variables])
         latency = np.array([self.latency.get(v, 0.0) for v in variables])
         primary, secondary = (size, latency) if objective == "size" else (latency, size)
-        # Ties on the objective go to the lower drop, then to the better other cost.
-        scale = max(float(np.abs(primary).max(initial=0.0)), 1e-12)
-        cost = (
-            primary / scale
-            + 1e-4 * drop
-            + 1e-6 * secondary / max(float(np.abs(secondary).max(initial=0.0)), 1e-12)
-        )
         constraints = []
         one_each = np.zeros((len(self.options), n))
         for i, layer in enumerate(self.options):
@@ -95,9 +88,18 @@ class AdditivePredictor:
             constraints.append(
                 LinearConstraint(latency[None, :], -np.inf, max_latency_ms - self.base_latency_ms)
             )
-        result = milp(cost, constraints=constraints, integrality=np.ones(n), bounds=Bounds(0.0, 1.0))
+        whole = {"integrality": np.ones(n), "bounds": Bounds(0.0, 1.0)}
+        result = milp(primary, constraints=constraints, **whole)
         if result.status != 0 or result.x is None:
             return None
+        # Among the plans with that best cost, the one with the lowest drop, then the better
+        # other cost: a second exact solve with the cost held at its optimum (lexicographic,
+        # so no weighting can trade a little cost for a lot of accuracy).
+        held = LinearConstraint(primary[None, :], -np.inf, result.fun + 1e-9 * max(1.0, abs(result.fun)))
+        other_scale = max(float(np.abs(secondary).max(initial=0.0)), 1e-12)
+        tie_break = milp(drop + 1e-6 * secondary / other_scale, constraints=[*constraints, held], **whole)
+        if tie_break.status == 0 and tie_break.x is not None:
+            result = tie_break
         return {v[0]: v[1] for v, x in zip(variables, result.x, strict=True) if x > 0.5}
 
 

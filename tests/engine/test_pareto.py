@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.pareto import hypervolume, non_dominated
 
@@ -75,3 +77,44 @@ def test_shape_errors_are_plain() -> None:
         non_dominated([[1.0, 2.0]], [False])
     with pytest.raises(ValueError, match="2 or 3"):
         hypervolume([[1.0, 2.0, 3.0, 4.0]], [5.0] * 4, [False] * 4)
+
+
+# --- property-based: the same oracles on inputs hypothesis chooses (and shrinks on failure) ---
+
+_objective_flags = st.lists(st.booleans(), min_size=2, max_size=3)
+
+
+@st.composite
+def _points_and_flags(draw: st.DrawFn) -> tuple[np.ndarray, list[bool]]:
+    maximize = draw(_objective_flags)
+    n = draw(st.integers(min_value=1, max_value=12))
+    coords = st.integers(min_value=1, max_value=6)
+    pts = draw(
+        st.lists(st.lists(coords, min_size=len(maximize), max_size=len(maximize)), min_size=n, max_size=n)
+    )
+    return np.asarray(pts, dtype=float), maximize
+
+
+@settings(max_examples=150, deadline=None)
+@given(_points_and_flags())
+def test_front_is_the_brute_force_front(case: tuple[np.ndarray, list[bool]]) -> None:
+    pts, maximize = case
+    assert np.array_equal(non_dominated(pts, maximize), _brute_front(pts, maximize))
+
+
+@settings(max_examples=100, deadline=None)
+@given(_points_and_flags())
+def test_hypervolume_is_the_unit_cell_count(case: tuple[np.ndarray, list[bool]]) -> None:
+    pts, maximize = case
+    ref = [0 if m else 7 for m in maximize]
+    assert hypervolume(pts, ref, maximize) == pytest.approx(_grid_volume(pts, ref, maximize))
+
+
+@settings(max_examples=100, deadline=None)
+@given(_points_and_flags())
+def test_hypervolume_of_the_front_is_that_of_all_points(case: tuple[np.ndarray, list[bool]]) -> None:
+    # Dominated points add no volume: the front alone must give the same figure.
+    pts, maximize = case
+    ref = [0 if m else 7 for m in maximize]
+    front = pts[non_dominated(pts, maximize)]
+    assert hypervolume(front, ref, maximize) == pytest.approx(hypervolume(pts, ref, maximize))

@@ -1,0 +1,82 @@
+"""The additive predictor's exact solver against brute-force enumeration (property-based)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.predictor import AdditivePredictor
+from engine.types import Precision
+
+LOW = (Precision.FP16, Precision.INT8, Precision.INT4)
+
+
+@st.composite
+def _predictors(draw: st.DrawFn) -> AdditivePredictor:
+    n_layers = draw(st.integers(min_value=1, max_value=5))
+    options, drop, size, latency = {}, {}, {}, {}
+    for i in range(n_layers):
+        name = f"layer{i}"
+        lows = draw(st.lists(st.sampled_from(LOW), min_size=0, max_size=3, unique=True))
+        options[name] = (Precision.FP32, *lows)
+        for p in lows:
+            drop[(name, p)] = draw(st.floats(0.0, 0.05))
+            size[(name, p)] = -draw(st.floats(0.0, 1e5))
+            latency[(name, p)] = draw(st.floats(-0.5, 0.5))  # a low precision may be slower here
+    return AdditivePredictor(options, drop, size, latency, base_size_bytes=2e5, base_latency_ms=1.0)
+
+
+def _all_assignments(pred: AdditivePredictor) -> list[dict[str, Precision]]:
+    names = list(pred.options)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*pred.options.values())]
+
+
+limits = st.one_of(st.none(), st.floats(0.0, 0.1))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    _predictors(),
+    st.sampled_from(["size", "latency"]),
+    limits,
+    st.one_of(st.none(), st.floats(5e4, 2.5e5)),
+    st.one_of(st.none(), st.floats(0.3, 1.7)),
+)
+def test_solver_meets_every_limit_and_is_optimal(
+    pred: AdditivePredictor,
+    objective: str,
+    max_drop: float | None,
+    max_size: float | None,
+    max_ms: float | None,
+) -> None:
+    def meets(a: dict[str, Precision]) -> bool:
+        p = pred.predict(a)
+        return (
+            (max_drop is None or p.accuracy_drop <= max_drop + 1e-9)
+            and (max_size is None or p.size_bytes <= max_size + 1e-6)
+            and (max_ms is None or p.latency_ms <= max_ms + 1e-9)
+        )
+
+    def cost(a: dict[str, Precision]) -> float:
+        p = pred.predict(a)
+        return p.size_bytes if objective == "size" else p.latency_ms
+
+    feasible = [a for a in _all_assignments(pred) if meets(a)]
+    solved = pred.solve(objective, max_drop, max_size, max_ms)
+    if not feasible:
+        assert solved is None
+        return
+    assert solved is not None
+    assert set(solved) == set(pred.options) and all(solved[n] in pred.options[n] for n in solved)
+    assert meets(solved)
+    best = min(cost(a) for a in feasible)
+    assert cost(solved) == pytest.approx(best, rel=1e-6, abs=1e-6)
+
+
+def test_unknown_objective_is_refused() -> None:
+    pred = AdditivePredictor({"a": (Precision.FP32,)}, {}, {}, {}, 1.0, 1.0)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        pred.solve("accuracy")

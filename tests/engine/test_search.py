@@ -1,0 +1,175 @@
+"""Sensitivity, profiling and the mixed-precision search on a real sample model (digits_cnn)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.api import Engine
+from engine.profile import OTHER
+from engine.search import Constraints, SearchProgress, SearchSpec, default_candidates, run_search, search_id
+from engine.sensitivity import (
+    ALONE,
+    KEEP_FP32,
+    candidate_precisions,
+    layer_profile,
+    probes,
+    run_sensitivity,
+    sensitivity_frame,
+    sensitivity_settings,
+)
+from engine.store import ResultStore
+from engine.types import MeasureSettings, PlanError, Precision
+
+FAST = MeasureSettings(batch_sizes=(1,), max_seconds=0.2, max_runs=40, bootstrap=200)
+LOW = [Precision.FP16, Precision.INT8, Precision.INT4]
+
+
+def _engine(home: Path) -> Engine:
+    return Engine(store=ResultStore(home / "results.sqlite"), home=home, settings=FAST)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return _engine(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="module")
+def digits(engine: Engine):  # type: ignore[no-untyped-def]
+    return engine.model("digits_cnn")
+
+
+def test_sensitivity_is_partial_while_running_then_complete(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    layers = engine.layers(digits)
+    before = sensitivity_frame(engine, digits)
+    assert len(before) == len(probes(layers, candidate_precisions(layers)))
+    assert (before["status"] == "pending").all()
+    # Two probes measured (as a pass that is still running would have): exactly those show.
+    some = probes(layers, candidate_precisions(layers))[:2]
+    engine.evaluate_many(digits, [p.plan for p in some], settings=sensitivity_settings(FAST))
+    partial = sensitivity_frame(engine, digits)
+    assert (partial["status"] == "ok").sum() == 2
+    progress: list[tuple[int, int]] = []
+    frame = run_sensitivity(engine, digits, on_progress=lambda d, n: progress.append((d, n)))
+    assert (frame["status"] == "ok").all()
+    assert progress[-1][0] == progress[-1][1] == len(frame) + 2  # + the FP32 and all-INT8 plans
+    assert set(frame["view"]) == {ALONE, KEEP_FP32}
+    assert len(frame[frame["view"] == KEEP_FP32]) == len(layers)
+
+
+def test_sensitivity_figures_are_plausible(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    frame = run_sensitivity(engine, digits)  # from the store by now
+    alone = frame[frame["view"] == ALONE].set_index(["layer", "precision"])
+    weights = {x.name: x.weight_bytes for x in engine.layers(digits)}
+    for layer, size in weights.items():
+        fp16, int8 = alone.loc[(layer, "fp16")], alone.loc[(layer, "int8")]
+        # FP16 is far more faithful than INT8, and one INT8 layer alone stays close to FP32.
+        assert fp16["sqnr_db"] > int8["sqnr_db"] + 10
+        assert int8["sqnr_db"] > 25
+        assert int8["ci_low"] <= int8["accuracy_change"] <= int8["ci_high"]
+        if (
+            size > 50_000
+        ):  # big layers: INT8 weights save most of their FP32 bytes (small ones pay Q/DQ overhead)
+            assert int8["size_change_bytes"] < -0.6 * size
+    keep = frame[frame["view"] == KEEP_FP32]
+    # Keeping a big layer FP32 costs its bytes back.
+    assert keep.set_index("layer").loc["/fc1/Gemm", "size_change_bytes"] > 0.6 * weights["/fc1/Gemm"]
+    assert keep["ci_low"].notna().all()  # the gain carries a paired interval
+
+
+def test_layer_profile_covers_every_layer(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    profile = layer_profile(engine, digits, [Precision.INT8, Precision.INT4])
+    names = [x.name for x in engine.layers(digits)]
+    fp32 = profile[profile["precision"] == "fp32"].set_index("layer")
+    assert set(fp32.index) == {*names, OTHER}
+    assert (fp32.loc[names, "us_per_run"] > 0).all()
+    # Shares are of the whole profiled model; every layer takes INT8, so its rows cover it all.
+    for precision in ("fp32", "int8"):
+        assert profile[profile["precision"] == precision]["share"].sum() == pytest.approx(1.0)
+    # INT4 is weight-only for MatMul: only those layers have an INT4 time.
+    int4_layers = set(profile[profile["precision"] == "int4"]["layer"]) - {OTHER}
+    assert int4_layers == {x.name for x in engine.layers(digits) if Precision.INT4 in x.accepts}
+
+
+def test_search_recommends_a_measured_plan_within_the_limit(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    spec = SearchSpec(
+        default_candidates(engine, digits, LOW), Constraints(max_accuracy_drop=0.5), max_evaluations=8
+    )
+    progress = []
+    result = run_search(engine, digits, spec, on_progress=progress.append)
+    trials = result.trials
+    assert len(trials) == 8 and trials["result_key"].is_unique
+    assert set(trials["origin"]) <= {"predictor", "nsga2"} and "predictor" in set(trials["origin"])
+    assert [p.phase for p in progress][-1] == "done"
+    best = trials.set_index("result_key").loc[result.recommended]
+    assert best["accuracy_drop"] <= 0.005
+    assert best["size_bytes"] < result.fp32["size_bytes"] / 3  # INT4/INT8 on the big layers
+    assert trials["on_front"].any()
+    # Size adds up layer by layer: the predictor is within 10% of every measured size.
+    error = (trials["predicted_size_bytes"] - trials["size_bytes"]).abs() / trials["size_bytes"]
+    assert error.max() < 0.10, error.max()
+
+
+def test_impossible_limits_say_so_and_name_the_closest(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    spec = SearchSpec(
+        default_candidates(engine, digits, LOW), Constraints(max_size_bytes=1_000), max_evaluations=4, seed=1
+    )
+    result = run_search(engine, digits, spec)
+    assert result.recommended is None
+    assert "none of the 4 measured plans meets the limits; closest:" in result.message
+
+
+def test_bad_candidates_are_refused_with_the_valid_choices(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PlanError, match="cannot take int4; it accepts: fp32"):
+        run_search(engine, digits, SearchSpec({"/conv1/Conv": (Precision.INT4,)}))
+    with pytest.raises(PlanError, match="unknown layers"):
+        run_search(engine, digits, SearchSpec({"nope": (Precision.INT8,)}))
+    with pytest.raises(ValueError, match="max_accuracy_drop must be a number >= 0"):
+        Constraints(max_accuracy_drop=-1)
+
+
+def _search_in_child(home: str) -> None:
+    engine = _engine(Path(home))
+    bundle = engine.model("digits_cnn")
+    run_search(
+        engine, bundle, SearchSpec(default_candidates(engine, bundle, LOW), max_evaluations=10, seed=3)
+    )
+
+
+def test_a_killed_search_resumes_without_measuring_a_plan_twice(tmp_path: Path) -> None:
+    spec_budget = 10
+    child = multiprocessing.get_context("spawn").Process(target=_search_in_child, args=(str(tmp_path),))
+    child.start()
+    store = ResultStore(tmp_path / "results.sqlite")
+    engine = _engine(tmp_path)
+    bundle = engine.model("digits_cnn")
+    spec = SearchSpec(default_candidates(engine, bundle, LOW), max_evaluations=spec_budget, seed=3)
+    sid = search_id(bundle, spec, FAST)
+    deadline = time.monotonic() + 240
+    while len(store.search_trials(sid)) < 3 and time.monotonic() < deadline and child.is_alive():
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    child.join()
+    before = {t["result_key"]: t["result"]["created_at"] for t in store.search_trials(sid)}
+    assert 3 <= len(before) < spec_budget, "the search must be killed midway"
+
+    progress: list[SearchProgress] = []
+    result = run_search(engine, bundle, spec, on_progress=progress.append)
+    # It picked up where the killed run stopped: its count starts at the plans stored before.
+    assert progress[0].measured >= len(before)
+    assert any(p.message == f"resuming: {len(before)} plans measured before" for p in progress)
+    keys = list(result.trials["result_key"])
+    assert len(keys) == spec_budget and len(set(keys)) == spec_budget
+    assert set(before) <= set(keys)
+    # Nothing measured before the kill was measured again (its stored result is untouched) ...
+    after = {k: store.get(k)["created_at"] for k in before}  # type: ignore[index]
+    assert after == before
+    # ... and this run measured at most the rest of the budget.
+    assert result.new_evaluations <= spec_budget - len(before)
+    assert np.isfinite(result.trials["accuracy"]).all()
