@@ -101,7 +101,7 @@ def test_search_recommends_a_measured_plan_within_the_limit(engine: Engine, digi
     spec = SearchSpec(
         default_candidates(engine, digits, LOW), Constraints(max_accuracy_drop=0.5), max_evaluations=8
     )
-    progress = []
+    progress: list[SearchProgress] = []
     result = run_search(engine, digits, spec, on_progress=progress.append)
     trials = result.trials
     assert len(trials) == 8 and trials["result_key"].is_unique
