@@ -1,0 +1,207 @@
+"""How close does the search come to the true Pareto front, for what share of the evaluations?
+
+For two restricted search spaces, every plan is measured once as ground truth (cached in the
+store, so a second run costs nothing): the exhaustive front. Then the search runs on the same
+store, so a plan it asks for is the same measurement the enumeration made, and the comparison
+is only about which plans it finds. Its evaluations count every plan it asked for plus every
+plan its sensitivity pass and latency profiles measured.
+
+* digits_cnn: every precision each layer takes (FP32, FP16, INT8, dynamic INT8, W8A16, and
+  INT4 on the MatMul layers): 5^3 x 6^2 = 4,500 plans.
+* mnist1d_mobilenet with Entropy calibration (the setting where all-INT8 loses accuracy on it,
+  see its card): the 9 layers with the most weight bytes FP32 or INT8, the rest FP32: 512 plans.
+
+Hypervolume over (accuracy, size, latency at batch 1), each objective scaled to [0, 1] by the
+exhaustive set's range, reference point 10% beyond its worst value. Targets: >= 98% of the
+exhaustive hypervolume with <= 10% of its evaluations.
+
+Then the full sensitivity pass on digits_resnet (every layer alone at every precision it takes,
+the keep-FP32 view, one latency profile per precision) from an empty store, against the same
+probes measured the naive way (each a full evaluation with latency), estimated from a sample.
+
+Run: .venv/bin/python bench/search_quality.py     (QUANTDASH_HOME sets where ground truth is kept)
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.api import Engine  # noqa: E402
+from engine.datasets import ModelBundle  # noqa: E402
+from engine.jobs import WorkerPool  # noqa: E402
+from engine.pareto import hypervolume, non_dominated  # noqa: E402
+from engine.search import SearchSpec, run_search  # noqa: E402
+from engine.sensitivity import candidate_precisions, layer_profile, probes, run_sensitivity  # noqa: E402
+from engine.store import ResultStore  # noqa: E402
+from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision  # noqa: E402
+
+# Latency at batch 1 only, capped at 1 s a plan, so the ground truth of 5,000 plans stays affordable.
+SETTINGS = MeasureSettings(batch_sizes=(1,), max_seconds=1.0)
+EVAL_FRACTION_TARGET = 0.10
+
+
+@dataclass
+class Case:
+    model: str
+    candidates: dict[str, tuple[Precision, ...]]
+    settings: MeasureSettings
+
+
+def digits_cnn_case(engine: Engine) -> Case:
+    layers = engine.layers(engine.model("digits_cnn"))
+    return Case("digits_cnn", {x.name: tuple(x.accepts) for x in layers}, SETTINGS)
+
+
+def mobilenet_case(engine: Engine) -> Case:
+    layers = engine.layers(engine.model("mnist1d_mobilenet"))
+    # The rule, fixed before measuring: the 9 layers with the most weight bytes (ties: model order).
+    biggest = {x.name for x in sorted(layers, key=lambda x: -x.weight_bytes)[:9]}
+    candidates = {
+        x.name: (Precision.FP32, Precision.INT8) if x.name in biggest else (Precision.FP32,) for x in layers
+    }
+    return Case("mnist1d_mobilenet", candidates, replace(SETTINGS, calibration=CalibrationMethod.ENTROPY))
+
+
+def objectives(record: dict) -> tuple[float, float, float]:
+    m = record["metrics"]
+    return float(m["accuracy"]), float(m["size_bytes"]), float(m["latency"]["1"]["median_ms"])
+
+
+def exhaustive(engine: Engine, bundle: ModelBundle, case: Case) -> np.ndarray:
+    names = list(case.candidates)
+    plans = [
+        Plan(layers=dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*case.candidates.values())
+    ]
+    started, done = time.perf_counter(), 0
+
+    def landed(_: int, __: dict) -> None:
+        nonlocal done
+        done += 1
+        if done % 50 == 0 or done == len(plans):
+            print(f"  ground truth {done}/{len(plans)} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    records = engine.evaluate_many(
+        bundle, plans, settings=case.settings, source="bench:exhaustive", on_done=landed
+    )
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        raise SystemExit(f"{len(failed)} ground-truth plans failed, e.g. {failed[0]['error']}")
+    return np.array([objectives(r) for r in records])
+
+
+def normalized_hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
+    """Objectives scaled to [0, 1] by the ground truth's range; reference 10% past its worst."""
+    span = np.where(hi > lo, hi - lo, 1.0)
+    scaled = (points - lo) / span
+    ref = [-0.1, 1.1, 1.1]  # accuracy is maximised: its worst end is 0
+    return hypervolume(scaled, ref, maximize=[True, False, False])
+
+
+def search_case(engine: Engine, case: Case) -> tuple[float, float]:
+    bundle = engine.model(case.model)
+    n_plans = int(np.prod([len(v) for v in case.candidates.values()]))
+    print(f"{case.model}: {n_plans} plans in the space; calibration {case.settings.calibration.label}")
+    truth = exhaustive(engine, bundle, case)
+    lo, hi = truth.min(axis=0), truth.max(axis=0)
+    hv_truth = normalized_hypervolume(truth, lo, hi)
+    front = non_dominated(truth, [True, False, False])
+    print(f"  exhaustive front: {front.sum()} plans, hypervolume {hv_truth:.4f}")
+
+    # The search's own plans get what its probes leave of the 10% share.
+    sens_candidates = {k: v for k, v in case.candidates.items() if v != (Precision.FP32,)}
+    n_probes = sum(len([p for p in v if p is not Precision.FP32]) for v in sens_candidates.values())
+    n_profiles = len({p for v in case.candidates.values() for p in v})
+    probe_count = n_probes + 1 + n_profiles  # + the probes' FP32 baseline
+    budget = int(EVAL_FRACTION_TARGET * n_plans) - probe_count
+    spec = SearchSpec(case.candidates, max_evaluations=budget, seed=0)
+    t = time.perf_counter()
+    result = run_search(engine, bundle, spec, settings=case.settings)
+    searched = np.array(
+        [objectives(r) for r in (engine.store.get(k) for k in result.trials["result_key"]) if r]
+    )
+    hv_search = normalized_hypervolume(searched, lo, hi)
+    evaluations = len(result.trials) + result.sensitivity_evaluations
+    ratio, fraction = hv_search / hv_truth, evaluations / n_plans
+    predicted = result.trials[
+        ["predicted_accuracy_drop", "predicted_size_bytes", "predicted_latency_ms"]
+    ].to_numpy()
+    measured = (
+        np.column_stack([result.fp32["accuracy"] - searched[:, 0], searched[:, 1], searched[:, 2]])
+        if len(searched) == len(predicted)
+        else None
+    )
+    print(
+        f"  search: {len(result.trials)} plans + {result.sensitivity_evaluations} probes = "
+        f"{evaluations} evaluations ({100 * fraction:.1f}% of {n_plans}) in {time.perf_counter() - t:.0f} s; "
+        f"hypervolume {hv_search:.4f} = {100 * ratio:.1f}% of exhaustive; "
+        f"{int(non_dominated(searched, [True, False, False]).sum())} plans on its front"
+    )
+    if measured is not None:
+        err = np.abs(predicted - measured)
+        print(
+            "  predictor vs measured (mean abs error): accuracy drop "
+            f"{100 * err[:, 0].mean():.2f} pt, size {100 * (err[:, 1] / measured[:, 1]).mean():.1f}%, "
+            f"latency {100 * (err[:, 2] / measured[:, 2]).mean():.1f}%"
+        )
+    return ratio, fraction
+
+
+def sensitivity_timing(pool: WorkerPool) -> float:
+    """The full pass on digits_resnet from an empty store, and the naive per-probe cost beside it."""
+    home = Path(tempfile.mkdtemp(prefix="bench-sensitivity-"))
+    engine = Engine(
+        store=ResultStore(home / "results.sqlite"), pool=pool, home=home, settings=MeasureSettings()
+    )
+    bundle = engine.model("digits_resnet")
+    t = time.perf_counter()
+    layers = engine.layers(bundle)
+    candidates = candidate_precisions(layers)
+    frame = run_sensitivity(engine, bundle, candidates=candidates)
+    precisions = sorted({p for v in candidates.values() for p in v}, key=lambda p: p.value)
+    layer_profile(engine, bundle, precisions)
+    seconds = time.perf_counter() - t
+    n = len(frame) + 2 + len(precisions)
+    print(
+        f"digits_resnet sensitivity pass: {len(frame)} probes of {len(layers)} layers, "
+        f"{n} plans, {seconds:.1f} s"
+    )
+    # Naive: each probe a full evaluation (latency at batch 1 and 32), timed on a sample of 6.
+    sample = [p.plan for p in probes(layers, candidates)][:: max(1, len(frame) // 6)][:6]
+    t = time.perf_counter()
+    engine.evaluate_many(bundle, sample, settings=replace(MeasureSettings(), seed=1), source="bench:naive")
+    naive = (time.perf_counter() - t) / len(sample) * len(frame)
+    print(
+        f"  the same probes as full evaluations: about {naive:.0f} s "
+        f"(from {len(sample)}): {naive / seconds:.1f}x"
+    )
+    return seconds
+
+
+def main() -> None:
+    with WorkerPool.connect() as pool:
+        engine = Engine(pool=pool, settings=SETTINGS)  # the default store: ground truth is kept
+        ratios, fractions = [], []
+        for make in (digits_cnn_case, mobilenet_case):
+            ratio, fraction = search_case(engine, make(engine))
+            ratios.append(ratio)
+            fractions.append(fraction)
+        sensitivity_s = sensitivity_timing(pool)
+    worst_ratio, worst_fraction = min(ratios), max(fractions)
+    print(
+        f"RESULT hv_ratio={worst_ratio:.4f} eval_fraction={worst_fraction:.3f} "
+        f"sensitivity_s={sensitivity_s:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
