@@ -17,7 +17,7 @@ this leaves out: the search measures every plan it proposes and shows prediction
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,29 @@ class AdditivePredictor:
             size_bytes=self.base_size_bytes + sum(self.size.get(i, 0.0) for i in items),
             latency_ms=self.base_latency_ms + sum(self.latency.get(i, 0.0) for i in items),
         )
+
+    def anchored(
+        self, uniform: Mapping[Precision, tuple[Mapping[str, Precision], float]]
+    ) -> AdditivePredictor:
+        """The same predictor with each precision's latency terms scaled so that its uniform
+        plan (given with its measured latency) is predicted exactly.
+
+        The profiler's per-node times carry its own overhead per node, which small models
+        with many small nodes (casts, Q/DQ) feel most; one measured plan per precision puts
+        the layer times back on the scale of real runs. Scales are kept within [-10, 10]:
+        a precision the profile calls faster but that measures slower flips sign.
+        """
+        latency = dict(self.latency)
+        for precision, (assignment, measured_ms) in uniform.items():
+            own = [(n, p) for n, p in assignment.items() if p is precision and (n, p) in latency]
+            rest = sum(latency.get((n, p), 0.0) for n, p in assignment.items() if p is not precision)
+            total = sum(latency[k] for k in own)
+            if not own or abs(total) < 1e-9:
+                continue
+            scale = float(np.clip((measured_ms - self.base_latency_ms - rest) / total, -10.0, 10.0))
+            for k in own:
+                latency[k] = self.latency[k] * scale
+        return replace(self, latency=latency)
 
     def solve(
         self,

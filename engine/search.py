@@ -2,7 +2,8 @@
 
 1. Sensitivity (each layer alone at each candidate precision) and one latency profile per
    precision feed the additive predictor (engine/predictor.py).
-2. The predictor's exact solver proposes the cheapest plan (in size, then latency) at a ladder
+2. Each precision's uniform plan is measured, to scale the predicted latencies to real
+   runs; then the predictor's exact solver proposes the cheapest plan (in size, then latency) at a ladder
    of accuracy-drop limits, the user's constraints included. Those plans are measured.
 3. NSGA-II (optuna), seeded with every plan measured so far, searches without assuming the
    layers add up, until the budget (measured plans or seconds) is spent.
@@ -32,6 +33,7 @@ from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_pr
 from engine.sensitivity import ALONE, layer_profile, run_sensitivity
 from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
 
+ORIGIN_ANCHOR = "anchor"  # each precision's uniform plan: puts predicted latency on the measured scale
 ORIGIN_PREDICTOR = "predictor"
 ORIGIN_NSGA2 = "nsga2"
 
@@ -332,6 +334,29 @@ class _Search:
                     picks.append(full)
         return picks
 
+    def anchor(self, predictor: AdditivePredictor) -> AdditivePredictor:
+        """Measure each precision's uniform plan (as far as the candidates allow) and put the
+        predictor's latency on the scale of those measurements."""
+        uniforms: dict[Precision, dict[str, Precision]] = {}
+        for precision in sorted(
+            {p for ps in self.spec.candidates.values() for p in ps}, key=lambda p: p.value
+        ):
+            if precision is Precision.FP32:
+                continue
+            plan = self.assignment(
+                {n: precision.value for n in self.free if precision in self.spec.candidates[n]}
+            )
+            if plan != self.assignment({}):
+                uniforms[precision] = plan
+        self.measure(list(uniforms.values()), ORIGIN_ANCHOR, predictor)
+        measured: dict[Precision, tuple[Mapping[str, Precision], float]] = {}
+        for precision, plan in uniforms.items():
+            trial = self.known.get(self.engine.job(self.bundle, Plan(layers=plan), self.settings).key)
+            values = _objectives(trial["result"]) if trial else None
+            if values is not None:
+                measured[precision] = (plan, values[2])
+        return predictor.anchored(measured)
+
     def nsga2(self, predictor: AdditivePredictor) -> None:
         if not self.free:
             return
@@ -380,6 +405,7 @@ class _Search:
         self.phase = "predictor"
         if self.known:
             self.progress(f"resuming: {len(self.known)} plans measured before")
+        predictor = self.anchor(predictor)
         self.measure(self.predictor_picks(predictor, fp32), ORIGIN_PREDICTOR, predictor)
         self.phase = "nsga2"
         self.nsga2(predictor)

@@ -80,3 +80,18 @@ def test_unknown_objective_is_refused() -> None:
     pred = AdditivePredictor({"a": (Precision.FP32,)}, {}, {}, {}, 1.0, 1.0)
     with pytest.raises(ValueError, match="objective must be one of"):
         pred.solve("accuracy")
+
+
+def test_anchoring_predicts_each_uniform_plan_at_its_measured_latency() -> None:
+    options = {"a": (Precision.FP32, Precision.INT8), "b": (Precision.FP32, Precision.INT8, Precision.FP16)}
+    latency = {("a", Precision.INT8): -0.2, ("b", Precision.INT8): -0.1, ("b", Precision.FP16): 0.05}
+    pred = AdditivePredictor(options, {}, {}, latency, base_size_bytes=1.0, base_latency_ms=1.0)
+    int8 = {"a": Precision.INT8, "b": Precision.INT8}
+    fp16 = {"a": Precision.FP32, "b": Precision.FP16}
+    anchored = pred.anchored({Precision.INT8: (int8, 0.55), Precision.FP16: (fp16, 0.9)})
+    assert anchored.predict(int8).latency_ms == pytest.approx(0.55)
+    assert anchored.predict(fp16).latency_ms == pytest.approx(0.9)  # measured faster: the sign flips
+    # Layers keep their proportions within a precision: a is still twice b at INT8.
+    assert anchored.latency[("a", Precision.INT8)] == pytest.approx(
+        2 * anchored.latency[("b", Precision.INT8)]
+    )
