@@ -11,6 +11,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from engine.api import Engine
 from engine.datasets import ModelBundle
 from engine.jobs import WorkerPool
+from engine.search import SearchProgress, SearchSpec, run_search
+from engine.sensitivity import candidate_precisions, layer_profile, run_sensitivity
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision
 
 # QUANTDASH_INLINE=1 runs evaluations in this process (tests only: a crash would take the app down).
@@ -59,6 +62,9 @@ class Runner:
         self.store.mark_orphaned_jobs()
         # Two threads: one evaluation can wait on the workers while the next is submitted.
         self._threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-eval")
+        # Sensitivity passes and searches take minutes: threads of their own, so a plan evaluated on
+        # the Plan page meanwhile is not queued behind them.
+        self._long = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-long")
         self._model_lock = threading.Lock()
 
     def model(self, name: str) -> ModelBundle:
@@ -143,7 +149,95 @@ class Runner:
                 "(its worker processes restart with it).",
             )
 
+    def submit_sensitivity(
+        self,
+        model_name: str,
+        calibration: CalibrationMethod | None = None,
+        precisions: list[Precision] | None = None,
+    ) -> str:
+        """Queue a sensitivity pass (each layer's FP32 time share first, then every probe); job id.
+
+        ``precisions`` limits the probed precisions (each layer's accepted ones if None).
+        """
+        bundle = self.model(model_name)
+        settings = self.settings(calibration)
+        candidates = (
+            None if precisions is None else candidate_precisions(self.engine.layers(bundle), precisions)
+        )
+
+        def work(report: Callable[[float, str], None]) -> str:
+            # The profile first: the chart's time shares then show while the probes are measured.
+            layer_profile(self.engine, bundle, [Precision.FP32], settings)
+            report(0.02, "each layer's FP32 time profiled; measuring the probes")
+            frame = run_sensitivity(
+                self.engine,
+                bundle,
+                settings,
+                candidates,
+                on_progress=lambda done, total: report(done / total, f"{done} of {total} plans measured"),
+            )
+            bad = int(frame["status"].ne("ok").sum())
+            return f"Sensitivity pass on {model_name}: {len(frame) - bad} of {len(frame)} probes measured" + (
+                f", {bad} failed (their reasons are in the table)" if bad else ""
+            )
+
+        return self._start("sensitivity", model_name, f"Sensitivity pass on {model_name}", work)
+
+    def submit_search(
+        self, model_name: str, spec: SearchSpec, calibration: CalibrationMethod | None = None
+    ) -> str:
+        """Queue a mixed-precision search (continuing one with the same spec); returns the job id."""
+        bundle = self.model(model_name)
+        settings = self.settings(calibration)
+
+        def work(report: Callable[[float, str], None]) -> str:
+            def progress(p: SearchProgress) -> None:
+                # The sensitivity and profile phases come before the budget: a sliver of the bar.
+                share = 0.05 if p.phase in ("sensitivity", "profile") else p.measured / max(p.budget, 1)
+                report(share, p.message)
+
+            result = run_search(self.engine, bundle, spec, settings, on_progress=progress)
+            return f"Search on {model_name}: {result.message}"
+
+        return self._start("search", model_name, f"Searching mixed-precision plans for {model_name}", work)
+
+    def _start(
+        self, kind: str, model_name: str, what: str, work: Callable[[Callable[[float, str], None]], str]
+    ) -> str:
+        """Run work(report) on a long-job thread, its progress and outcome in a job row; job id."""
+        job_id = f"{kind}-{uuid.uuid4().hex[:12]}"
+        self.store.upsert_job(
+            job_id,
+            kind=kind,
+            model_name=model_name,
+            state="running",
+            progress=0.0,
+            message=f"{what}: starting",
+        )
+
+        def report(progress: float, message: str) -> None:
+            self.store.upsert_job(job_id, progress=min(max(progress, 0.0), 1.0), message=f"{what}: {message}")
+
+        def run() -> None:
+            started = time.monotonic()
+            try:
+                self.store.upsert_job(job_id, state="done", progress=1.0, message=work(report))
+            except Exception as e:  # no traceback on screen: what failed, why, what to try
+                reason = (str(e).strip() or "no reason given").splitlines()[0]
+                self.store.upsert_job(
+                    job_id,
+                    state="failed",
+                    message=f"{what} stopped after {time.monotonic() - started:.0f} s "
+                    f"({type(e).__name__}: {reason}). "
+                    "What was measured is kept: press the button again to continue from there; if it "
+                    "repeats, restart the app (its worker processes restart with it).",
+                )
+
+        self._long.submit(run)
+        return job_id
+
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
+        self._long.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.close()
