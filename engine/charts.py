@@ -229,6 +229,7 @@ class ParetoGridInfo:
 
     panels: tuple[ParetoPlotInfo, ...]
     titles: tuple[str, ...]
+    ring_name: str = "selected"  # the legend's name for the ringed plan (a search's "recommended")
 
     def __post_init__(self) -> None:
         if len(self.panels) != len(self.titles) or not self.panels:
@@ -314,7 +315,7 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
                     x=[p.x],
                     y=[p.y],
                     mode="markers",
-                    name="selected",
+                    name=grid.ring_name,
                     legendgroup="selected",
                     showlegend=not rings,
                     customdata=[p.key],
