@@ -22,7 +22,10 @@ from engine.charts import (
     with_derived,
 )
 from engine.datasets import SAMPLES_DIR, sample_names
-from engine.types import LayerInfo
+from engine.search import SearchSpec, search_id, stored_search
+from engine.search_charts import search_front_info
+from engine.sensitivity import candidate_precisions, layer_profile, sensitivity_frame, sensitivity_settings
+from engine.types import CalibrationMethod, LayerInfo, Plan, Precision
 
 
 @st.cache_resource(show_spinner="Starting the worker processes (first visit only)...")
@@ -110,3 +113,57 @@ def pareto_charts(
     infos = tuple(pareto_plot_info(shown, x, y, relative=relative, selected=selected) for x, y in charts)
     grid = ParetoGridInfo(infos, tuple(f"{y.capitalize()} vs {x}" for x, y in charts))
     return pareto_grid_figure(grid), grid.trace_keys(), tuple(i.missing for i in infos)
+
+
+# --- Sensitivity & search page: read what the store holds now (a pass or search may be running) ---
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sensitivity(
+    model: str, calibration: str, precisions: tuple[str, ...], version: tuple[int, str]
+) -> pd.DataFrame:
+    """The sensitivity frame (rows 'pending' until measured) for the probed precisions."""
+    del version  # only the cache key: a new result may fill a pending row
+    r = runner()
+    bundle = r.model(model)
+    candidates = candidate_precisions(r.engine.layers(bundle), [Precision(p) for p in precisions])
+    return sensitivity_frame(r.engine, bundle, r.settings(CalibrationMethod(calibration)), candidates)
+
+
+def fp32_profile(model: str) -> pd.DataFrame | None:
+    """Each layer's share of FP32 time, once the sensitivity pass (or a search) measured FP32; else None.
+
+    Before that, profiling would measure a plan here, in the page's run: leave it to the pass.
+    """
+    r = runner()
+    bundle = r.model(model)
+    base = r.engine.job(bundle, Plan(), sensitivity_settings(r.engine.settings))
+    return _fp32_profile(model) if r.engine.cached(base) is not None else None
+
+
+@st.cache_data(show_spinner="Reading each layer's time from ONNX Runtime's profiler...")
+def _fp32_profile(model: str) -> pd.DataFrame:
+    r = runner()
+    return layer_profile(r.engine, r.model(model), [Precision.FP32], r.engine.settings)
+
+
+def search_key(model: str, spec: SearchSpec, calibration: str) -> str:
+    r = runner()
+    return search_id(r.model(model), spec, r.settings(CalibrationMethod(calibration)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def search_trials(
+    key: str, model: str, calibration: str, version: tuple[int, str], _spec: SearchSpec
+) -> pd.DataFrame:
+    """The trials a search (named by its key; _spec is not hashed) holds in the store now."""
+    del key, version  # only cache keys
+    r = runner()
+    return stored_search(r.engine, r.model(model), _spec, r.settings(CalibrationMethod(calibration)))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def search_figure(version: tuple[int, str], keys: tuple[str, ...], recommended: str | None) -> go.Figure:
+    """Accuracy vs size and vs latency of the given results (a search's plans, FP32). Shared: never update."""
+    frame = results(version)
+    return pareto_grid_figure(search_front_info(frame[frame["key"].isin(keys)], recommended))

@@ -30,6 +30,25 @@ EXPLORE_MODELS = "qd_explore_models"
 EXPLORE_PRECISIONS = "qd_explore_precisions"
 EXPLORE_RELATIVE = "qd_explore_relative"
 EXPLORE_PICK = "qd_explore_pick"
+# Sensitivity & search page.
+SEARCH_CALIBRATION = "qd_search_calibration"
+SENS_PRECISIONS = "qd_sens_precisions"
+SENS_RUN = "qd_sens_run"
+SENS_VIEW = "qd_sens_view"
+SENS_SORT = "qd_sens_sort"
+CLEAR_PINS = "qd_clear_pins"
+PIN_TOAST = "qd_pin_toast"  # a pin made by a chart click, announced once
+SEARCH_FORM = "qd_search_form"
+SEARCH_PRECISIONS = "qd_search_precisions"
+SEARCH_MAX_DROP = "qd_search_max_drop"
+SEARCH_DROP_UNIT = "qd_search_drop_unit"
+SEARCH_MAX_SIZE = "qd_search_max_size_kb"
+SEARCH_MAX_LATENCY = "qd_search_max_latency_ms"
+SEARCH_OBJECTIVE = "qd_search_objective"
+SEARCH_BUDGET = "qd_search_budget"
+SEARCH_SECONDS = "qd_search_seconds"
+SEARCH_RUN = "qd_search_run"
+SEARCH_LOAD = "qd_search_load"
 
 
 def chart_key(name: str) -> str:
@@ -71,6 +90,25 @@ def set_plan_assignment(model: str, assignment: dict[str, str]) -> None:
 
 def editor_key(model: str) -> str:
     return f"qd_editor::{model}::{st.session_state.get(_editor_version_key(model), 0)}"
+
+
+def pins(model: str) -> dict[str, str]:
+    """Layers pinned from the sensitivity chart: layer name -> precision value (the search keeps them)."""
+    return dict(st.session_state.get(f"qd_pins::{model}") or {})
+
+
+def set_pins(model: str, pinned: dict[str, str]) -> None:
+    st.session_state[f"qd_pins::{model}"] = dict(pinned)
+
+
+def shown_search(model: str) -> tuple[Any, str] | None:
+    """The search last started on the page for a model: (SearchSpec, calibration value), or None."""
+    value = st.session_state.get(f"qd_search::{model}")
+    return (value[0], value[1]) if value is not None else None
+
+
+def show_search(model: str, spec: Any, calibration: str) -> None:
+    st.session_state[f"qd_search::{model}"] = (spec, calibration)
 
 
 def selected_result() -> str | None:

@@ -39,6 +39,9 @@ pages = [
     st.Page("app_pages/plan.py", title="Plan", icon=":material/tune:", url_path="plan"),
     st.Page("app_pages/explore.py", title="Explore", icon=":material/scatter_plot:", url_path="explore"),
     st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:", url_path="compare"),
+    st.Page(
+        "app_pages/search.py", title="Sensitivity & search", icon=":material/troubleshoot:", url_path="search"
+    ),
 ]
 page = st.navigation(pages)
 state.sync_to_url()

@@ -21,7 +21,7 @@ from engine.sensitivity import ALONE, KEEP_FP32
 from engine.types import Precision
 
 SORTS = {
-    "accuracy": "accuracy change (largest effect first)",
+    "accuracy": "accuracy (most sensitive layers first)",
     "latency": "share of FP32 time (largest first)",
     "layer": "layer order in the model",
 }

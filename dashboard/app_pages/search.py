@@ -1,0 +1,381 @@
+"""Sensitivity & search: what each layer costs at each precision, and a measured search for the best plans."""
+
+from __future__ import annotations
+
+import functools
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import cached, state, widgets
+from dashboard.plan_logic import uniform
+from dashboard.search_logic import (
+    constraints,
+    fp32_point,
+    pin,
+    pinned_candidates,
+    plan_assignment,
+    recommendation_text,
+    trials_table,
+)
+from engine.search import SearchSpec, default_candidates, recommend
+from engine.search_charts import (
+    SORTS,
+    SensitivityChartInfo,
+    picked_bar,
+    sensitivity_chart_info,
+    sensitivity_figure,
+)
+from engine.sensitivity import ALONE, KEEP_FP32
+from engine.types import CalibrationMethod, PlanError, Precision
+
+POLL_S = 1.5  # how often a running pass or search is read back from the store
+DEFAULT_PRECISIONS = [Precision.FP16.value, Precision.INT8.value, Precision.INT4.value]
+VIEWS = {
+    ALONE: "Each layer alone at a precision (vs FP32)",
+    KEEP_FP32: "Reverse: all INT8 but this layer FP32 (vs all-INT8)",
+}
+
+model = state.current_model()
+runner = cached.runner()
+layers = cached.layers(model)
+layer_names = [x.name for x in layers]
+offered = [p.value for p in Precision if p is not Precision.FP32 and any(p in x.accepts for x in layers)]
+
+st.header(f"Sensitivity & search · {model}")
+widgets.jobs_panel()
+
+
+def _running(kind: str) -> bool:
+    return any(
+        j["kind"] == kind and j["model_name"] == model for j in runner.store.list_jobs(["queued", "running"])
+    )
+
+
+calibration: CalibrationMethod = st.columns([2, 1])[0].selectbox(
+    "Calibration of INT8 and W8A16 activations",
+    list(CalibrationMethod),
+    format_func=lambda m: f"{m.label}: {m.description}",
+    key=state.SEARCH_CALIBRATION,
+    help="Used by the sensitivity pass and the search alike; other precisions do not use it.",
+)
+
+# --- per-layer sensitivity ------------------------------------------------------------------------
+st.subheader("Per-layer sensitivity")
+st.caption(
+    "Each probe is a plan really quantized and measured on the evaluation split: one layer at a precision "
+    "with every other layer FP32, or (reverse view) every layer INT8 except one kept FP32. Accuracy "
+    "changes are in percentage points with their 95% bootstrap interval as error bars. Time shares come "
+    "from ONNX Runtime's per-node profiler on the FP32 model, batch 1, on this machine."
+)
+c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+probed = c1.multiselect(
+    "Precisions to probe (each layer only at those it accepts)",
+    offered,
+    default=[p for p in DEFAULT_PRECISIONS if p in offered],
+    format_func=lambda v: Precision(v).label,
+    key=state.SENS_PRECISIONS,
+)
+sens_running = _running("sensitivity")
+if c2.button(
+    "Run sensitivity pass",
+    key=state.SENS_RUN,
+    type="primary",
+    disabled=sens_running,
+    help="Probes already measured are served from the store, so a pass that stopped continues.",
+):
+    runner.submit_sensitivity(model, calibration, [Precision(v) for v in probed])
+    st.toast("Sensitivity pass started in the background: bars appear as probes land.")
+    st.rerun()
+
+
+def _pin_from_chart(info: SensitivityChartInfo) -> None:
+    # A click on a bar: pin that layer at that precision in the Plan page's editor and in the search.
+    picked = picked_bar(info, state.get(state.chart_key("sensitivity")))
+    if picked is None:
+        return
+    layer, precision = picked
+    pins, assignment = pin(
+        state.pins(model), state.plan_assignment(model) or uniform(layers), layer, precision
+    )
+    state.set_pins(model, pins)
+    state.set_plan_assignment(model, assignment)
+    state.put(state.PIN_TOAST, f"Pinned {layer} at {Precision(precision).label} in the plan editor.")
+    st.rerun()  # the whole page, so the search section lists the new pin too
+
+
+def _clear_pins() -> None:
+    state.set_pins(model, {})
+
+
+@st.fragment(run_every=POLL_S if sens_running else None)
+def sensitivity_view() -> None:
+    frame = cached.sensitivity(model, calibration.value, tuple(probed), cached.store_version())
+    if frame.empty:
+        st.info("Pick at least one precision to probe.")
+        return
+    if frame["status"].eq("pending").all() and not sens_running:
+        st.info(
+            f"Not measured yet: Run sensitivity pass measures {len(frame)} probe plans (no latency timing, "
+            "so each costs about one evaluation of the model), then each layer's share of FP32 time."
+        )
+        return
+    try:
+        profile = cached.fp32_profile(model)
+    except Exception as e:  # the profiler failed in its worker: the chart goes on without time shares
+        st.warning(f"Each layer's time share could not be profiled ({type(e).__name__}: {e}).")
+        profile = None
+    c1, c2 = st.columns(2)
+    view = c1.radio("View", list(VIEWS), format_func=VIEWS.get, key=state.SENS_VIEW, horizontal=True)
+    sort = c2.selectbox("Sort layers by", list(SORTS), format_func=SORTS.get, key=state.SENS_SORT)
+    info = sensitivity_chart_info(frame, profile, view, sort)
+    total = info.measured + info.pending + info.failed
+    status = f"{info.measured} of {total} probes measured"
+    if info.pending:
+        status += f", {info.pending} still to come" + (" (they appear as they land)" if sens_running else "")
+    if info.failed:
+        status += f", {info.failed} failed (reasons in the table below)"
+    st.caption(status + ".")
+    st.plotly_chart(
+        sensitivity_figure(info),
+        key=state.chart_key("sensitivity"),
+        on_select=functools.partial(_pin_from_chart, info),
+        selection_mode="points",
+        width="stretch",
+        theme=None,
+    )
+    st.caption(
+        "Click a bar to pin that layer at that precision in the plan editor (Plan page); "
+        "the search below then keeps it there. Whiskers: 95% interval of the accuracy change."
+    )
+    with st.expander("All probes as a table"):
+        shares = {}
+        if profile is not None:
+            fp32 = profile[profile["precision"] == Precision.FP32.value]
+            shares = dict(zip(fp32["layer"], fp32["share"] * 100, strict=True))
+        table = frame.assign(
+            precision=frame["precision"].map(lambda v: Precision(v).label),
+            accuracy_change_pp=frame["accuracy_change"] * 100,
+            ci_pp=[
+                f"{lo * 100:+.2f} to {hi * 100:+.2f}" if pd.notna(lo) and pd.notna(hi) else ""
+                for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)
+            ],
+            size_change_kb=frame["size_change_bytes"] / 1e3,
+            fp32_time_share_pct=frame["layer"].map(shares),
+        )
+        st.dataframe(
+            table[
+                ["layer", "op_type", "view", "precision", "status", "accuracy_change_pp", "ci_pp", "sqnr_db"]
+                + ["size_change_kb", "fp32_time_share_pct", "error"]
+            ],
+            hide_index=True,
+            column_config={
+                "accuracy_change_pp": st.column_config.NumberColumn("accuracy change (pp)", format="%+.2f"),
+                "ci_pp": "95% CI (pp)",
+                "sqnr_db": st.column_config.NumberColumn("output SQNR (dB)", format="%.1f"),
+                "size_change_kb": st.column_config.NumberColumn("size change (kB)", format="%+.1f"),
+                "fp32_time_share_pct": st.column_config.NumberColumn(
+                    "share of FP32 time (%, batch 1, this machine)", format="%.1f"
+                ),
+            },
+        )
+
+
+sensitivity_view()
+toast = state.get(state.PIN_TOAST)
+if toast:
+    st.toast(toast)
+    state.put(state.PIN_TOAST, None)
+pins = state.pins(model)
+if pins:
+    c1, c2 = st.columns([5, 1], vertical_alignment="center")
+    c1.success(
+        "Pinned in the plan editor, and kept there by the search: "
+        + ", ".join(f"`{n}` at {Precision(v).label}" for n, v in pins.items())
+        + "."
+    )
+    c2.button("Clear pins", key=state.CLEAR_PINS, on_click=_clear_pins, help="The plan editor keeps them.")
+
+# --- find best plans ------------------------------------------------------------------------------
+st.subheader("Find best plans")
+st.caption(
+    "An additive model built from the sensitivity of each layer proposes the cheapest plans for a ladder "
+    "of accuracy limits; NSGA-II then searches without assuming the layers add up. Every plan is really "
+    "quantized and measured (the predictions are shown beside the measurements). Pressing the button "
+    "again with the same settings continues the same search: nothing is measured twice."
+)
+with st.form(state.SEARCH_FORM, border=True):
+    allowed = st.multiselect(
+        "Candidate precisions (FP32 is always one)",
+        offered,
+        default=[p for p in DEFAULT_PRECISIONS if p in offered],
+        format_func=lambda v: Precision(v).label,
+        key=state.SEARCH_PRECISIONS,
+    )
+    c1, c2, c3 = st.columns(3)
+    max_drop = c1.number_input(
+        "Max accuracy drop (optional)",
+        min_value=0.0,
+        value=None,
+        step=0.1,
+        placeholder="no limit",
+        key=state.SEARCH_MAX_DROP,
+    )
+    unit = c1.radio(
+        "Drop measured in",
+        ["points", "relative"],
+        format_func={"points": "percentage points", "relative": "% of FP32 accuracy"}.get,
+        key=state.SEARCH_DROP_UNIT,
+        horizontal=True,
+    )
+    max_kb = c2.number_input(
+        "Max size (kB, optional)",
+        min_value=0.0,
+        value=None,
+        placeholder="no limit",
+        key=state.SEARCH_MAX_SIZE,
+    )
+    max_ms = c3.number_input(
+        "Max latency (ms, batch 1, this machine, optional)",
+        min_value=0.0,
+        value=None,
+        format="%.3f",
+        placeholder="no limit",
+        key=state.SEARCH_MAX_LATENCY,
+    )
+    c1, c2, c3 = st.columns(3)
+    objective = c1.radio(
+        "Recommend the",
+        ["size", "latency"],
+        format_func={"size": "smallest plan", "latency": "fastest plan"}.get,
+        key=state.SEARCH_OBJECTIVE,
+        horizontal=True,
+        help="Among the measured plans that meet every limit.",
+    )
+    budget = c2.number_input(
+        "Budget: plans to measure",
+        min_value=1,
+        max_value=1000,
+        value=20,
+        step=1,
+        key=state.SEARCH_BUDGET,
+        help="Plans measured for the search itself; the sensitivity probes it needs come on top.",
+    )
+    seconds = c3.number_input(
+        "Time limit (s, optional)",
+        min_value=1.0,
+        value=None,
+        placeholder="none",
+        key=state.SEARCH_SECONDS,
+    )
+    submitted = st.form_submit_button("Find best plans", type="primary", key=state.SEARCH_RUN)
+if submitted:
+    try:
+        candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
+        spec = SearchSpec(
+            candidates=pinned_candidates(candidates, pins),
+            constraints=constraints(max_drop, unit == "relative", max_kb, max_ms),
+            objective=objective,
+            max_evaluations=int(budget),
+            max_seconds=seconds,
+        )
+    except (ValueError, PlanError) as e:
+        st.error(f"These settings cannot start a search: {e}")
+    else:
+        if _running("search"):
+            st.warning("A search on this model is still running: wait for it to end, then press again.")
+        else:
+            runner.submit_search(model, spec, calibration)
+            state.show_search(model, spec, calibration.value)
+            st.rerun()
+
+shown = state.shown_search(model)
+if shown is None:
+    st.stop()
+spec, spec_calibration = shown
+search_running = _running("search")
+key = cached.search_key(model, spec, spec_calibration)
+fp32 = fp32_point(runner.store.get_ok(cached.baseline_key(model)))
+
+
+def _trials() -> pd.DataFrame:
+    return cached.search_trials(key, model, spec_calibration, cached.store_version(), spec)
+
+
+def _recommendation(trials: pd.DataFrame) -> tuple[str | None, str]:
+    if trials.empty or fp32 is None:
+        return None, ""
+    return recommend(trials, spec, fp32)
+
+
+trials = _trials()
+recommended, message = _recommendation(trials)
+if search_running:
+    st.info("Searching: plans appear on the plots and in the table as they are measured.")
+elif trials.empty:
+    st.info("No plan of this search is measured yet. Press Find best plans to start (or continue) it.")
+elif recommended is not None:
+    row = trials.set_index("result_key").loc[recommended]
+    st.success(f"**Recommended: {row['plan_summary']}**  \n{recommendation_text(row, fp32)}")
+    st.caption(message[0].upper() + message[1:] + ".")
+
+    def _load() -> None:
+        state.put(state.MODEL, model)  # the Plan page shows the model it was loaded for
+        state.set_plan_assignment(model, plan_assignment(row["plan"], layer_names))
+
+    if st.button("Load recommended plan into the plan editor", key=state.SEARCH_LOAD, on_click=_load):
+        st.switch_page("app_pages/plan.py")
+else:
+    st.warning(
+        message[0].upper() + message[1:] + ". Loosen a limit, add candidate precisions or raise the budget."
+    )
+
+
+@st.fragment(run_every=POLL_S if search_running else None)
+def search_view() -> None:
+    trials = _trials()
+    if trials.empty:
+        return
+    ringed, _ = _recommendation(trials)
+    base = cached.baseline_key(model)
+    keys = (*trials["result_key"], base)
+    version = cached.store_version()
+    st.plotly_chart(
+        cached.search_figure(version, tuple(keys), ringed), key=state.chart_key("search"), theme=None
+    )
+    frame = cached.results(version)
+    envs = {
+        (e.get("cpu"), e.get("onnxruntime")) for e in frame.loc[frame["key"].isin(keys), "environment"] if e
+    }
+    st.caption(
+        f"{len(trials)} plans measured (budget {spec.max_evaluations}). Latency: median at batch 1, one "
+        "intra-op thread, on this machine ("
+        + "; ".join(f"{cpu}, ONNX Runtime {ort}" for cpu, ort in sorted(envs, key=str))
+        + "). Orange: Pareto-optimal on that panel's two axes; star: FP32; ring: the recommended plan. "
+        "Hover a point for its 95% intervals."
+    )
+    st.dataframe(
+        trials_table(trials, ringed),
+        hide_index=True,
+        column_config={
+            c: st.column_config.NumberColumn(c, format=f)
+            for c, f in (
+                ("accuracy (%)", "%.2f"),
+                ("drop (pp)", "%+.2f"),
+                ("predicted drop (pp)", "%+.2f"),
+                ("drop beyond prediction (pp)", "%+.2f"),
+                ("size (kB)", "%.1f"),
+                ("predicted size (kB)", "%.1f"),
+                ("latency b1 (ms)", "%.3f"),
+                ("predicted latency (ms)", "%.3f"),
+            )
+        },
+    )
+    st.caption(
+        "Predicted: the sum of each layer's own effect from the sensitivity pass. Where the measured drop, "
+        "size or latency departs from it, the layers do not simply add up (errors compound, or "
+        "quantize/dequantize pairs at precision boundaries cost time)."
+    )
+
+
+search_view()

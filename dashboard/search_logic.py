@@ -1,0 +1,118 @@
+"""Pure logic of the Sensitivity & search page (no streamlit here, so it is tested directly)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine.search import Constraints
+from engine.types import Plan, Precision
+
+ORIGINS = {"anchor": "uniform plan (latency anchor)", "predictor": "additive predictor", "nsga2": "NSGA-II"}
+
+
+def pin(
+    pinned: Mapping[str, str], assignment: Mapping[str, str], layer: str, precision: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Pin a layer at a precision: returns (pins, plan-editor assignment), both with it set."""
+    value = Precision(precision).value
+    return {**pinned, layer: value}, {**assignment, layer: value}
+
+
+def pinned_candidates(
+    candidates: Mapping[str, tuple[Precision, ...]], pinned: Mapping[str, str]
+) -> dict[str, tuple[Precision, ...]]:
+    """Search candidates with each pinned layer restricted to its pinned precision."""
+    out = {name: tuple(ps) for name, ps in candidates.items()}
+    for name, value in pinned.items():
+        if name in out:
+            out[name] = (Precision(value),)
+    return out
+
+
+def constraints(
+    max_drop: float | None, relative: bool, max_size_kb: float | None, max_latency_ms: float | None
+) -> Constraints:
+    """The search's limits from the page's inputs (None = no limit); sizes in kB of 1,000 bytes."""
+    return Constraints(
+        max_accuracy_drop=max_drop,
+        relative=relative,
+        max_size_bytes=None if max_size_kb is None else max_size_kb * 1e3,
+        max_latency_ms=max_latency_ms,
+    )
+
+
+def fp32_point(record: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """(accuracy, size_bytes, latency_ms at batch 1) of a measured FP32 baseline, as the search uses them."""
+    if not record or record.get("status") != "ok":
+        return None
+    m = record.get("metrics") or {}
+    median = ((m.get("latency") or {}).get("1") or {}).get("median_ms")
+    if m.get("accuracy") is None or m.get("size_bytes") is None or median is None:
+        return None
+    return {
+        "accuracy": float(m["accuracy"]),
+        "size_bytes": float(m["size_bytes"]),
+        "latency_ms": float(median),
+    }
+
+
+def plan_assignment(plan: Mapping[str, Any], layer_names: list[str]) -> dict[str, str]:
+    """A stored plan as the plan editor holds it: every layer spelled out, precision values."""
+    return {n: p.value for n, p in Plan.from_json(dict(plan)).resolve(layer_names).items()}
+
+
+def _pp(fraction: Any) -> float:
+    return float(fraction) * 100 if fraction is not None and np.isfinite(fraction) else math.nan
+
+
+def trials_table(trials: pd.DataFrame, recommended: str | None) -> pd.DataFrame:
+    """The search's trials for a table: measured beside predicted, in points, kB and ms."""
+    if trials.empty:
+        return pd.DataFrame()
+    drop = trials["accuracy_drop"].map(_pp)
+    # The CI is of the accuracy change (= -drop): the drop's interval is it mirrored.
+    ci = [
+        f"{0.0 - _pp(hi):+.2f} to {0.0 - _pp(lo):+.2f}"
+        if np.isfinite(_pp(lo)) and np.isfinite(_pp(hi))
+        else ""
+        for lo, hi in zip(trials["ci_low"], trials["ci_high"], strict=True)
+    ]
+    predicted = trials["predicted_accuracy_drop"].map(_pp)
+    return pd.DataFrame(
+        {
+            "recommended": np.where(trials["result_key"] == recommended, "★", ""),
+            "plan": trials["plan_summary"],
+            "found by": trials["origin"].map(lambda o: ORIGINS.get(o, o)),
+            "accuracy (%)": trials["accuracy"].map(_pp),
+            "drop (pp)": drop,
+            "drop 95% CI (pp)": ci,
+            "predicted drop (pp)": predicted,
+            "drop beyond prediction (pp)": drop - predicted,
+            "size (kB)": trials["size_bytes"] / 1e3,
+            "predicted size (kB)": trials["predicted_size_bytes"] / 1e3,
+            "latency b1 (ms)": trials["latency_ms"],
+            "predicted latency (ms)": trials["predicted_latency_ms"],
+            "on Pareto front": trials["on_front"].astype(bool),
+            "status": trials["status"],
+            "result key": trials["result_key"],
+        }
+    )
+
+
+def recommendation_text(row: Mapping[str, Any], fp32: Mapping[str, float]) -> str:
+    """One line on the recommended plan: size, latency and accuracy change, each against FP32."""
+    size, latency, accuracy = row["size_bytes"], row["latency_ms"], row["accuracy"]
+    text = (
+        f"{size / 1e3:.1f} kB ({fp32['size_bytes'] / size:.2f}× smaller than FP32) · "
+        f"latency {latency:.3f} ms at batch 1 on this machine (FP32 {fp32['latency_ms']:.3f} ms) · "
+        f"accuracy {accuracy:.2%}, {0.0 - _pp(row['accuracy_drop']):+.2f} pp vs FP32"
+    )
+    lo, hi = _pp(row.get("ci_low")), _pp(row.get("ci_high"))
+    if np.isfinite(lo) and np.isfinite(hi):
+        text += f" (95% CI {lo:+.2f} to {hi:+.2f})"
+    return text

@@ -1,0 +1,114 @@
+"""The Sensitivity & search page with AppTest: a real sensitivity pass and real searches of digits_cnn
+(inline, quick timing, a budget of a few plans), in a temporary data folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dashboard import cached, state
+from engine.sensitivity import KEEP_FP32
+from tests.dashboard.conftest import app, wait_for_jobs
+
+MODEL = "digits_cnn"
+PAGE = "app_pages/search.py"
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _figure(at: Any, index: int = 0) -> dict[str, Any]:
+    charts = [e for e in at.main if getattr(e, "type", "") == "plotly_chart"]
+    return json.loads(charts[index].proto.spec)
+
+
+def _open(**session: Any) -> Any:
+    at = app(model=MODEL)
+    for k, v in session.items():
+        at.session_state[k] = v
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at
+
+
+def test_sensitivity_pass_draws_each_layer_with_intervals_and_time_share(home: Path) -> None:
+    at = _open()
+    assert "Not measured yet" in _texts(at.info)
+    at.button(key=state.SENS_RUN).click().run()
+    assert not at.exception
+    wait_for_jobs(at)
+    assert not at.exception
+    assert "12 of 12 probes measured" in _texts(at.caption)  # FP16, INT8 on 3 Conv; and INT4 on 2 Gemm
+
+    figure = _figure(at)
+    bars = {t["name"]: t for t in figure["data"] if t["type"] == "bar" and t.get("xaxis") != "x2"}
+    dots = {t["name"]: t for t in figure["data"] if t["type"] == "scatter"}
+    assert list(bars) == list(dots) == ["FP16", "INT8", "INT4"]
+    assert len(bars["INT4"]["y"]) == 2 and len(bars["INT8"]["y"]) == 5  # INT4: the two Gemm layers only
+    assert "error_x" in dots["INT8"] and "95% CI" in dots["INT8"]["hovertext"][0]
+    shares = figure["data"][-1]
+    assert all(s is not None and 0 < s < 100 for s in shares["x"])  # profiled at batch 1
+    assert "percentage points" in figure["layout"]["xaxis"]["title"]["text"]
+    assert "this machine" in figure["layout"]["xaxis2"]["title"]["text"]
+    table = at.dataframe[0].value
+    assert len(table) == 17 and set(table["status"]) == {"ok"}  # and 5 kept FP32
+
+    # Sorted by time share: the layers top to bottom in falling share.
+    at.selectbox(key=state.SENS_SORT).set_value("latency").run()
+    shares = _figure(at)["data"][-1]
+    assert shares["x"] == sorted(shares["x"], reverse=True) and shares["y"] == list(range(5))
+
+    # The reverse view: one bar per layer, kept FP32 with the rest INT8.
+    at.radio(key=state.SENS_VIEW).set_value(KEEP_FP32).run()
+    assert not at.exception
+    names = [t["name"] for t in _figure(at)["data"]]
+    assert names == ["FP32 (kept)", "FP32 (kept)", "share of FP32 time"]
+
+
+def test_search_recommends_a_plan_that_loads_into_the_editor(home: Path) -> None:
+    layers = cached.layers(MODEL)
+    pinned = layers[0].name
+    # A pin as a click on the chart leaves it (the click itself is covered by the browser test).
+    at = _open(**{f"qd_pins::{MODEL}": {pinned: "fp32"}})
+    assert f"`{pinned}` at FP32" in _texts(at.success)
+    at.number_input(key=state.SEARCH_MAX_DROP).set_value(1.0)
+    at.number_input(key=state.SEARCH_BUDGET).set_value(4)
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert not at.exception
+    wait_for_jobs(at)
+    assert not at.exception
+
+    recommendation = _texts(at.success)
+    assert "Recommended: " in recommendation and "batch 1 on this machine" in recommendation
+    assert "meet the limits" in _texts(at.caption)
+    table = at.dataframe[-1].value
+    assert 1 <= len(table) <= 4 and list(table["recommended"]).count("★") == 1
+    assert {"predicted drop (pp)", "drop (pp)", "predicted size (kB)", "latency b1 (ms)"} <= set(
+        table.columns
+    )
+    best = table[table["recommended"] == "★"].iloc[0]
+    assert best["drop (pp)"] <= 1.0
+    figure = _figure(at, -1)
+    assert "recommended" in [t["name"] for t in figure["data"]]
+
+    record = cached.runner().store.get(best["result key"])
+    assert record["plan"]["layers"][pinned] == "fp32"  # the pin held
+    at.button(key=state.SEARCH_LOAD).click().run()
+    assert not at.exception
+    assert at.session_state[f"qd_plan::{MODEL}"] == record["plan"]["layers"]
+    assert {m.label: m.value for m in at.metric}["Plan"] == best["plan"]  # now on the Plan page
+
+
+def test_limits_no_plan_meets_show_the_closest_plans(home: Path) -> None:
+    at = _open()
+    at.number_input(key=state.SEARCH_MAX_SIZE).set_value(1.0)  # 1 kB: no plan of this model is that small
+    at.number_input(key=state.SEARCH_BUDGET).set_value(2)
+    at.button(key=state.SEARCH_RUN).click().run()
+    wait_for_jobs(at)
+    assert not at.exception
+    warning = _texts(at.warning)
+    assert "None of the 2 measured plans meets the limits; closest: " in warning
+    assert "off by" in warning
+    assert state.SEARCH_LOAD not in [b.key for b in at.button]  # nothing to load
