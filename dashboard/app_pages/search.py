@@ -81,7 +81,7 @@ if c2.button(
     "Run sensitivity pass",
     key=state.SENS_RUN,
     type="primary",
-    disabled=sens_running,
+    disabled=sens_running or not probed,
     help="Probes already measured are served from the store, so a pass that stopped continues.",
 ):
     runner.submit_sensitivity(model, calibration, [Precision(v) for v in probed])
@@ -110,10 +110,10 @@ def _clear_pins() -> None:
 
 @st.fragment(run_every=POLL_S if sens_running else None)
 def sensitivity_view() -> None:
-    frame = cached.sensitivity(model, calibration.value, tuple(probed), cached.store_version())
-    if frame.empty:
+    if not probed:
         st.info("Pick at least one precision to probe.")
         return
+    frame = cached.sensitivity(model, calibration.value, tuple(probed), cached.store_version())
     if frame["status"].eq("pending").all() and not sens_running:
         st.info(
             f"Not measured yet: Run sensitivity pass measures {len(frame)} probe plans (no latency timing, "

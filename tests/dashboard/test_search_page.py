@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from dashboard import cached, state
+from engine.search import SearchSpec
 from engine.sensitivity import KEEP_FP32
+from engine.types import Precision
 from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
@@ -112,3 +114,15 @@ def test_limits_no_plan_meets_show_the_closest_plans(home: Path) -> None:
     assert "None of the 2 measured plans meets the limits; closest: " in warning
     assert "off by" in warning
     assert state.SEARCH_LOAD not in [b.key for b in at.button]  # nothing to load
+
+
+def test_a_search_that_cannot_run_fails_in_plain_words(home: Path) -> None:
+    runner = cached.runner()
+    job_id = runner.submit_search(MODEL, SearchSpec(candidates={"/no/such/Conv": (Precision.INT8,)}))
+    at = _open()
+    wait_for_jobs(at)
+    assert not at.exception
+    assert runner.store.get_job(job_id)["state"] == "failed"
+    error = _texts(at.error)
+    assert "Searching mixed-precision plans for digits_cnn stopped" in error
+    assert "unknown layers ['/no/such/Conv']" in error and "Traceback" not in error
