@@ -212,6 +212,73 @@ def mobilenet_v2_features(
     return nn.Sequential(*blocks)
 
 
+# --- EfficientNet-B0 blocks (the efficientnet sample) ----------------------------------------
+
+
+def conv_bn_silu(dims: int, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+    return nn.Sequential(conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), bn(cout), nn.SiLU())
+
+
+class SqueezeExcite(nn.Module):
+    """EfficientNet's squeeze-and-excitation: global average pool -> 1x1 conv (SiLU) -> 1x1 conv
+    -> sigmoid, which rescales each channel of the input (as torchvision's SqueezeExcitation)."""
+
+    def __init__(self, dims: int, channels: int, squeeze: int) -> None:
+        super().__init__()
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        self.pool = nn.AdaptiveAvgPool1d(1) if dims == 1 else nn.AdaptiveAvgPool2d(1)
+        self.reduce, self.act = conv(channels, squeeze, 1), nn.SiLU()
+        self.expand, self.gate = conv(squeeze, channels, 1), nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
+
+
+class MBConv(nn.Module):
+    """EfficientNet's MBConv: 1x1 expand (SiLU) -> k-tap depthwise (SiLU) -> squeeze-and-excitation
+    (squeeze to a quarter of the block's input channels) -> 1x1 linear projection; skip when shapes
+    match. No stochastic depth: the samples share one training recipe."""
+
+    def __init__(self, dims: int, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
+        layers: list[nn.Module] = [conv_bn_silu(dims, cin, hidden, 1)] if expand != 1 else []
+        layers += [
+            conv_bn_silu(dims, hidden, hidden, k, stride, groups=hidden),
+            SqueezeExcite(dims, hidden, max(1, cin // 4)),
+            conv(hidden, cout, 1, bias=False),
+            bn(cout),
+        ]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+def efficientnet_features(
+    dims: int,
+    cin: int,
+    stem: int,
+    settings: tuple[tuple[int, int, int, int, int], ...],
+    head: int,
+    stem_stride: int = 1,
+) -> nn.Sequential:
+    """EfficientNet-B0's feature extractor in 1-D or 2-D: k=3 stem, MBConv blocks given as
+    (expansion t, kernel k, channels c, repeats n, first stride s) rows of its table, 1x1 head; SiLU."""
+    blocks: list[nn.Module] = [conv_bn_silu(dims, cin, stem, 3, stem_stride)]
+    width = stem
+    for t, k, c, n, s in settings:
+        for i in range(n):
+            blocks.append(MBConv(dims, width, c, k, s if i == 0 else 1, t))
+            width = c
+    blocks.append(conv_bn_silu(dims, width, head, 1))
+    return nn.Sequential(*blocks)
+
+
 # --- export ----------------------------------------------------------------------------------
 
 
