@@ -77,6 +77,9 @@ def results(version: tuple[int, str]) -> pd.DataFrame:
     del version  # only the cache key
     store = runner().store
     frame = store.to_frame()
+    # Sensitivity probes (one layer changed, measured without latency) belong to the Sensitivity
+    # page; on Explore and Compare they would crowd the plots with plans that have no latency.
+    frame = frame[frame["source"] != "sensitivity"].reset_index(drop=True)
     frame["environment"] = pd.Series(
         [(store.get(k) or {}).get("environment") or {} for k in frame["key"]], index=frame.index, dtype=object
     )

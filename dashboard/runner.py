@@ -19,7 +19,7 @@ from typing import Any
 from engine.api import Engine
 from engine.datasets import ModelBundle
 from engine.jobs import WorkerPool
-from engine.search import SearchProgress, SearchSpec, run_search
+from engine.search import SearchProgress, SearchSpec, check_candidates, run_search
 from engine.sensitivity import candidate_precisions, layer_profile, run_sensitivity
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision
 
@@ -186,9 +186,13 @@ class Runner:
     def submit_search(
         self, model_name: str, spec: SearchSpec, calibration: CalibrationMethod | None = None
     ) -> str:
-        """Queue a mixed-precision search (continuing one with the same spec); returns the job id."""
+        """Queue a mixed-precision search (continuing one with the same spec); returns the job id.
+
+        Raises PlanError at once if a candidate does not fit the model.
+        """
         bundle = self.model(model_name)
         settings = self.settings(calibration)
+        check_candidates(self.engine, bundle, spec)
 
         def work(report: Callable[[float, str], None]) -> str:
             def progress(p: SearchProgress) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.search import Constraints
+from engine.search import Constraints, objective_point
 from engine.types import Plan, Precision
 
 ORIGINS = {"anchor": "uniform plan (latency anchor)", "predictor": "additive predictor", "nsga2": "NSGA-II"}
@@ -48,17 +48,7 @@ def constraints(
 
 def fp32_point(record: Mapping[str, Any] | None) -> dict[str, float] | None:
     """(accuracy, size_bytes, latency_ms at batch 1) of a measured FP32 baseline, as the search uses them."""
-    if not record or record.get("status") != "ok":
-        return None
-    m = record.get("metrics") or {}
-    median = ((m.get("latency") or {}).get("1") or {}).get("median_ms")
-    if m.get("accuracy") is None or m.get("size_bytes") is None or median is None:
-        return None
-    return {
-        "accuracy": float(m["accuracy"]),
-        "size_bytes": float(m["size_bytes"]),
-        "latency_ms": float(median),
-    }
+    return objective_point(dict(record) if record else None)
 
 
 def plan_assignment(plan: Mapping[str, Any], layer_names: list[str]) -> dict[str, str]:

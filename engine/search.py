@@ -160,7 +160,7 @@ def default_candidates(
     return {x.name: tuple(p for p in x.accepts if p in keep) for x in engine.layers(bundle)}
 
 
-def _check_candidates(engine: Engine, bundle: ModelBundle, spec: SearchSpec) -> None:
+def check_candidates(engine: Engine, bundle: ModelBundle, spec: SearchSpec) -> None:
     layers = {x.name: x for x in engine.layers(bundle)}
     unknown = sorted(set(spec.candidates) - set(layers))
     if unknown:
@@ -182,6 +182,14 @@ def _objectives(record: dict[str, Any]) -> tuple[float, float, float] | None:
     if accuracy is None or size is None or median is None:
         return None
     return float(accuracy), float(size), float(median)
+
+
+def objective_point(record: dict[str, Any] | None) -> dict[str, float] | None:
+    """{accuracy, size_bytes, latency_ms (batch 1 median)} of an ok result, as the search scores it."""
+    values = _objectives(record) if record else None
+    return (
+        None if values is None else dict(zip(("accuracy", "size_bytes", "latency_ms"), values, strict=True))
+    )
 
 
 def _sensitivity_candidates(spec: SearchSpec) -> dict[str, tuple[Precision, ...]]:
@@ -279,10 +287,9 @@ class _Search:
 
     def predictor(self) -> tuple[AdditivePredictor, dict[str, float], int]:
         baseline = self.engine.baseline(self.bundle, self.settings)
-        fp32_values = _objectives(baseline)
-        if fp32_values is None:
+        fp32 = objective_point(baseline)
+        if fp32 is None:
             raise RuntimeError(f"the FP32 baseline could not be measured: {baseline.get('error')}")
-        fp32 = dict(zip(("accuracy", "size_bytes", "latency_ms"), fp32_values, strict=True))
         candidates = _sensitivity_candidates(self.spec)
         self.progress("sensitivity: each layer alone at each candidate precision")
 
@@ -399,7 +406,7 @@ class _Search:
                 self.known[trial["result_key"]] = trial
 
     def run(self) -> SearchResult:
-        _check_candidates(self.engine, self.bundle, self.spec)
+        check_candidates(self.engine, self.bundle, self.spec)
         self.resume()
         predictor, fp32, n_probes = self.predictor()
         self.phase = "predictor"
@@ -492,16 +499,16 @@ def stored_search(
 ) -> pd.DataFrame:
     """The trials a search holds in the store now (for a page that shows one still running)."""
     settings = settings or engine.settings
-    baseline = engine.store.get_ok(engine.job(bundle, Plan(), settings).key)
-    values = _objectives(baseline) if baseline else None
-    if values is None:
+    fp32 = objective_point(engine.store.get_ok(engine.job(bundle, Plan(), settings).key))
+    if fp32 is None:
         return pd.DataFrame()
-    fp32 = dict(zip(("accuracy", "size_bytes", "latency_ms"), values, strict=True))
     return trials_frame(engine.store.search_trials(search_id(bundle, spec, settings)), fp32)
 
 
 __all__ = [
     "Constraints",
+    "check_candidates",
+    "objective_point",
     "SearchProgress",
     "SearchResult",
     "SearchSpec",

@@ -285,9 +285,13 @@ if submitted:
         if _running("search"):
             st.warning("A search on this model is still running: wait for it to end, then press again.")
         else:
-            runner.submit_search(model, spec, calibration)
-            state.show_search(model, spec, calibration.value)
-            st.rerun()
+            try:
+                runner.submit_search(model, spec, calibration)
+            except PlanError as e:  # e.g. a pin no longer fits the model's layers
+                st.error(f"These settings cannot start a search: {e}")
+            else:
+                state.show_search(model, spec, calibration.value)
+                st.rerun()
 
 shown = state.shown_search(model)
 if shown is None:

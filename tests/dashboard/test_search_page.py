@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dashboard import cached, state
 from engine.search import SearchSpec
 from engine.sensitivity import KEEP_FP32
-from engine.types import Precision
+from engine.types import PlanError, Precision
 from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
@@ -116,13 +118,11 @@ def test_limits_no_plan_meets_show_the_closest_plans(home: Path) -> None:
     assert state.SEARCH_LOAD not in [b.key for b in at.button]  # nothing to load
 
 
-def test_a_search_that_cannot_run_fails_in_plain_words(home: Path) -> None:
+def test_a_search_that_cannot_run_is_refused_at_once_in_plain_words(home: Path) -> None:
     runner = cached.runner()
-    job_id = runner.submit_search(MODEL, SearchSpec(candidates={"/no/such/Conv": (Precision.INT8,)}))
-    at = _open()
-    wait_for_jobs(at)
-    assert not at.exception
-    assert runner.store.get_job(job_id)["state"] == "failed"
-    error = _texts(at.error)
-    assert "Searching mixed-precision plans for digits_cnn stopped" in error
-    assert "unknown layers ['/no/such/Conv']" in error and "Traceback" not in error
+    jobs_before = len(runner.store.list_jobs())
+    with pytest.raises(
+        PlanError, match=r"unknown layers \['/no/such/Conv'\]; the model's layers are: /conv1/Conv"
+    ):
+        runner.submit_search(MODEL, SearchSpec(candidates={"/no/such/Conv": (Precision.INT8,)}))
+    assert len(runner.store.list_jobs()) == jobs_before  # nothing queued that can only fail
