@@ -96,6 +96,11 @@ def node_precisions(model: onnx.ModelProto, assignment: Mapping[str, Precision])
     """
     producers = _producers(model)
     inits = {t.name: t for t in model.graph.initializer}
+    layer_nodes = {node.name: node for node in model.graph.node if node.name in assignment}
+    # Activations a W8A16 layer reads must stay float up to its own 16-bit Q/DQ: an INT8 op
+    # writing them (a Flatten after an INT8 conv, say) would make ONNX Runtime's quantizer give
+    # the tensor one 8-bit scale shared with that op, and the layer would run as INT8.
+    w16_inputs = {n.input[0] for name, n in layer_nodes.items() if assignment[name] is Precision.W8A16}
     result: dict[str, Precision] = dict(assignment)
     for node in model.graph.node:  # graph order is topological, so producers are decided first
         if node.name in assignment or node.op_type not in ATTACHABLE_OPS:
@@ -111,6 +116,8 @@ def node_precisions(model: onnx.ModelProto, assignment: Mapping[str, Precision])
             src = producers.get(name)
             kinds.add(result.get(src.name) if src is not None else None)
         if len(kinds) == 1 and (p := kinds.pop()) in ATTACHING_PRECISIONS:
+            if p is Precision.INT8 and w16_inputs.intersection(node.output):
+                continue
             result[node.name] = p
     return result
 

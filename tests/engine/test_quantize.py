@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from engine.calibrate import calibrate
+from engine.datasets import load_sample
 from engine.measure import make_session, sqnr_db
 from engine.model_io import layer_table, prepare_model
 from engine.quantize import node_precisions, quantize_plan, realized_precisions, resolve_plan
@@ -132,6 +133,26 @@ def test_mixed_plan_on_cnn_including_shared_inputs(cnn: Prepared) -> None:
     )
     sqnr, realized, _ = cnn.build(plan)
     assert realized == {n: plan.precision_of(n) for n in cnn.names}
+    assert sqnr > 30
+
+
+@pytest.fixture(scope="module")
+def digits_cnn(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    bundle = load_sample("digits_cnn")
+    return Prepared(bundle.model_bytes, bundle.calibration, tmp_path_factory.mktemp("digits"))
+
+
+@pytest.mark.parametrize(
+    ("int8_layer", "w16_layer"), [("/conv3/Conv", "/fc1/Gemm"), ("/conv2/Conv", "/conv3/Conv")]
+)
+def test_w8a16_layer_read_from_int8_ops_keeps_16_bit_activations(
+    digits_cnn: Prepared, int8_layer: str, w16_layer: str
+) -> None:
+    # Found by enumerating every plan of digits_cnn: the Relu, MaxPool and Flatten after an INT8
+    # conv, attached to INT8, gave the tensor the W8A16 layer reads one 8-bit scale: it ran as INT8.
+    plan = Plan(layers={int8_layer: Precision.INT8, w16_layer: Precision.W8A16})
+    sqnr, realized, _ = digits_cnn.build(plan)
+    assert realized == {n: plan.precision_of(n) for n in digits_cnn.names}
     assert sqnr > 30
 
 
