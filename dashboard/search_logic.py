@@ -12,7 +12,12 @@ import pandas as pd
 from engine.search import Constraints, objective_point
 from engine.types import Plan, Precision
 
-ORIGINS = {"anchor": "uniform plan (latency anchor)", "predictor": "additive predictor", "nsga2": "NSGA-II"}
+ORIGINS = {
+    "baseline": "FP32 baseline",
+    "anchor": "uniform plan (latency anchor)",
+    "predictor": "additive predictor",
+    "nsga2": "NSGA-II",
+}
 
 
 def pin(

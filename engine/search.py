@@ -33,6 +33,7 @@ from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_pr
 from engine.sensitivity import ALONE, layer_profile, run_sensitivity
 from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
 
+ORIGIN_BASELINE = "baseline"
 ORIGIN_ANCHOR = "anchor"  # each precision's uniform plan: puts predicted latency on the measured scale
 ORIGIN_PREDICTOR = "predictor"
 ORIGIN_NSGA2 = "nsga2"
@@ -412,6 +413,9 @@ class _Search:
         self.phase = "predictor"
         if self.known:
             self.progress(f"resuming: {len(self.known)} plans measured before")
+        if all(Precision.FP32 in ps for ps in self.spec.candidates.values()):
+            # FP32 is a plan of the space too (often the fastest): measured already as the baseline.
+            self.measure([{n: Precision.FP32 for n in self.layer_names}], ORIGIN_BASELINE, predictor)
         predictor = self.anchor(predictor)
         self.measure(self.predictor_picks(predictor, fp32), ORIGIN_PREDICTOR, predictor)
         self.phase = "nsga2"

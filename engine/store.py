@@ -348,6 +348,11 @@ class ResultStore:
             )
             return done.rowcount > 0
 
+    def forget_search(self, search_id: str) -> int:
+        """Drop a search's record of which plans it tried (the results stay): it starts over."""
+        with self._write() as cur:
+            return cur.execute("DELETE FROM search_trials WHERE search_id = ?", (search_id,)).rowcount
+
     def search_trials(self, search_id: str) -> list[dict[str, Any]]:
         """The plans a search tried, in order, each with its stored result (None if since deleted)."""
         rows = self._query("SELECT * FROM search_trials WHERE search_id = ? ORDER BY seq", (search_id,))

@@ -105,7 +105,9 @@ def test_search_recommends_a_measured_plan_within_the_limit(engine: Engine, digi
     result = run_search(engine, digits, spec, on_progress=progress.append)
     trials = result.trials
     assert len(trials) == 8 and trials["result_key"].is_unique
-    assert set(trials["origin"]) <= {"anchor", "predictor", "nsga2"} and "predictor" in set(trials["origin"])
+    assert set(trials["origin"]) <= {"baseline", "anchor", "predictor", "nsga2"} and "predictor" in set(
+        trials["origin"]
+    )
     assert [p.phase for p in progress][-1] == "done"
     best = trials.set_index("result_key").loc[result.recommended]
     assert best["accuracy_drop"] <= 0.005
