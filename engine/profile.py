@@ -65,9 +65,3 @@ def profile_task(
         "threads": threads,
         "ort_version": ort.__version__,
     }
-
-
-def latency_shares(us_per_run: dict[str, float]) -> dict[str, float]:
-    """Each entry's fraction of the total profiled time."""
-    total = sum(us_per_run.values())
-    return {k: (v / total if total > 0 else 0.0) for k, v in us_per_run.items()}

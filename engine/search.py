@@ -30,7 +30,7 @@ from engine import pareto
 from engine.api import Engine, Job
 from engine.datasets import ModelBundle
 from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_predictor
-from engine.sensitivity import ALONE, layer_profile, run_sensitivity
+from engine.sensitivity import ALONE, candidate_precisions, layer_profile, run_sensitivity
 from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
 
 ORIGIN_BASELINE = "baseline"
@@ -157,8 +157,7 @@ def default_candidates(
     engine: Engine, bundle: ModelBundle, allowed: list[Precision]
 ) -> dict[str, tuple[Precision, ...]]:
     """Each layer's accepted precisions among `allowed`, FP32 always included."""
-    keep = set(allowed) | {Precision.FP32}
-    return {x.name: tuple(p for p in x.accepts if p in keep) for x in engine.layers(bundle)}
+    return candidate_precisions(engine.layers(bundle), allowed)
 
 
 def check_candidates(engine: Engine, bundle: ModelBundle, spec: SearchSpec) -> None:

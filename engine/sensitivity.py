@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from engine import measure
-from engine.api import Engine, Job
+from engine.api import Engine
 from engine.datasets import ModelBundle
 from engine.evaluate import ModelCache, atomic_write
 from engine.profile import OTHER, profile_task
@@ -69,9 +69,14 @@ def candidate_precisions(
     return {x.name: tuple(p for p in x.accepts if p in keep) for x in layers}
 
 
+def uniform_plan(layers: list[LayerInfo], precision: Precision) -> Plan:
+    """Every layer that accepts `precision` at it, the rest FP32."""
+    return Plan(layers={x.name: precision for x in layers if precision in x.accepts})
+
+
 def reference_plan(layers: list[LayerInfo]) -> Plan:
-    """Every layer that accepts it at INT8, the rest FP32."""
-    return Plan(layers={x.name: REFERENCE for x in layers if REFERENCE in x.accepts})
+    """The keep_fp32 view's starting point: every layer that accepts it at INT8."""
+    return uniform_plan(layers, REFERENCE)
 
 
 def probes(layers: list[LayerInfo], candidates: Mapping[str, tuple[Precision, ...]]) -> list[Probe]:
@@ -157,15 +162,14 @@ def sensitivity_frame(
     op_types = {x.name: x.op_type for x in layers}
     candidates = candidates or candidate_precisions(layers)
 
-    def stored(plan: Plan) -> tuple[Job, dict[str, Any] | None]:
-        job = engine.job(bundle, plan, settings)
-        return job, engine.store.get(job.key)
+    def stored(plan: Plan) -> dict[str, Any] | None:
+        return engine.store.get(engine.job(bundle, plan, settings).key)
 
-    _, base = stored(Plan())
-    _, ref = stored(reference_plan(layers))
+    base = stored(Plan())
+    ref = stored(reference_plan(layers))
     rows = []
     for probe in probes(layers, candidates):
-        _, record = stored(probe.plan)
+        record = stored(probe.plan)
         row: dict[str, Any] = {
             "layer": probe.layer,
             "op_type": op_types[probe.layer],
@@ -199,11 +203,6 @@ def sensitivity_frame(
 # --- latency profile ------------------------------------------------------------------------------
 
 
-def uniform_plan(layers: list[LayerInfo], precision: Precision) -> Plan:
-    """Every layer that accepts `precision` at it, the rest FP32."""
-    return Plan(layers={x.name: precision for x in layers if precision in x.accepts})
-
-
 def layer_profile(
     engine: Engine,
     bundle: ModelBundle,
@@ -216,6 +215,7 @@ def layer_profile(
     settings = sensitivity_settings(settings or engine.settings)
     layers = engine.layers(bundle)
     names = [x.name for x in layers]
+    accepts = {x.name: x.accepts for x in layers}
     cache = ModelCache(engine.cache_dir, bundle.model_hash)
     wanted = [Precision.FP32, *(p for p in dict.fromkeys(precisions) if p is not Precision.FP32)]
     records = engine.evaluate_many(
@@ -243,7 +243,7 @@ def layer_profile(
         total = sum(times.values())
         for name in [*names, OTHER]:
             # A layer the uniform plan left FP32 (it refuses this precision) is not this precision's.
-            if name != OTHER and precision not in next(x.accepts for x in layers if x.name == name):
+            if name != OTHER and precision not in accepts[name]:
                 continue
             us = float(times.get(name, 0.0))
             rows.append(
