@@ -166,58 +166,11 @@ def fit_classifier(
 # --- MobileNetV2 blocks (the mobilenet samples) ----------------------------------------------
 
 
-def conv_bn_relu6(dims: int, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
-    return nn.Sequential(conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), bn(cout), nn.ReLU6())
-
-
-class InvertedResidual(nn.Module):
-    """1x1 expand (ReLU6) -> k=3 depthwise (ReLU6) -> 1x1 linear projection; skip when shapes match."""
-
-    def __init__(self, dims: int, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
-        layers: list[nn.Module] = [conv_bn_relu6(dims, cin, hidden, 1)] if expand != 1 else []
-        layers += [
-            conv_bn_relu6(dims, hidden, hidden, 3, stride, groups=hidden),
-            conv(hidden, cout, 1, bias=False),
-            bn(cout),
-        ]
-        self.block = nn.Sequential(*layers)
-        self.residual = stride == 1 and cin == cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.block(x)
-        return x + y if self.residual else y
-
-
-def mobilenet_v2_features(
-    dims: int,
-    cin: int,
-    stem: int,
-    settings: tuple[tuple[int, int, int, int], ...],
-    head: int,
-    stem_stride: int = 1,
+def conv_bn_act(
+    dims: int, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU6
 ) -> nn.Sequential:
-    """MobileNetV2's feature extractor in 1-D or 2-D: k=3 stem, inverted residuals given as
-    (expansion t, channels c, repeats n, first stride s) rows of its table, 1x1 head; ReLU6."""
-    blocks: list[nn.Module] = [conv_bn_relu6(dims, cin, stem, 3, stem_stride)]
-    width = stem
-    for t, c, n, s in settings:
-        for i in range(n):
-            blocks.append(InvertedResidual(dims, width, c, s if i == 0 else 1, t))
-            width = c
-    blocks.append(conv_bn_relu6(dims, width, head, 1))
-    return nn.Sequential(*blocks)
-
-
-# --- EfficientNet-B0 blocks (the efficientnet sample) ----------------------------------------
-
-
-def conv_bn_silu(dims: int, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
     conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
-    return nn.Sequential(conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), bn(cout), nn.SiLU())
+    return nn.Sequential(conv(cin, cout, k, stride, k // 2, groups=groups, bias=False), bn(cout), act())
 
 
 class SqueezeExcite(nn.Module):
@@ -235,28 +188,72 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.expand(self.act(self.reduce(self.pool(x)))))
 
 
-class MBConv(nn.Module):
-    """EfficientNet's MBConv: 1x1 expand (SiLU) -> k-tap depthwise (SiLU) -> squeeze-and-excitation
-    (squeeze to a quarter of the block's input channels) -> 1x1 linear projection; skip when shapes
-    match. No stochastic depth: the samples share one training recipe."""
+class InvertedResidual(nn.Module):
+    """1x1 expand -> k-tap depthwise -> [squeeze-and-excitation] -> 1x1 linear projection; skip
+    when shapes match. MobileNetV2's block with ReLU6; with SiLU and SE (squeezed to a quarter of
+    the block's input channels) EfficientNet's MBConv, without stochastic depth (the samples share
+    one training recipe)."""
 
-    def __init__(self, dims: int, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+    def __init__(
+        self,
+        dims: int,
+        cin: int,
+        cout: int,
+        stride: int,
+        expand: int,
+        k: int = 3,
+        act: type[nn.Module] = nn.ReLU6,
+        squeeze_excite: bool = False,
+    ) -> None:
         super().__init__()
         hidden = cin * expand
         conv, bn = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
-        layers: list[nn.Module] = [conv_bn_silu(dims, cin, hidden, 1)] if expand != 1 else []
-        layers += [
-            conv_bn_silu(dims, hidden, hidden, k, stride, groups=hidden),
-            SqueezeExcite(dims, hidden, max(1, cin // 4)),
-            conv(hidden, cout, 1, bias=False),
-            bn(cout),
-        ]
+        layers: list[nn.Module] = [conv_bn_act(dims, cin, hidden, 1, act=act)] if expand != 1 else []
+        layers.append(conv_bn_act(dims, hidden, hidden, k, stride, groups=hidden, act=act))
+        if squeeze_excite:
+            layers.append(SqueezeExcite(dims, hidden, max(1, cin // 4)))
+        layers += [conv(hidden, cout, 1, bias=False), bn(cout)]
         self.block = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.block(x)
         return x + y if self.residual else y
+
+
+def _inverted_residual_features(
+    dims: int,
+    cin: int,
+    stem: int,
+    rows: list[tuple[int, int, int, int, int]],
+    head: int,
+    stem_stride: int,
+    act: type[nn.Module],
+    squeeze_excite: bool,
+) -> nn.Sequential:
+    blocks: list[nn.Module] = [conv_bn_act(dims, cin, stem, 3, stem_stride, act=act)]
+    width = stem
+    for t, k, c, n, s in rows:
+        for i in range(n):
+            block = InvertedResidual(dims, width, c, s if i == 0 else 1, t, k, act, squeeze_excite)
+            blocks.append(block)
+            width = c
+    blocks.append(conv_bn_act(dims, width, head, 1, act=act))
+    return nn.Sequential(*blocks)
+
+
+def mobilenet_v2_features(
+    dims: int,
+    cin: int,
+    stem: int,
+    settings: tuple[tuple[int, int, int, int], ...],
+    head: int,
+    stem_stride: int = 1,
+) -> nn.Sequential:
+    """MobileNetV2's feature extractor in 1-D or 2-D: k=3 stem, inverted residuals given as
+    (expansion t, channels c, repeats n, first stride s) rows of its table, 1x1 head; ReLU6."""
+    rows = [(t, 3, c, n, s) for t, c, n, s in settings]
+    return _inverted_residual_features(dims, cin, stem, rows, head, stem_stride, nn.ReLU6, False)
 
 
 def efficientnet_features(
@@ -269,14 +266,7 @@ def efficientnet_features(
 ) -> nn.Sequential:
     """EfficientNet-B0's feature extractor in 1-D or 2-D: k=3 stem, MBConv blocks given as
     (expansion t, kernel k, channels c, repeats n, first stride s) rows of its table, 1x1 head; SiLU."""
-    blocks: list[nn.Module] = [conv_bn_silu(dims, cin, stem, 3, stem_stride)]
-    width = stem
-    for t, k, c, n, s in settings:
-        for i in range(n):
-            blocks.append(MBConv(dims, width, c, k, s if i == 0 else 1, t))
-            width = c
-    blocks.append(conv_bn_silu(dims, width, head, 1))
-    return nn.Sequential(*blocks)
+    return _inverted_residual_features(dims, cin, stem, list(settings), head, stem_stride, nn.SiLU, True)
 
 
 # --- export ----------------------------------------------------------------------------------
