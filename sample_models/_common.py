@@ -269,6 +269,20 @@ def efficientnet_features(
     return _inverted_residual_features(dims, cin, stem, list(settings), head, stem_stride, nn.SiLU, True)
 
 
+class FlattenClassifier(nn.Module):
+    """features -> flatten -> dropout 0.2 -> Linear. Flatten, not global pooling, for MNIST-1D:
+    where a stroke sits along the sequence carries the class (as in mnist1d_resnet)."""
+
+    def __init__(self, features: nn.Module, flat_width: int, classes: int = 10) -> None:
+        super().__init__()
+        self.features = features
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(flat_width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.features(x), 1)))
+
+
 # --- export ----------------------------------------------------------------------------------
 
 

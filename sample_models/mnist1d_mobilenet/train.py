@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -27,24 +26,15 @@ STEM, HEAD = 32, 256
 EPOCHS, LR, BATCH, WD = 40, 3e-3, 128, 5e-4
 
 
-class Mnist1dMobileNet(nn.Module):
+def make_model() -> C.FlattenClassifier:
     """stem (k=3) -> inverted residuals (length 40 -> 20 -> 10) -> 1x1 head -> flatten -> fc."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = C.mobilenet_v2_features(1, 1, STEM, SETTINGS, HEAD)
-        # Flatten, not global pooling, as in mnist1d_resnet: where a stroke sits carries the class.
-        self.dropout = nn.Dropout(0.2)
-        self.fc = nn.Linear(HEAD * 10, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(torch.flatten(self.features(x), 1)))
+    return C.FlattenClassifier(C.mobilenet_v2_features(1, 1, STEM, SETTINGS, HEAD), HEAD * 10)
 
 
 def main() -> None:
     splits = C.mnist1d_splits()
     rng = C.setup()
-    model = Mnist1dMobileNet()
+    model = make_model()
     secs = C.fit_classifier(
         model, *splits["train"], epochs=EPOCHS, lr=LR, batch_size=BATCH, weight_decay=WD, rng=rng
     )
