@@ -30,7 +30,8 @@ def choose(page: Any, key: str, option: str | re.Pattern[str]) -> None:
 
 
 def click(page: Any, key: str) -> None:
-    page.locator(f".st-key-{key} button").click()
+    """Click the keyed button (a button with help text also holds a hidden copy of itself)."""
+    page.locator(f".st-key-{key}").get_by_role("button").first.click()
 
 
 def wait_idle(page: Any) -> None:

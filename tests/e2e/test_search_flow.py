@@ -15,16 +15,11 @@ import pytest
 
 from engine.store import ResultStore
 from tests.e2e.conftest import start_server
-from tests.e2e.test_dashboard_flow import wait_idle
+from tests.e2e.test_dashboard_flow import click, wait_idle
 
 pytestmark = pytest.mark.e2e
 MODEL = "digits_cnn"
 PINNED, PINNED_AT = "/fc2/Gemm", "INT4"  # a Linear layer: the one kind that takes INT4
-
-
-def press(page: Any, key: str) -> None:
-    """Click the keyed button (a button with help text also holds a hidden copy of itself)."""
-    page.locator(f".st-key-{key}").get_by_role("button").first.click()
 
 
 def dot_position(page: Any, precision_label: str, layer: str) -> dict[str, float] | None:
@@ -57,7 +52,7 @@ def test_sensitivity_pin_search_and_load(browser: Any, tmp_path: Path, artifacts
         page.get_by_role("heading", name=f"Sensitivity & search · {MODEL}").wait_for(timeout=120_000)
         page.get_by_text("Not measured yet").wait_for(timeout=60_000)
         wait_idle(page)
-        press(page, "qd_sens_run")
+        click(page, "qd_sens_run")
         # Bars land while the pass runs, without a reload; then every probe is in.
         page.get_by_text("12 of 12 probes measured").wait_for(timeout=300_000)
         wait_idle(page)
@@ -72,7 +67,7 @@ def test_sensitivity_pin_search_and_load(browser: Any, tmp_path: Path, artifacts
 
         page.locator(".st-key-qd_search_max_drop input").fill("1")
         page.locator(".st-key-qd_search_budget input").fill("4")
-        press(page, "qd_search_run")
+        click(page, "qd_search_run")
         page.get_by_text(re.compile("^Recommended: ")).wait_for(timeout=300_000)
         wait_idle(page)
         body = page.inner_text("body")
@@ -88,7 +83,7 @@ def test_sensitivity_pin_search_and_load(browser: Any, tmp_path: Path, artifacts
 
         recommended = page.get_by_text(re.compile("^Recommended: ")).inner_text()
         summary = recommended.splitlines()[0].removeprefix("Recommended: ").strip()
-        press(page, "qd_search_load")
+        click(page, "qd_search_load")
         page.get_by_role("heading", name=f"Plan · {MODEL}").wait_for(timeout=60_000)
         page.get_by_text(summary, exact=True).wait_for(timeout=30_000)
         page.screenshot(path=str(artifacts / "e2e-search-3-loaded.png"), full_page=True)
