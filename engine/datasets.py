@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zipfile
@@ -63,7 +64,7 @@ class EvalSet:
     def size(self) -> int:
         return len(next(iter(self.inputs.values())))
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         arrays = dict(self.inputs)
         if self.labels is not None:
@@ -82,11 +83,13 @@ class ModelBundle:
     card: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
-    @property
+    # Cached: every result key names them, and hashing a 10 MB model costs ~20 ms a time.
+    # (functools.cached_property writes the instance __dict__, so it works on a frozen dataclass.)
+    @functools.cached_property
     def model_hash(self) -> str:
         return sha256_bytes(self.model_bytes)
 
-    @property
+    @functools.cached_property
     def data_hash(self) -> str:
         return arrays_hash(self.calibration) + ":" + self.eval_set.hash
 
