@@ -60,6 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
     ev.add_argument("--json", action="store_true")
 
+    rep = sub.add_parser(
+        "report",
+        help="recommend a plan for a goal; write report.html, report.pdf, plot images and bundle.zip",
+    )
+    rep.add_argument("model", help="a sample model's name or a path to an .onnx file")
+    rep.add_argument(
+        "--goal", required=True, help='in plain words, e.g. "smallest model within 1 point of FP32 accuracy"'
+    )
+    rep.add_argument("--out", required=True, help="folder to write the report and bundle into")
+    rep.add_argument("--calibration", default="minmax", help="minmax, entropy or percentile")
+    rep.add_argument("--batch-sizes", default="1,32", help="latency batch sizes, comma-separated")
+    rep.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    rep.add_argument("--no-pdf", action="store_true", help="skip the PDF and images (they need Chromium)")
+    rep.add_argument("--timeout", type=float, default=600.0, help="seconds before a worker is stopped")
+    rep.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
+    rep.add_argument("--json", action="store_true")
+
     res = sub.add_parser("results", help="list stored results")
     res.add_argument("--model", help="only this model")
     res.add_argument("--all", action="store_true", help="include failed results")
@@ -198,6 +215,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "ok" else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from engine.goal import GoalError, parse_goal
+    from engine.report import build_report, ensure_candidates
+
+    try:
+        goal = parse_goal(args.goal)
+    except GoalError as e:
+        raise UsageError(str(e)) from None
+    settings = _settings(args)
+    with _engine(args, args.inline, args.timeout) as eng:
+        bundle = eng.model(args.model)
+        _progress(f"goal understood as: {goal.describe()}")
+        _progress(
+            f"measuring the FP32 baseline and the presets of {bundle.name} (stored ones are reused) ..."
+        )
+        ensure_candidates(eng, bundle, settings)
+        files = build_report(
+            eng, bundle, goal, args.out, settings=settings, pdf=not args.no_pdf, on_step=_progress
+        )
+    rec = files.recommendation
+    written = {
+        "html": str(files.html),
+        "pdf": str(files.pdf) if files.pdf else None,
+        "bundle": str(files.bundle) if files.bundle else None,
+        "images": [str(p) for p in files.images],
+    }
+    if args.json:
+        _dump(
+            {
+                "goal": goal.describe(),
+                "recommended": rec.chosen_key,
+                "headline": rec.headline,
+                "statement": rec.statement,
+                "caveats": list(rec.caveats),
+                "files": written,
+                "render_error": files.render_error,
+            }
+        )
+    else:
+        print(f"{rec.headline}\n{rec.statement}\n\ncaveats:")
+        print("\n".join(f"  - {c}" for c in rec.caveats))
+        print("\nwrote: " + ", ".join(str(v) for k, v in written.items() if v and k != "images"))
+        if files.images:
+            print(f"       {len(files.images)} plot images in {files.images[0].parent}")
+        if files.render_error:
+            print(f"no PDF: {files.render_error}", file=sys.stderr)
+    if rec.chosen is None:
+        return 1
+    return 3 if files.render_error else 0
+
+
 RESULT_COLUMNS = [
     "key", "model_name", "plan_summary", "status", "size_bytes", "latency_ms_b1", "accuracy",
     "accuracy_delta", "accuracy_delta_ci_low", "accuracy_delta_ci_high", "sqnr_db", "created_at",
@@ -220,7 +288,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "inspect": cmd_inspect, "evaluate": cmd_evaluate, "results": cmd_results}
+COMMANDS = {
+    "models": cmd_models,
+    "inspect": cmd_inspect,
+    "evaluate": cmd_evaluate,
+    "report": cmd_report,
+    "results": cmd_results,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

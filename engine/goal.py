@@ -1,0 +1,154 @@
+"""A goal in plain words -> what to optimise and the limits a plan must meet.
+
+"smallest model within 1 point of FP32 accuracy", "fastest under 5 MB", "most accurate under
+2 ms", "smallest within 0.5% of FP32 and under 3 ms". The words are few and fixed; anything with
+a number that is not understood is refused with the forms that are, rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.search import Constraints
+
+OBJECTIVES = {"size": "smallest", "latency": "fastest", "accuracy": "most accurate"}
+EXAMPLES = (
+    "smallest model within 1 point of FP32 accuracy",
+    "fastest under 5 MB",
+    "most accurate under 2 ms",
+    "smallest within 0.5% of FP32 and under 3 ms",
+)
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_OBJECTIVE_WORDS = (
+    ("accuracy", r"\b(most accurate|best accuracy|highest accuracy|most accuracy)\b"),
+    ("size", r"\b(smallest|smaller|tiniest|lightest|least memory|lowest size|minimum size)\b"),
+    ("latency", r"\b(fastest|quickest|lowest latency|least latency|minimum latency)\b"),
+)
+_DROP = re.compile(
+    r"\b(?:within|lose at most|losing at most|at most|no more than|less than)\s+" + _NUMBER
+    + r"\s*(percentage points?|points?|pts?|pp|%|percent)",
+)  # fmt: skip
+_NO_LOSS = re.compile(r"\b(no accuracy (?:loss|drop)|without (?:losing|any loss of) accuracy|lossless)\b")
+_SIZE = re.compile(
+    r"(?:\bunder|\bbelow|\bat most|\bno more than|\bsmaller than|\bless than|\bmax(?:imum)?|<=?)\s*"
+    + _NUMBER + r"\s*(gb|mb|kb|bytes|b)\b"
+)  # fmt: skip
+_LATENCY = re.compile(
+    r"(?:\bunder|\bbelow|\bat most|\bno more than|\bfaster than|\bless than|\bmax(?:imum)?|<=?)\s*"
+    + _NUMBER + r"\s*(ms|milliseconds?|us|µs|microseconds?|s|seconds?)\b"
+)  # fmt: skip
+_SIZE_UNITS = {"gb": 1e9, "mb": 1e6, "kb": 1e3, "bytes": 1.0, "b": 1.0}
+_TIME_UNITS = {
+    "ms": 1.0,
+    "millisecond": 1.0,
+    "us": 1e-3,
+    "µs": 1e-3,
+    "microsecond": 1e-3,
+    "s": 1e3,
+    "second": 1e3,
+}
+
+
+class GoalError(ValueError):
+    """A goal that could not be read; the message shows the forms that can."""
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What to optimise ("size", "latency" or "accuracy") under which limits."""
+
+    objective: str
+    constraints: Constraints
+    text: str = ""
+
+    def describe(self) -> str:
+        """The goal as understood, in words: what the user can check against what they typed."""
+        parts = [f"the {OBJECTIVES[self.objective]} plan"]
+        c = self.constraints
+        if c.max_accuracy_drop == 0:
+            parts.append("with no accuracy loss against FP32")
+        elif c.max_accuracy_drop is not None:
+            unit = "% of" if c.relative else (" point of" if c.max_accuracy_drop == 1 else " points of")
+            parts.append(f"within {c.max_accuracy_drop:g}{unit} FP32 accuracy")
+        if c.max_size_bytes is not None:
+            parts.append(f"at most {_bytes(c.max_size_bytes)}")
+        if c.max_latency_ms is not None:
+            parts.append(f"at most {c.max_latency_ms:g} ms at batch 1")
+        return parts[0] + (" " + " and ".join(parts[1:]) if len(parts) > 1 else "")
+
+
+def _bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n:g} bytes"
+
+
+def _refuse(text: str, why: str) -> GoalError:
+    examples = "; ".join(f'"{e}"' for e in EXAMPLES)
+    return GoalError(
+        f"could not read the goal {text!r}: {why}. Say what to optimise (smallest, fastest or most "
+        f"accurate) and any limits: within N points (or N%) of FP32 accuracy, under N MB (or kB), "
+        f"under N ms. For example: {examples}"
+    )
+
+
+def parse_goal(text: str) -> Goal:
+    """Read a plain-words goal; GoalError says what was not understood and what would be."""
+    s = " ".join(text.lower().replace("×", "x").split())
+    if not s:
+        raise _refuse(text, "it is empty")
+    spans: list[tuple[int, int]] = []
+
+    def take(pattern: re.Pattern[str]) -> list[re.Match[str]]:
+        found = list(pattern.finditer(s))
+        spans.extend(m.span() for m in found)
+        return found
+
+    drop: float | None = None
+    relative = False
+    drops = take(_DROP)
+    if take(_NO_LOSS):
+        drops = drops or []
+        drop = 0.0
+    if len(drops) > 1:
+        raise _refuse(text, "it gives more than one accuracy limit")
+    if drops:
+        drop = float(drops[0].group(1))
+        relative = drops[0].group(2) in ("%", "percent")
+    sizes = take(_SIZE)
+    latencies = take(_LATENCY)
+    if len(sizes) > 1 or len(latencies) > 1:
+        raise _refuse(text, "it gives more than one size or latency limit")
+    size = float(sizes[0].group(1)) * _SIZE_UNITS[sizes[0].group(2)] if sizes else None
+    latency = None
+    if latencies:
+        unit = latencies[0].group(2).rstrip("s") if latencies[0].group(2) not in ("s", "ms", "us") else None
+        latency = float(latencies[0].group(1)) * _TIME_UNITS[unit or latencies[0].group(2)]
+
+    objectives = [name for name, pattern in _OBJECTIVE_WORDS if re.search(pattern, s)]
+    if len(objectives) > 1:
+        words = " and ".join(OBJECTIVES[o] for o in objectives)
+        raise _refuse(text, f"it asks for {words} at once; pick one and give the others as limits")
+    leftover = s
+    for start, end in sorted(spans, reverse=True):
+        leftover = leftover[:start] + " " + leftover[end:]
+    leftover = re.sub(r"\b(fp32|fp16|float32|float16|int8|int4|w8a16|batch 1)\b", " ", leftover)
+    stray = re.search(r"\d+(?:\.\d+)?\s*\S*", leftover)
+    if stray:
+        raise _refuse(text, f"the part {stray.group(0).strip()!r} is not a limit it understands")
+    if objectives:
+        objective = objectives[0]
+    elif drop is not None:
+        objective = "size"  # "within 1 point": the usual question is how small it can get
+    elif size is not None or latency is not None:
+        objective = "accuracy"  # "under 5 MB": the best accuracy that fits
+    else:
+        raise _refuse(text, "it names nothing to optimise and no limit")
+    try:
+        constraints = Constraints(drop, relative, size, latency)
+    except ValueError as e:
+        raise _refuse(text, str(e)) from None
+    return Goal(objective, constraints, text.strip())

@@ -1,0 +1,251 @@
+"""Pick the measured plan that best meets a goal, and say what it buys and costs in plain words.
+
+Only measured results are considered: the ones the store holds for the model and data of its
+latest FP32 baseline, with accuracy, size and batch-1 latency (sensitivity probes measure no
+latency, so they are not candidates). Every figure in the statement comes from those
+measurements, with its interval; the caveats name what the figures do not cover.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from engine import pareto
+from engine.goal import OBJECTIVES, Goal
+
+# Ties on the objective are broken by the other two, in this order.
+_ORDER = {
+    "size": ["size_bytes", "accuracy_drop", "latency_ms"],
+    "latency": ["latency_ms", "accuracy_drop", "size_bytes"],
+    "accuracy": ["accuracy_drop", "size_bytes", "latency_ms"],
+}
+SMALL_EVAL_SET = 1000
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The chosen plan (None when no measured plan meets the goal) and the words around it."""
+
+    goal: Goal
+    model_name: str
+    chosen: dict[str, Any] | None
+    baseline: dict[str, Any]
+    candidates: pd.DataFrame  # every plan considered, with meets/excess/on_front/chosen columns
+    headline: str
+    statement: str
+    caveats: tuple[str, ...]
+
+    @property
+    def chosen_key(self) -> str | None:
+        return str(self.chosen["key"]) if self.chosen else None
+
+
+def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.DataFrame:
+    """The results a recommendation may choose from: same model and data as the baseline, measured
+    accuracy, size and batch-1 latency, status ok."""
+    ok = frame[
+        (frame["status"] == "ok")
+        & (frame["model_hash"] == baseline["model_hash"])
+        & (frame["data_hash"] == baseline["data_hash"])
+    ]
+    ok = ok[np.isfinite(ok[["accuracy", "size_bytes", "latency_ms_b1"]].astype(float)).all(axis=1)]
+    out = pd.DataFrame(
+        {
+            "key": ok["key"],
+            "plan_summary": ok["plan_summary"],
+            "accuracy": ok["accuracy"].astype(float),
+            "accuracy_drop": float(baseline["metrics"]["accuracy"]) - ok["accuracy"].astype(float),
+            "ci_low": ok["accuracy_delta_ci_low"].astype(float),
+            "ci_high": ok["accuracy_delta_ci_high"].astype(float),
+            "size_bytes": ok["size_bytes"].astype(float),
+            "latency_ms": ok["latency_ms_b1"].astype(float),
+            "calibration": ok["metrics"].map(lambda m: ((m or {}).get("settings") or {}).get("calibration")),
+            "plan": ok["plan"],
+        }
+    )
+    # One row per plan and calibration: a plan measured twice (other settings) keeps its latest.
+    out = out.drop_duplicates(subset=["plan_summary", "key"], keep="last").reset_index(drop=True)
+    if len(out):
+        out["on_front"] = pareto.non_dominated(
+            out[["accuracy", "size_bytes", "latency_ms"]].to_numpy(), maximize=[True, False, False]
+        )
+    else:
+        out["on_front"] = pd.Series(dtype=bool)
+    return out
+
+
+def _fp32_point(baseline: Mapping[str, Any]) -> dict[str, float]:
+    m = baseline["metrics"]
+    return {
+        "accuracy": float(m["accuracy"]),
+        "size_bytes": float(m["size_bytes"]),
+        "latency_ms": float(m["latency"]["1"]["median_ms"]),
+    }
+
+
+def choose(candidates: pd.DataFrame, goal: Goal, baseline: Mapping[str, Any]) -> pd.DataFrame:
+    """candidates with `excess` (0 = meets every limit), `meets` and `chosen` columns added."""
+    fp32 = _fp32_point(baseline)
+    out = candidates.copy()
+    out["excess"] = [
+        goal.constraints.excess(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32) for r in out.itertuples()
+    ]
+    out["meets"] = out["excess"] <= 0
+    out["chosen"] = False
+    feasible = out[out["meets"]]
+    if len(feasible):
+        out.loc[feasible.sort_values(_ORDER[goal.objective]).index[0], "chosen"] = True
+    return out
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.1f}".replace("-", "−")
+
+
+def _latency_ci(record: Mapping[str, Any]) -> tuple[float, float, float]:
+    lat = record["metrics"]["latency"]["1"]
+    return float(lat["median_ms"]), float(lat["ci_low_ms"]), float(lat["ci_high_ms"])
+
+
+def speed_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    """ "1.7× faster", "1.3× slower" or "no clear latency difference", from the median intervals."""
+    new, new_lo, new_hi = _latency_ci(chosen)
+    old, old_lo, old_hi = _latency_ci(baseline)
+    if new_lo <= old_hi and old_lo <= new_hi:
+        return f"no clear latency difference ({new:.3g} ms vs {old:.3g} ms at batch 1)"
+    ratio = old / new
+    return f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"
+
+
+def size_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    new, old = float(chosen["metrics"]["size_bytes"]), float(baseline["metrics"]["size_bytes"])
+    change = 1 - new / old
+    if abs(change) < 0.005:
+        return "the same size"
+    return f"{100 * change:.0f}% smaller" if change > 0 else f"{100 * -change:.0f}% larger"
+
+
+def accuracy_words(chosen: Mapping[str, Any]) -> str:
+    m = chosen["metrics"]
+    n = int(m.get("eval_size") or 0)
+    return (
+        f"{_points(m['accuracy_delta'])} points accuracy (95% CI {_points(m['accuracy_delta_ci_low'])} "
+        f"to {_points(m['accuracy_delta_ci_high'])}) on {n:,} held-out examples"
+    )
+
+
+def statement(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
+    """e.g. "74% smaller, 1.7× faster on this CPU, −0.3 points accuracy (95% CI −0.8 to +0.2) on 360
+    held-out examples"."""
+    speed = speed_words(chosen, baseline)
+    on_cpu = "" if speed.startswith("no clear") else " on this CPU"
+    return f"{size_words(chosen, baseline)}, {speed}{on_cpu}, {accuracy_words(chosen)}"
+
+
+def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_candidates: int) -> list[str]:
+    """What the figures do not cover, in the order a reader should weigh it."""
+    env = baseline.get("environment") or {}
+    threads = env.get("threads", "?")
+    out = [
+        f"Latency was measured on this machine's CPU ({env.get('cpu', 'unknown CPU')}, {threads} "
+        f"thread{'s' if threads != 1 else ''}, ONNX Runtime {env.get('onnxruntime', '?')}); other "
+        "hardware, thread counts or runtimes will give other numbers."
+    ]
+    if chosen is None:
+        return out
+    m = chosen["metrics"]
+    used = set((chosen.get("plan") or {}).get("layers", {}).values())
+    if "fp16" in used:
+        # ONNX Runtime's x86 CPU kernels have no FP16 Conv/MatMul: the converter's casts make them FP32.
+        out.append(
+            "FP16 layers run as FP32 behind casts on this CPU: they halve those layers' weights but give "
+            "no speed-up here."
+        )
+    lo, hi = float(m["accuracy_delta_ci_low"]), float(m["accuracy_delta_ci_high"])
+    if lo <= 0 <= hi:
+        out.append(
+            f"The accuracy change is within noise: its 95% interval ({_points(lo)} to {_points(hi)} "
+            "points) includes zero."
+        )
+    elif hi < 0:
+        out.append(f"The accuracy loss is real, not noise: its 95% interval ends at {_points(hi)} points.")
+    n = int(m.get("eval_size") or 0)
+    if 0 < n < SMALL_EVAL_SET:
+        out.append(
+            f"The evaluation set is small ({n:,} examples): one example is {100 / n:.2f} points, so "
+            "small differences between plans are not meaningful."
+        )
+    speed = speed_words(chosen, baseline)
+    if speed.endswith("slower"):
+        out.append(f"This plan is {speed} than FP32 on this CPU: it saves size, not time.")
+    elif speed.startswith("no clear"):
+        out.append("Its latency is not clearly different from FP32's on this CPU.")
+    out.append(
+        "Speed-ups compare with the FP32 run measured at "
+        f"{str(baseline.get('created_at', '?'))[:16].replace('T', ' ')} UTC; this machine is shared, and "
+        "runs vary by up to ±20%."
+    )
+    if used & {"int8", "w8a16"}:
+        calib = (m.get("settings") or {}).get("calibration", "?")
+        out.append(
+            f"Static INT8 activation ranges were calibrated ({calib}) on the model's calibration split; "
+            "inputs unlike it can lose more accuracy."
+        )
+    if n_candidates < 10:
+        out.append(
+            f"Only {n_candidates} plans were measured for this model; a search (Sensitivity & search) "
+            "may find better ones."
+        )
+    return out
+
+
+def recommend(
+    frame: pd.DataFrame, goal: Goal, baseline: dict[str, Any], model_name: str, store_get: Any
+) -> Recommendation:
+    """The best measured plan for the goal among frame's results (store.to_frame rows), in words.
+
+    store_get(key) returns a full stored record (the frame's rows lack the environment)."""
+    considered = choose(candidate_frame(frame, baseline), goal, baseline)
+    picked = considered[considered["chosen"]]
+    what = goal.describe()
+    if len(picked):
+        chosen = store_get(str(picked.iloc[0]["key"]))
+        headline = f"Recommended for {what}: {chosen['plan_summary']}"
+        words = statement(chosen, baseline)
+    else:
+        chosen = None
+        closest = considered.sort_values(["excess", *_ORDER[goal.objective]]).head(3)
+        names = "; ".join(
+            f"{r.plan_summary} (outside the limits by {100 * r.excess:.1f}% of FP32)"
+            for r in closest.itertuples()
+        )
+        headline = f"No measured plan of {model_name} meets the goal: {what}"
+        words = (
+            f"None of the {len(considered)} measured plans meets it. Closest: {names}."
+            if len(considered)
+            else "No plan of this model has been measured yet."
+        )
+    return Recommendation(
+        goal=goal,
+        model_name=model_name,
+        chosen=chosen,
+        baseline=baseline,
+        candidates=considered,
+        headline=headline,
+        statement=words,
+        caveats=tuple(caveats(chosen, baseline, len(considered))),
+    )
+
+
+def objective_label(goal: Goal) -> str:
+    return OBJECTIVES[goal.objective]
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)

@@ -1,0 +1,449 @@
+"""A recommendation for stakeholders: report.html (self-contained), report.pdf, plot images, bundle.zip.
+
+Everything shown comes from the store: the plans measured for the model, the recommendation for
+the goal among them (engine.recommend), and the sensitivity pass if one was run. The HTML inlines
+plotly.js, so it works offline; Chromium (engine.render) prints it to PDF and exports each plot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import platform
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from engine import __version__ as ENGINE_VERSION
+from engine.api import Engine
+from engine.charts import ParetoGridInfo, pareto_grid_figure, pareto_plot_info, with_derived
+from engine.datasets import ModelBundle
+from engine.goal import Goal
+from engine.presets import PRESETS, preset_plan
+from engine.recommend import Recommendation, recommend
+from engine.render import RenderError, render_in_subprocess
+from engine.report_text import human_bytes
+from engine.search_charts import sensitivity_chart_info, sensitivity_figure
+from engine.sensitivity import sensitivity_frame
+from engine.types import LayerInfo, MeasureSettings, Precision
+
+FIGURE_SIZE = {"width": 1000, "height": 440}
+_PRECISION_COLORS = {
+    "fp32": "#1c7ed6",
+    "fp16": "#4dabf7",
+    "int8": "#d9480f",
+    "int8-dynamic": "#f08c00",
+    "w8a16": "#7048e8",
+    "int4": "#2b8a3e",
+}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What build_report wrote; pdf and images are None/empty when Chromium could not run (render_error)."""
+
+    out_dir: Path
+    html: Path
+    pdf: Path | None
+    bundle: Path | None
+    images: tuple[Path, ...]
+    recommendation: Recommendation
+    render_error: str | None = None
+
+
+def ensure_candidates(
+    engine: Engine, bundle: ModelBundle, settings: MeasureSettings | None = None
+) -> list[dict[str, Any]]:
+    """Measure what a recommendation needs at least: the FP32 baseline and every preset (the store
+    serves those already measured)."""
+    layers = engine.layers(bundle)
+    plans = [preset_plan(name, layers) for name in PRESETS]
+    return engine.evaluate_many(bundle, plans, settings=settings, source="report")
+
+
+def recommendation_for(
+    engine: Engine, bundle: ModelBundle, goal: Goal, settings: MeasureSettings | None = None
+) -> Recommendation:
+    """The recommendation among the model's stored results (the FP32 baseline is measured if missing)."""
+    baseline = engine.baseline(bundle, settings)
+    if baseline["status"] != "ok":
+        raise RuntimeError(f"the FP32 baseline of {bundle.name} failed: {baseline.get('error')}")
+    frame = engine.store.to_frame(bundle.name)
+    return recommend(frame, goal, baseline, bundle.name, engine.store.get)
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _sized(fig: go.Figure) -> go.Figure:
+    fig.update_layout(**FIGURE_SIZE, autosize=False)
+    return fig
+
+
+def pareto_report_figure(engine: Engine, rec: Recommendation) -> go.Figure:
+    """Accuracy vs size, accuracy vs latency, latency vs size of the considered plans; the chosen ringed."""
+    keys = set(rec.candidates["key"])
+    frame = engine.store.to_frame(rec.model_name)
+    frame = with_derived(frame[frame["key"].isin(keys)].reset_index(drop=True))
+    pairs = (("size", "accuracy"), ("latency", "accuracy"), ("size", "latency"))
+    panels = tuple(pareto_plot_info(frame, x, y, selected=rec.chosen_key) for x, y in pairs)
+    grid = ParetoGridInfo(
+        panels, tuple(f"{y.capitalize()} vs {x}" for x, y in pairs), ring_name="recommended"
+    )
+    return _sized(pareto_grid_figure(grid))
+
+
+def precision_map_figure(layers: list[LayerInfo], plan: dict[str, str]) -> go.Figure:
+    """One bar per layer, in model order, as long as its parameter count and coloured by its precision."""
+    fig = go.Figure()
+    for precision in Precision:
+        rows = [x for x in layers if plan.get(x.name, "fp32") == precision.value]
+        if not rows:
+            continue
+        fig.add_bar(
+            x=[x.params for x in rows],
+            y=[x.name for x in rows],
+            orientation="h",
+            name=precision.label,
+            marker={"color": _PRECISION_COLORS.get(precision.value, "#808495")},
+            hovertemplate="%{y}<br>%{x:,} parameters<br>" + precision.label + "<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="overlay",
+        title="Precision of each layer (bar length: parameters, log scale)",
+        xaxis={"type": "log", "title": "parameters"},
+        yaxis={
+            "categoryorder": "array",
+            "categoryarray": [x.name for x in reversed(layers)],
+            "automargin": True,
+        },
+        legend={"title": "precision"},
+        template="plotly_white",
+    )
+    fig.update_layout(height=max(300, 22 * len(layers) + 120))
+    fig.update_layout(width=FIGURE_SIZE["width"], autosize=False)
+    return fig
+
+
+def sensitivity_report_figure(
+    engine: Engine, bundle: ModelBundle, settings: MeasureSettings | None
+) -> go.Figure | None:
+    """The per-layer sensitivity chart, if a sensitivity pass measured anything for this model."""
+    frame = sensitivity_frame(engine, bundle, settings)
+    if frame.empty or not (frame["status"] == "ok").any():
+        return None
+    return _sized(sensitivity_figure(sensitivity_chart_info(frame)))
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def candidate_table(rec: Recommendation) -> pd.DataFrame:
+    """The plans considered, best for the goal first: what a reader compares the choice with."""
+    c = rec.candidates.copy()
+    order = {"size": "size_bytes", "latency": "latency_ms", "accuracy": "accuracy_drop"}[rec.goal.objective]
+    c = c.sort_values(["meets", order], ascending=[False, True])
+    fp32 = float(rec.baseline["metrics"]["accuracy"])
+    return pd.DataFrame(
+        {
+            "plan": c["plan_summary"],
+            "accuracy": c["accuracy"].map(_pct),
+            "change vs FP32 (95% CI), points": [
+                f"{100 * (a - fp32):+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})"
+                for a, lo, hi in zip(c["accuracy"], c["ci_low"], c["ci_high"], strict=True)
+            ],
+            "size": c["size_bytes"].map(human_bytes),
+            "latency, batch 1 (ms)": c["latency_ms"].map(lambda v: f"{v:.3f}"),
+            "calibration": c["calibration"].fillna(""),
+            "meets goal": c["meets"].map({True: "yes", False: "no"}),
+            "Pareto-optimal": c["on_front"].map({True: "yes", False: ""}),
+            "recommended": c["chosen"].map({True: "★", False: ""}),
+        }
+    )
+
+
+def manifest(rec: Recommendation, bundle: ModelBundle) -> dict[str, Any]:
+    """Everything needed to reproduce the chosen measurement."""
+    record = rec.chosen or rec.baseline
+    env = record.get("environment") or {}
+    settings = (record.get("metrics") or {}).get("settings") or {}
+    return {
+        "quantdash engine": ENGINE_VERSION,
+        "ONNX Runtime": env.get("onnxruntime"),
+        "onnx": env.get("onnx"),
+        "numpy": env.get("numpy"),
+        "Python": env.get("python", platform.python_version()),
+        "CPU": env.get("cpu"),
+        "CPU flags": ", ".join(env.get("cpu_flags") or []),
+        "threads": env.get("threads"),
+        "model": bundle.name,
+        "model hash (sha256)": record.get("model_hash"),
+        "data hash (calibration:evaluation)": record.get("data_hash"),
+        "plan hash": record.get("plan_hash"),
+        "settings hash": record.get("settings_hash"),
+        "result key": record.get("key"),
+        "calibration method": settings.get("calibration"),
+        "calibration examples": bundle.card.get(
+            "calib_size", len(next(iter(bundle.calibration.values()), []))
+        ),
+        "evaluation examples": (record.get("metrics") or {}).get("eval_size"),
+        "bootstrap resamples": settings.get("bootstrap"),
+        "bootstrap seed": settings.get("seed"),
+        "training seed (sample card)": bundle.card.get("seed"),
+        "measured at (UTC)": str(record.get("created_at", ""))[:19].replace("T", " "),
+        "goal": rec.goal.text,
+        "goal as understood": rec.goal.describe(),
+    }
+
+
+METHOD = """
+<p>Each plan was built for real with ONNX Runtime's quantization tools, one precision per layer:
+static INT8 as QDQ with per-channel int8 weights and activations calibrated once on the model's
+calibration split; W8A16 with 8-bit weights and 16-bit activations; dynamic INT8 with activations
+quantized at run time; INT4 as block-wise 4-bit weights (MatMulNBits); FP16 with casts at the
+boundaries. After building, each layer's realized precision was read back from the graph and
+checked against the plan.</p>
+<p>Size is the model file on disk. Latency is the median of repeated runs in ONNX Runtime on this
+machine's CPU after warm-up (at least 20 runs, more until the median's 95% interval is within ±5%,
+with a cap), at batch 1. Accuracy is the model's own metric on its fixed evaluation split, disjoint
+from the calibration split; its change against FP32 carries a paired bootstrap 95% confidence
+interval. The recommendation is the best measured plan for the goal among those that meet its
+limits; nothing in this report is predicted.</p>
+"""
+
+_CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1060px;
+       color: #1f2328; line-height: 1.45; }
+h1 { margin-bottom: 0.1em; } .meta { color: #636c76; margin-top: 0; }
+.headline { font-size: 1.25em; font-weight: 600; } .statement { font-size: 1.1em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1em; }
+th, td { border-bottom: 1px solid #d0d7de; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; }
+td { overflow-wrap: anywhere; }
+section { margin-bottom: 1.5em; break-inside: avoid-page; }
+.figure { break-inside: avoid; }
+@media print { body { margin: 0; max-width: none; } section { break-inside: auto; } }
+"""
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return str(frame.to_html(index=False, escape=True, border=0))
+
+
+def _kv_table(items: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def render_html(sections: list[tuple[str, str, str]], title: str, subtitle: str) -> str:
+    body = "".join(
+        f'<section id="{sid}"><h2>{html.escape(heading)}</h2>{content}</section>'
+        for sid, heading, content in sections
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f'<p class="meta">{html.escape(subtitle)}</p>{body}</body></html>'
+    )
+
+
+def _figure_html(fig: go.Figure, name: str, first: bool) -> str:
+    # plotly.js is inlined once, with the first figure: the file works offline.
+    div = pio.to_html(
+        fig,
+        full_html=False,
+        include_plotlyjs=first,
+        div_id=f"fig-{name}",
+        config={"displaylogo": False, "responsive": False},
+    )
+    return f'<div class="figure">{div}</div>'
+
+
+def report_html(
+    engine: Engine, bundle: ModelBundle, rec: Recommendation, settings: MeasureSettings | None
+) -> str:
+    layers = engine.layers(bundle)
+    figures: list[tuple[str, go.Figure]] = [("pareto", pareto_report_figure(engine, rec))]
+    chosen_plan = (rec.chosen or {}).get("plan", {}).get("layers", {})
+    if rec.chosen:
+        figures.append(("precision_map", precision_map_figure(layers, chosen_plan)))
+    sensitivity = sensitivity_report_figure(engine, bundle, settings)
+    if sensitivity is not None:
+        figures.append(("sensitivity", sensitivity))
+    drawn = {name: _figure_html(fig, name, i == 0) for i, (name, fig) in enumerate(figures)}
+
+    caveats = "".join(f"<li>{html.escape(c)}</li>" for c in rec.caveats)
+    summary = (
+        f'<p class="headline">{html.escape(rec.headline)}</p>'
+        f'<p class="statement">{html.escape(rec.statement)}</p>'
+        f"<p>Goal as understood: {html.escape(rec.goal.describe())}.</p>"
+        f"<h3>Caveats</h3><ul>{caveats}</ul>"
+    )
+    if rec.chosen:
+        plan_rows = pd.DataFrame(
+            {
+                "layer": [x.name for x in layers],
+                "op": [x.op_type for x in layers],
+                "parameters": [f"{x.params:,}" for x in layers],
+                "precision": [Precision(chosen_plan.get(x.name, "fp32")).label for x in layers],
+            }
+        )
+        plan_section = drawn["precision_map"] + _table(plan_rows)
+    else:
+        plan_section = "<p>No plan meets the goal, so there is no chosen plan to show.</p>"
+    sections = [
+        ("summary", "Summary", summary),
+        (
+            "pareto",
+            "Pareto plots",
+            "<p>Every measured plan of the model; Pareto-optimal plans in orange, the FP32 baseline as a "
+            "star, the recommended plan ringed.</p>" + drawn["pareto"],
+        ),
+        ("candidates", "Candidate plans", _table(candidate_table(rec))),
+        ("plan", "Chosen plan: precision per layer", plan_section),
+        (
+            "sensitivity",
+            "Per-layer sensitivity",
+            drawn.get("sensitivity")
+            or "<p>No sensitivity pass has been run for this model (Sensitivity &amp; search page).</p>",
+        ),
+        ("method", "Method", METHOD),
+        ("manifest", "Reproducibility manifest", _kv_table(manifest(rec, bundle))),
+    ]
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return render_html(
+        sections,
+        f"Quantization report: {bundle.name}",
+        f"Generated {now} by quantdash {ENGINE_VERSION}. {bundle.card.get('description', '')}",
+    )
+
+
+# --- hand-off bundle ----------------------------------------------------------------------------
+
+
+def _bundle_readme(rec: Recommendation, bundle: ModelBundle) -> str:
+    chosen = rec.chosen or {}
+    inputs = bundle.card.get("inputs") or [
+        {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in bundle.eval_set.inputs.items()
+    ]
+    feed = ", ".join(f'"{i["name"]}": {i["name"].replace(".", "_")}' for i in inputs)
+    spec = "\n".join(f"- `{i['name']}`: {i['dtype']}, shape {i['shape']}" for i in inputs)
+    lines = [
+        f"# {bundle.name}: {chosen.get('plan_summary', '')}",
+        "",
+        rec.statement,
+        "",
+        "Files: `model.onnx` (the quantized model), `plan.json` (the precision of each layer),",
+        "`metrics.json` (everything measured, with the machine it was measured on).",
+        "",
+        "## Inputs",
+        "",
+        spec,
+        "",
+        "## Run it with ONNX Runtime",
+        "",
+        "```python",
+        "import numpy as np",
+        "import onnxruntime as ort",
+        "",
+        'session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
+        f"outputs = session.run(None, {{{feed}}})  # numpy arrays as listed above",
+        "```",
+        "",
+        f"Measured with ONNX Runtime {(chosen.get('environment') or {}).get('onnxruntime')}; "
+        "the model needs an ONNX Runtime with opset "
+        "21 support (1.18 or newer).",
+        "",
+        "## Caveats",
+        "",
+        *[f"- {c}" for c in rec.caveats],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_bundle(rec: Recommendation, bundle: ModelBundle, path: Path) -> Path:
+    """bundle.zip: the chosen quantized model, its plan, its metrics, and how to run it."""
+    chosen = rec.chosen
+    if chosen is None:
+        raise ValueError("no plan meets the goal, so there is no model to hand off")
+    artifact = Path(chosen.get("artifact_path") or "")
+    if not artifact.is_file():
+        raise FileNotFoundError(
+            f"the built model of {chosen['plan_summary']} is no longer on disk ({artifact}); evaluate the "
+            "plan again (quantdash evaluate ... or the Plan page) and rebuild the report"
+        )
+    metrics = {k: v for k, v in chosen["metrics"].items() if k != "per_sample_correct"}
+    doc = {
+        "model_name": bundle.name,
+        "plan_summary": chosen["plan_summary"],
+        "metrics": metrics,
+        "environment": chosen.get("environment"),
+        "hashes": {
+            k: chosen.get(k) for k in ("key", "model_hash", "data_hash", "plan_hash", "settings_hash")
+        },
+        "recommendation": {"goal": rec.goal.text, "statement": rec.statement, "caveats": list(rec.caveats)},
+    }
+    tmp = path.with_suffix(".zip.partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(artifact, "model.onnx")
+        z.writestr("plan.json", json.dumps(chosen["plan"], indent=2) + "\n")
+        z.writestr("metrics.json", json.dumps(doc, indent=2, default=str) + "\n")
+        z.writestr("README.md", _bundle_readme(rec, bundle))
+    tmp.replace(path)  # a crash mid-write leaves no half-written bundle.zip
+    return path
+
+
+# --- all of it ----------------------------------------------------------------------------------
+
+
+def build_report(
+    engine: Engine,
+    bundle: ModelBundle,
+    goal: Goal,
+    out_dir: str | Path,
+    *,
+    settings: MeasureSettings | None = None,
+    pdf: bool = True,
+    on_step: Callable[[str], None] | None = None,
+) -> ReportFiles:
+    """Write report.html, report.pdf, images/*.png|svg and bundle.zip for the goal into out_dir.
+
+    The HTML is written first and always; the PDF and images need Chromium, and when it is missing
+    or fails, render_error says why and the rest is still written."""
+    step = on_step or (lambda _msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    step("choosing the plan")
+    rec = recommendation_for(engine, bundle, goal, settings)
+    step("writing report.html")
+    html_path = out / "report.html"
+    tmp = out / "report.html.partial"
+    tmp.write_text(report_html(engine, bundle, rec, settings), encoding="utf-8")
+    tmp.replace(html_path)
+    bundle_path = write_bundle(rec, bundle, out / "bundle.zip") if rec.chosen else None
+    pdf_path: Path | None = None
+    images: tuple[Path, ...] = ()
+    error = None
+    if pdf:
+        step("printing report.pdf and the plot images in Chromium")
+        try:
+            done = render_in_subprocess(html_path, out / "report.pdf", out / "images")
+            pdf_path = out / "report.pdf"
+            images = tuple(Path(p) for p in done["written"] if not p.endswith(".pdf"))
+        except RenderError as e:
+            error = str(e)
+    return ReportFiles(out, html_path, pdf_path, bundle_path, images, rec, error)

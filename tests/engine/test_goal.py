@@ -1,0 +1,60 @@
+"""Plain-words goals: what is understood, and what is refused with the forms that would be."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.goal import EXAMPLES, GoalError, parse_goal
+
+
+@pytest.mark.parametrize(
+    ("text", "objective", "drop", "relative", "size", "latency"),
+    [
+        ("smallest model within 1 point of FP32 accuracy", "size", 1.0, False, None, None),
+        ("fastest under 5 MB", "latency", None, False, 5e6, None),
+        ("most accurate under 2 ms", "accuracy", None, False, None, 2.0),
+        ("smallest within 0.5% of FP32 and under 3 ms", "size", 0.5, True, None, 3.0),
+        ("Fastest under 500 kB with no accuracy loss", "latency", 0.0, False, 5e5, None),
+        ("within 2 points", "size", 2.0, False, None, None),  # a limit alone: smallest that meets it
+        ("under 300 us", "accuracy", None, False, None, 0.3),  # a budget alone: most accurate that fits
+        ("fastest within 1 pt and below 1.5 GB", "latency", 1.0, False, 1.5e9, None),
+    ],
+)
+def test_goals_are_read(
+    text: str, objective: str, drop: float | None, relative: bool, size: float | None, latency: float | None
+) -> None:
+    goal = parse_goal(text)
+    c = goal.constraints
+    assert (goal.objective, c.max_accuracy_drop, c.relative) == (objective, drop, relative)
+    assert c.max_size_bytes == pytest.approx(size) if size else c.max_size_bytes is None
+    assert c.max_latency_ms == pytest.approx(latency) if latency else c.max_latency_ms is None
+
+
+def test_every_example_shown_to_users_parses() -> None:
+    for text in EXAMPLES:
+        parse_goal(text)
+
+
+def test_describe_says_the_goal_back() -> None:
+    assert parse_goal("smallest within 0.5% of FP32 and under 3 ms").describe() == (
+        "the smallest plan within 0.5% of FP32 accuracy and at most 3 ms at batch 1"
+    )
+    assert "no accuracy loss" in parse_goal("fastest with no accuracy loss").describe()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "it is empty"),
+        ("make it good", "names nothing to optimise"),
+        ("smallest under 5 parsecs", "'5 parsecs' is not a limit"),
+        ("fastest and smallest", "smallest and fastest at once"),
+        ("within 1 point and within 2 points", "more than one accuracy limit"),
+        ("1.5x faster", "'1.5x' is not a limit"),
+    ],
+)
+def test_unreadable_goals_are_refused_with_the_accepted_forms(text: str, why: str) -> None:
+    with pytest.raises(GoalError) as e:
+        parse_goal(text)
+    message = str(e.value)
+    assert why in message and "within N points" in message and EXAMPLES[0] in message

@@ -1,0 +1,102 @@
+"""Recommendations from real measurements of digits_cnn: the choice against a brute-force oracle,
+the words around it, and the caveats that must appear."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.api import Engine
+from engine.goal import parse_goal
+from engine.presets import PRESETS, preset_plan
+from engine.recommend import caveats, recommend, speed_words, statement
+from engine.store import ResultStore
+from engine.types import MeasureSettings
+
+SETTINGS = MeasureSettings(batch_sizes=(1,), max_seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, dict[str, Any], list[dict[str, Any]]]:
+    home: Path = tmp_path_factory.mktemp("recommend")
+    engine = Engine(store=ResultStore(home / "results.sqlite"), home=home, settings=SETTINGS)
+    bundle = engine.model("digits_cnn")
+    layers = engine.layers(bundle)
+    records = engine.evaluate_many(bundle, [preset_plan(n, layers) for n in PRESETS])
+    assert all(r["status"] == "ok" for r in records)
+    return engine, engine.baseline(bundle), records
+
+
+def _recommend(engine: Engine, baseline: dict[str, Any], text: str):  # type: ignore[no-untyped-def]
+    return recommend(
+        engine.store.to_frame("digits_cnn"), parse_goal(text), baseline, "digits_cnn", engine.store.get
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["smallest within 1 point of FP32", "fastest under 150 kB", "most accurate under 0.2 MB", "fastest"],
+)
+def test_the_choice_is_the_best_plan_meeting_the_limits(measured, text: str) -> None:  # type: ignore[no-untyped-def]
+    engine, baseline, records = measured
+    rec = _recommend(engine, baseline, text)
+    goal = rec.goal
+    fp32 = baseline["metrics"]
+    limits = goal.constraints
+
+    def meets(r: dict[str, Any]) -> bool:
+        m = r["metrics"]
+        drop_ok = (
+            limits.max_accuracy_drop is None
+            or (fp32["accuracy"] - m["accuracy"]) * 100 <= limits.max_accuracy_drop
+        )
+        size_ok = limits.max_size_bytes is None or m["size_bytes"] <= limits.max_size_bytes
+        lat_ok = limits.max_latency_ms is None or m["latency"]["1"]["median_ms"] <= limits.max_latency_ms
+        return drop_ok and size_ok and lat_ok
+
+    value = {
+        "size": lambda r: r["metrics"]["size_bytes"],
+        "latency": lambda r: r["metrics"]["latency"]["1"]["median_ms"],
+        "accuracy": lambda r: -r["metrics"]["accuracy"],
+    }[goal.objective]
+    feasible = [r for r in records if meets(r)]
+    assert feasible, "each goal here has plans that meet it"
+    assert rec.chosen is not None and meets(rec.chosen)
+    assert value(rec.chosen) == min(value(r) for r in feasible)
+    assert rec.candidates["chosen"].sum() == 1 and len(rec.candidates) == len({r["key"] for r in records})
+    assert rec.headline.startswith("Recommended for the ") and rec.chosen["plan_summary"] in rec.headline
+
+
+def test_an_impossible_goal_says_so_and_names_the_closest_plans(measured) -> None:  # type: ignore[no-untyped-def]
+    engine, baseline, _ = measured
+    rec = _recommend(engine, baseline, "smallest under 1 kB")
+    assert rec.chosen is None and rec.chosen_key is None
+    assert rec.headline.startswith("No measured plan of digits_cnn meets the goal")
+    assert "Closest:" in rec.statement and "outside the limits by" in rec.statement
+    assert not rec.candidates["meets"].any()
+
+
+def test_the_statement_carries_size_speed_and_the_accuracy_interval(measured) -> None:  # type: ignore[no-untyped-def]
+    engine, baseline, records = measured
+    int8 = next(r for r in records if r["plan_summary"] == "5 INT8")
+    words = statement(int8, baseline)
+    saved = 100 * (1 - int8["metrics"]["size_bytes"] / baseline["metrics"]["size_bytes"])
+    assert words.startswith(f"{saved:.0f}% smaller, ")
+    assert "95% CI" in words and "on 540 held-out examples" in words
+    # The same measurement against itself: the intervals overlap, so no speed-up may be claimed.
+    assert speed_words(baseline, baseline).startswith("no clear latency difference")
+
+
+def test_caveats_name_the_cpu_fp16_and_noise(measured) -> None:  # type: ignore[no-untyped-def]
+    engine, baseline, records = measured
+    fp16 = next(r for r in records if r["plan_summary"] == "5 FP16")
+    said = " ".join(caveats(fp16, baseline, n_candidates=7))
+    assert baseline["environment"]["cpu"] in said and "ONNX Runtime" in said
+    assert "FP16 layers run as FP32 behind casts" in said  # this CPU has no native FP16 arithmetic
+    assert "within noise" in said  # FP16 scores exactly what FP32 does on digits
+    assert "evaluation set is small (540 examples)" in said
+    assert "Only 7 plans were measured" in said
+    int8 = next(r for r in records if r["plan_summary"] == "5 INT8")
+    assert "FP16" not in " ".join(caveats(int8, baseline, n_candidates=7))

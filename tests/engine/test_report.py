@@ -1,0 +1,194 @@
+"""The stakeholder report as a reader gets it: report.html opened in real Chromium, report.pdf's
+text, the plot images, and the hand-off bundle's model run in ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from engine import measure
+from engine.api import Engine
+from engine.goal import parse_goal
+from engine.render import chromium_path
+from engine.report import ReportFiles, build_report, ensure_candidates
+from engine.sensitivity import run_sensitivity
+from engine.store import ResultStore
+from engine.types import MeasureSettings, Plan, Precision
+
+REPO = Path(__file__).resolve().parents[2]
+SETTINGS = MeasureSettings(batch_sizes=(1,), max_seconds=0.5)
+GOAL = "smallest model within 1 point of FP32 accuracy"
+SECTIONS = (
+    "Summary", "Caveats", "Pareto plots", "Candidate plans", "Chosen plan: precision per layer",
+    "Per-layer sensitivity", "Method", "Reproducibility manifest",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    home = tmp_path_factory.mktemp("report-home")
+    return Engine(store=ResultStore(home / "results.sqlite"), home=home, settings=SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def report(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    bundle = engine.model("digits_cnn")
+    ensure_candidates(engine, bundle)
+    # The sensitivity chart appears in the report only once a pass was run; run the INT8 probes.
+    run_sensitivity(engine, bundle, candidates={x.name: (Precision.INT8,) for x in engine.layers(bundle)})
+    return build_report(engine, bundle, parse_goal(GOAL), tmp_path_factory.mktemp("report"))
+
+
+def test_everything_is_written(report: ReportFiles) -> None:
+    assert report.render_error is None, report.render_error
+    assert report.html.is_file() and report.pdf is not None and report.pdf.is_file() and report.bundle
+    names = sorted(p.name for p in report.images)
+    assert names == sorted(
+        f"{f}.{x}" for f in ("pareto", "precision_map", "sensitivity") for x in ("png", "svg")
+    )
+
+
+def test_html_opens_offline_in_chromium_without_errors_and_draws_its_plots(report: ReportFiles) -> None:
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        # Self-contained: any request that is not the file itself would fail offline.
+        page.route(
+            "**/*",
+            lambda route: (
+                route.continue_()
+                if route.request.url.startswith("file:")
+                else (outside.append(route.request.url), route.abort())
+            ),
+        )
+        page.goto(report.html.as_uri())
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 3")
+        figures = page.eval_on_selector_all(".js-plotly-plot", "els => els.map(e => e.id)")
+        points = page.eval_on_selector_all("#fig-pareto .scatterlayer .point", "els => els.length")
+        bars = page.eval_on_selector_all("#fig-sensitivity .barlayer .point", "els => els.length")
+        headline = page.inner_text("#summary .headline")
+        browser.close()
+    assert errors == [] and outside == []
+    assert figures == ["fig-pareto", "fig-precision_map", "fig-sensitivity"]
+    assert points >= 3 * 7 and bars >= 5  # 7 plans on each of the 3 panels; one INT8 bar per layer
+    assert headline == report.recommendation.headline
+
+
+def test_pdf_has_every_section_and_the_figures_it_states(report: ReportFiles) -> None:
+    from pypdf import PdfReader
+
+    assert report.pdf is not None
+    text = " ".join((page.extract_text() or "") for page in PdfReader(report.pdf).pages)
+    text = " ".join(text.split())
+    for heading in SECTIONS:
+        assert heading in text, heading
+    rec = report.recommendation
+    assert rec.headline in text and "95% CI" in text
+    assert rec.chosen is not None and rec.chosen["model_hash"] in text.replace(" ", "")
+    assert "ONNX Runtime" in text and ort.__version__ in text
+
+
+def test_images_are_real_png_and_svg(report: ReportFiles) -> None:
+    for path in report.images:
+        data = path.read_bytes()
+        if path.suffix == ".png":
+            assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000
+        else:
+            root = ET.fromstring(data)
+            assert root.tag.endswith("svg") and len(data) > 5_000
+
+
+def test_bundle_model_reproduces_the_stored_accuracy(
+    engine: Engine, report: ReportFiles, tmp_path: Path
+) -> None:
+    assert report.bundle is not None
+    with zipfile.ZipFile(report.bundle) as z:
+        assert sorted(z.namelist()) == ["README.md", "metrics.json", "model.onnx", "plan.json"]
+        z.extractall(tmp_path)
+    chosen = report.recommendation.chosen
+    assert chosen is not None
+    assert Plan.from_json(json.loads((tmp_path / "plan.json").read_text())).to_json() == chosen["plan"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["metrics"]["accuracy"] == chosen["metrics"]["accuracy"]
+    assert "InferenceSession" in (tmp_path / "README.md").read_text()
+
+    bundle = engine.model("digits_cnn")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (name,) = [i.name for i in session.get_inputs()]
+    logits = np.concatenate(
+        [session.run(None, {name: x})[0] for x in np.array_split(bundle.eval_set.inputs[name], 8)]
+    )
+    labels = bundle.eval_set.labels
+    assert labels is not None
+    accuracy = measure.task_metrics("classification", logits, labels)["accuracy"]
+    assert accuracy == pytest.approx(chosen["metrics"]["accuracy"], abs=1e-12)
+
+
+def test_without_chromium_the_html_and_bundle_still_come(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    files = build_report(engine, engine.model("digits_cnn"), parse_goal(GOAL), tmp_path / "out")
+    assert files.pdf is None and files.images == ()
+    assert files.render_error is not None and "apt-get install chromium" in files.render_error
+    assert files.html.is_file() and files.bundle is not None and files.bundle.is_file()
+
+
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QUANTDASH_HOME": str(home)}
+    env.pop("QUANTDASH_SCHEDULER", None)
+    env.pop("QUANTDASH_STORE", None)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "report", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_cli_report_evaluates_what_it_must_and_writes_every_file(tmp_path: Path) -> None:
+    args = (
+        "digits_cnn",
+        "--goal",
+        GOAL,
+        "--out",
+        str(tmp_path / "r"),
+        "--json",
+        "--inline",
+        "--batch-sizes",
+        "1",
+    )
+    out = _cli(tmp_path / "home", *args)
+    assert out.returncode == 0, out.stderr
+    data: dict[str, Any] = json.loads(out.stdout)
+    assert data["recommended"] and data["render_error"] is None and "95% CI" in data["statement"]
+    for f in ("report.html", "report.pdf", "bundle.zip", "images/pareto.png", "images/pareto.svg"):
+        assert (tmp_path / "r" / f).is_file(), f
+    # The presets were measured first: the store now holds the FP32 baseline and each preset.
+    with ResultStore(tmp_path / "home" / "results.sqlite") as store:
+        assert store.count("ok") >= 7
+
+
+def test_cli_report_refuses_a_goal_it_cannot_read_and_says_when_nothing_meets_one(tmp_path: Path) -> None:
+    out = _cli(tmp_path / "home", "digits_cnn", "--goal", "make it good", "--out", str(tmp_path / "r"))
+    assert out.returncode == 2 and "could not read the goal 'make it good'" in out.stderr
+    assert not (tmp_path / "r").exists()
+    out = _cli(tmp_path / "home", "digits_cnn", "--goal", "smallest under 1 kB", "--out", str(tmp_path / "r"),
+               "--inline", "--no-pdf", "--batch-sizes", "1")  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "No measured plan of digits_cnn meets the goal" in out.stdout and "Closest:" in out.stdout
+    assert (tmp_path / "r" / "report.html").is_file() and not (tmp_path / "r" / "bundle.zip").exists()
