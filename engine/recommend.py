@@ -66,11 +66,14 @@ def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.Data
             "size_bytes": ok["size_bytes"].astype(float),
             "latency_ms": ok["latency_ms_b1"].astype(float),
             "calibration": ok["metrics"].map(lambda m: ((m or {}).get("settings") or {}).get("calibration")),
+            "source": ok["source"],
+            "plan_hash": ok["plan_hash"],
             "plan": ok["plan"],
         }
     )
-    # One row per plan and calibration: a plan measured twice (other settings) keeps its latest.
-    out = out.drop_duplicates(subset=["plan_summary", "key"], keep="last").reset_index(drop=True)
+    # One row per plan and calibration: a plan measured again under other latency settings (a
+    # search measures batch 1 only) keeps its latest measurement. Rows come oldest first.
+    out = out.drop_duplicates(subset=["plan_hash", "calibration"], keep="last").reset_index(drop=True)
     if len(out):
         out["on_front"] = pareto.non_dominated(
             out[["accuracy", "size_bytes", "latency_ms"]].to_numpy(), maximize=[True, False, False]

@@ -149,6 +149,16 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+_SOURCES = {
+    "api": "engine",
+    "cli": "command line",
+    "dashboard": "Plan page",
+    "baseline": "FP32 baseline",
+    "report": "report (preset)",
+    "search": "search",
+}
+
+
 def candidate_table(rec: Recommendation) -> pd.DataFrame:
     """The plans considered, best for the goal first: what a reader compares the choice with."""
     c = rec.candidates.copy()
@@ -166,6 +176,7 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
             "size": c["size_bytes"].map(human_bytes),
             "latency, batch 1 (ms)": c["latency_ms"].map(lambda v: f"{v:.3f}"),
             "calibration": c["calibration"].fillna(""),
+            "measured by": c["source"].map(lambda v: _SOURCES.get(str(v).split(":")[0], v)),
             "meets goal": c["meets"].map({True: "yes", False: "no"}),
             "Pareto-optimal": c["on_front"].map({True: "yes", False: ""}),
             "recommended": c["chosen"].map({True: "★", False: ""}),
