@@ -22,6 +22,9 @@ from engine.charts import (
     with_derived,
 )
 from engine.datasets import SAMPLES_DIR, sample_names
+from engine.goal import parse_goal
+from engine.recommend import Recommendation
+from engine.report import recommendation_for
 from engine.search import SearchSpec, search_id, stored_search
 from engine.search_charts import search_front_info
 from engine.sensitivity import candidate_precisions, layer_profile, sensitivity_frame, sensitivity_settings
@@ -170,3 +173,16 @@ def search_figure(version: tuple[int, str], keys: tuple[str, ...], recommended: 
     """Accuracy vs size and vs latency of the given results (a search's plans, FP32). Shared: never update."""
     frame = results(version)
     return pareto_grid_figure(search_front_info(frame[frame["key"].isin(keys)], recommended))
+
+
+# --- Report page ----------------------------------------------------------------------------------
+
+
+@st.cache_data(
+    show_spinner="Choosing the plan (the FP32 baseline is measured first if it is missing)...", max_entries=16
+)
+def recommendation(model: str, goal_text: str, version: tuple[int, str]) -> Recommendation:
+    """The recommendation for a goal among the model's stored results (GoalError: unreadable goal)."""
+    del version  # only the cache key: a new result may change the choice
+    r = runner()
+    return recommendation_for(r.engine, r.model(model), parse_goal(goal_text), r.settings())

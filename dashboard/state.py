@@ -49,6 +49,15 @@ SEARCH_BUDGET = "qd_search_budget"
 SEARCH_SECONDS = "qd_search_seconds"
 SEARCH_RUN = "qd_search_run"
 SEARCH_LOAD = "qd_search_load"
+# Report page.
+REPORT_GOAL = "qd_report_goal"
+REPORT_MEASURE = "qd_report_measure"
+REPORT_BUILD = "qd_report_build"
+REPORT_NOTE = "qd_report_note"  # what measuring the presets left to say, shown once
+REPORT_DL_HTML = "qd_report_dl_html"
+REPORT_DL_PDF = "qd_report_dl_pdf"
+REPORT_DL_BUNDLE = "qd_report_dl_bundle"
+REPORT_DL_IMAGES = "qd_report_dl_images"
 
 
 def chart_key(name: str) -> str:
@@ -109,6 +118,17 @@ def shown_search(model: str) -> tuple[Any, str] | None:
 
 def show_search(model: str, spec: Any, calibration: str) -> None:
     st.session_state[f"qd_search::{model}"] = (spec, calibration)
+
+
+def built_report(model: str) -> dict[str, Any] | None:
+    """The report last built on the Report page for a model: file paths (str, None if not written),
+    the goal, when, and any render error; None before the first build."""
+    value = st.session_state.get(f"qd_report::{model}")
+    return dict(value) if value is not None else None
+
+
+def set_built_report(model: str, files: dict[str, Any] | None) -> None:
+    st.session_state[f"qd_report::{model}"] = dict(files) if files is not None else None
 
 
 def selected_result() -> str | None:

@@ -42,6 +42,7 @@ pages = [
     st.Page(
         "app_pages/search.py", title="Sensitivity & search", icon=":material/troubleshoot:", url_path="search"
     ),
+    st.Page("app_pages/report.py", title="Report", icon=":material/summarize:", url_path="report"),
 ]
 page = st.navigation(pages)
 state.sync_to_url()

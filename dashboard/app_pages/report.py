@@ -1,0 +1,231 @@
+"""Report: the plan to ship for a goal in plain words, and a one-click report for stakeholders."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+import zipfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import cached, state, widgets
+from dashboard.runner import explain_failure
+from engine.goal import EXAMPLES, GoalError, parse_goal
+from engine.report import build_report, candidate_table, ensure_candidates
+
+MIN_CANDIDATES = 3  # fewer measured plans than this: offer to measure the presets first
+
+model = state.current_model()
+runner = cached.runner()
+
+st.header(f"Report · {model}")
+widgets.jobs_panel()
+
+
+def _md(text: str) -> str:
+    """Plain text for st.markdown: characters Markdown would read as formatting are escaped."""
+    return re.sub(r"([\\`*\[\]$~])", r"\\\1", text)
+
+
+def _one_line(e: Exception) -> str:
+    reason = (str(e).strip() or "no reason given").splitlines()[0]
+    return f"{type(e).__name__}: {reason}"
+
+
+def _fresh_dir(root: Path, name: str) -> Path:
+    """A new folder root/<name>-<UTC time> (suffixed -2, -3... if that second is taken)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        out = root / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+        try:
+            out.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return out
+    raise AssertionError("unreachable")
+
+
+def _zip_images(images: Sequence[Path], target: Path) -> Path:
+    """images.zip of the plot images (PNG and SVG), written whole or not at all."""
+    partial = target.with_name(target.name + ".partial")
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for image in images:
+            z.write(image, image.name)
+    partial.replace(target)
+    return target
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+# --- the goal ---------------------------------------------------------------------------------------
+goal_text = st.text_input(
+    "Goal, in plain words",
+    value=EXAMPLES[0],
+    key=state.REPORT_GOAL,
+    help="Say what to optimise (smallest, fastest or most accurate) and any limits, for example:\n"
+    + "\n".join(f"- {e}" for e in EXAMPLES),
+)
+try:
+    goal = parse_goal(goal_text)
+except GoalError as e:
+    st.error(_md(f"This page {e}"))
+    st.stop()
+st.caption(_md(f"Understood as: {goal.describe()}."))
+
+# The Models page may be measuring the FP32 baseline right now: wait for it rather than measure it twice.
+base_key = cached.baseline_key(model)
+measuring = {j["result_key"] for j in runner.store.list_jobs(["queued", "running"])}
+if base_key in measuring and runner.store.get_ok(base_key) is None:
+    st.info(
+        f"The FP32 baseline of {model} is being measured (progress above); the recommendation appears "
+        "as soon as it lands."
+    )
+    st.stop()
+
+try:
+    rec = cached.recommendation(model, goal_text, cached.store_version())
+except Exception as e:  # no traceback on screen: what failed and what to try
+    st.error(
+        _md(
+            f"No recommendation could be made for {model} ({_one_line(e)}). Check the model's FP32 "
+            "result on the Models page, then reload this page."
+        )
+    )
+    st.stop()
+
+# --- too few plans measured: offer the presets ------------------------------------------------------
+note = state.get(state.REPORT_NOTE)
+if note:
+    st.warning(_md(note))
+    state.put(state.REPORT_NOTE, None)
+if len(rec.candidates) < MIN_CANDIDATES:
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    c1.info(
+        f"Only {len(rec.candidates)} measured plan(s) of {model} to choose from. Measure the FP32 baseline "
+        "and every preset plan first (each is really quantized and measured; plans already measured are "
+        "served from the store): about a minute, then the choice is among all of them."
+    )
+    if c2.button("Measure the presets first", key=state.REPORT_MEASURE, type="primary"):
+        try:
+            with st.spinner(f"Quantizing and measuring the preset plans of {model}..."):
+                records = ensure_candidates(runner.engine, runner.model(model), runner.settings())
+        except Exception as e:  # the workers failed: say so; the page stays usable
+            st.error(
+                _md(
+                    f"Measuring the presets of {model} stopped ({_one_line(e)}). What was measured is "
+                    "kept: press the button again to continue; if it repeats, restart the app."
+                )
+            )
+        else:
+            failed = [r for r in records if r.get("status") != "ok"]
+            if failed:
+                state.put(
+                    state.REPORT_NOTE,
+                    f"{len(failed)} of {len(records)} preset plans could not be measured, so they are not "
+                    "candidates: " + " ".join(explain_failure(r) for r in failed),
+                )
+            st.rerun()
+
+# --- the recommendation -----------------------------------------------------------------------------
+if rec.chosen is None:
+    st.warning(f"**{_md(rec.headline)}**  \n{_md(rec.statement)}")
+else:
+    st.subheader(_md(rec.headline))
+    st.markdown(f"**{_md(rec.statement)}**")
+if rec.caveats:
+    st.markdown("**Caveats**\n\n" + "\n".join(f"- {_md(c)}" for c in rec.caveats))
+st.markdown("#### Plans considered")
+st.dataframe(candidate_table(rec), hide_index=True)
+st.caption(
+    "Every measured plan of the model with accuracy, size and batch-1 latency, the ones meeting the goal "
+    "first, best first. Accuracy changes are in percentage points with their 95% bootstrap interval."
+)
+
+# --- the report ----------------------------------------------------------------------------------------
+st.markdown("#### Report for stakeholders")
+st.caption(
+    "report.html (self-contained: opens offline), report.pdf and PNG/SVG images of its plots (printed "
+    "by headless Chromium), and bundle.zip: the chosen quantized model with its plan, its measurements and "
+    "how to run it with ONNX Runtime. Built from what the store holds now; nothing is measured again."
+)
+if st.button("Build report", key=state.REPORT_BUILD, type="primary"):
+    failure: Exception | None = None
+    with st.status(f"Building the report of {model}...", expanded=True) as status:
+
+        def step(message: str) -> None:
+            status.update(label=f"Building the report of {model}: {message}...")
+            status.write(message[0].upper() + message[1:] + "...")
+
+        try:
+            out_dir = _fresh_dir(runner.engine.home / "reports", model)
+            files = build_report(
+                runner.engine,
+                runner.model(model),
+                goal,
+                out_dir,
+                settings=runner.settings(),
+                pdf=True,
+                on_step=step,
+            )
+            images = _zip_images(files.images, out_dir / "images.zip") if files.images else None
+        except Exception as e:  # shown below, outside the collapsed status box
+            failure = e
+            status.update(label="The report could not be built", state="error", expanded=False)
+        else:
+            status.update(label=f"Report built in {out_dir}", state="complete", expanded=False)
+    if failure is not None:  # no traceback on screen: what failed and what to try
+        st.error(
+            _md(
+                f"The report of {model} could not be built ({_one_line(failure)}). Check the message, "
+                "then press Build report again."
+            )
+        )
+    else:
+        state.set_built_report(
+            model,
+            {
+                "out_dir": str(out_dir),
+                "html": str(files.html),
+                "pdf": str(files.pdf) if files.pdf else None,
+                "bundle": str(files.bundle) if files.bundle else None,
+                "images": str(images) if images else None,
+                "render_error": files.render_error,
+                "goal": goal.describe(),
+                "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            },
+        )
+
+built = state.built_report(model)
+if built is not None and not Path(built["html"]).is_file():
+    st.info(f"The report built earlier ({built['out_dir']}) is no longer on disk: press Build report again.")
+    state.set_built_report(model, None)
+    built = None
+if built is not None:
+    st.caption(_md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
+    downloads = [
+        ("html", "report.html", "text/html", state.REPORT_DL_HTML),
+        ("pdf", "report.pdf", "application/pdf", state.REPORT_DL_PDF),
+        ("bundle", "bundle.zip", "application/zip", state.REPORT_DL_BUNDLE),
+        ("images", "images.zip", "application/zip", state.REPORT_DL_IMAGES),
+    ]
+    present = [d for d in downloads if built[d[0]] and Path(built[d[0]]).is_file()]
+    for col, (field, name, mime, key) in zip(st.columns(len(downloads)), present, strict=False):
+        col.download_button(
+            f"Download {name}",
+            functools.partial(_read, built[field]),  # read on click, not on every rerun
+            file_name=f"{model}-{name}",
+            mime=mime,
+            key=key,
+            on_click="ignore",
+            icon=":material/download:",
+        )
+    if built["bundle"] is None:
+        st.caption("No bundle.zip: no plan meets the goal, so there is no model to hand off.")
+    if built["render_error"]:
+        st.warning(_md(f"No PDF or plot images: {built['render_error']}"))

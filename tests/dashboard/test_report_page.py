@@ -1,0 +1,131 @@
+"""The Report page with AppTest: a real recommendation for digits_cnn (inline, quick timing) and a real
+report built into the temporary data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dashboard import cached, state
+from engine.render import RenderError
+from engine.report import ensure_candidates
+from tests.dashboard.conftest import app
+
+MODEL = "digits_cnn"
+PAGE = "app_pages/report.py"
+
+
+def _texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def _open() -> Any:
+    at = app(model=MODEL)
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    return at
+
+
+def _measured() -> None:
+    """FP32 and every preset of the model in the store (served from it when already measured)."""
+    r = cached.runner()
+    ensure_candidates(r.engine, r.model(MODEL), r.settings())
+
+
+def test_measuring_the_presets_gives_a_recommendation_with_intervals_and_caveats(home: Path) -> None:
+    at = _open()
+    assert f"Report · {MODEL}" in _texts(at.header)
+    assert "Understood as: the smallest plan within 1 point of FP32 accuracy" in _texts(at.caption)
+    # A fresh store: only the FP32 baseline (measured by the page) to choose from.
+    assert "Only 1 measured plan(s)" in _texts(at.info)
+    at.button(key=state.REPORT_MEASURE).click().run(timeout=600)
+    assert not at.exception
+    assert state.REPORT_MEASURE not in [b.key for b in at.button]  # enough plans now
+
+    headline = _texts(at.subheader)
+    assert "Recommended" in headline
+    markdown = [m.value for m in at.markdown]
+    assert any("95% CI" in m for m in markdown)
+    caveats = next(m for m in markdown if m.startswith("**Caveats**"))
+    assert any("CPU" in line for line in caveats.splitlines()[1:])
+    table = at.dataframe[0].value
+    assert len(table) >= 3 and list(table["recommended"]).count("★") == 1
+    chosen = table.loc[table["recommended"] == "★", "plan"].iloc[0]
+    assert chosen in headline
+
+
+def test_a_goal_it_cannot_read_is_refused_in_plain_words(home: Path) -> None:
+    at = _open()
+    at.text_input(key=state.REPORT_GOAL).set_value("make it good").run()
+    assert not at.exception
+    error = _texts(at.error)
+    assert "could not read the goal" in error and "smallest within 0.5% of FP32" in error
+    assert state.REPORT_BUILD not in [b.key for b in at.button]
+
+
+def test_a_goal_no_plan_meets_names_the_closest(home: Path) -> None:
+    _measured()
+    at = _open()
+    at.text_input(key=state.REPORT_GOAL).set_value("most accurate under 1 kB").run()
+    assert not at.exception
+    warning = _texts(at.warning)
+    assert "No measured plan of digits_cnn meets the goal" in warning and "Closest: " in warning
+
+
+def test_build_report_offers_the_files_for_download(home: Path) -> None:
+    _measured()
+    at = _open()
+    at.button(key=state.REPORT_BUILD).click().run(timeout=300)
+    assert not at.exception
+    assert not at.error
+
+    built = at.session_state[f"qd_report::{MODEL}"]
+    html = Path(built["html"])
+    assert html.is_file() and html.parent.parent == home / "reports"
+    assert "Quantization report" in html.read_text(encoding="utf-8")
+    assert built["bundle"] and Path(built["bundle"]).is_file()  # a plan meets the default goal
+    labels = [b.label for b in at.get("download_button")]
+    assert "Download report.html" in labels and "Download bundle.zip" in labels
+    if built["render_error"] is None:  # Chromium ran: the PDF and the plot images too
+        assert "Download report.pdf" in labels and "Download images.zip" in labels
+    else:
+        assert "No PDF or plot images" in _texts(at.warning)
+
+    # The downloads survive a rerun (another widget touched, or the page visited again).
+    at.run()
+    assert not at.exception
+    assert "Download report.html" in [b.label for b in at.get("download_button")]
+
+
+def test_without_chromium_the_html_and_bundle_are_still_offered(home: Path, monkeypatch: Any) -> None:
+    import engine.report
+
+    def no_chromium(*_args: Any, **_kwargs: Any) -> Any:
+        raise RenderError("the PDF and the plot images need headless Chromium, and none was found on PATH")
+
+    monkeypatch.setattr(engine.report, "render_in_subprocess", no_chromium)
+    _measured()
+    at = _open()
+    at.button(key=state.REPORT_BUILD).click().run(timeout=300)
+    assert not at.exception
+    assert "none was found on PATH" in _texts(at.warning)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Download report.html", "Download bundle.zip"]
+
+
+def test_a_build_that_fails_says_why_and_the_page_stays_usable(home: Path, monkeypatch: Any) -> None:
+    import engine.report
+
+    def full_disk(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError("No space left on device\nsecond line")
+
+    monkeypatch.setattr(engine.report, "build_report", full_disk)
+    _measured()
+    at = _open()
+    at.button(key=state.REPORT_BUILD).click().run()
+    assert not at.exception
+    error = _texts(at.error)
+    assert "could not be built (OSError: No space left on device)" in error and "second line" not in error
+    assert f"qd_report::{MODEL}" not in at.session_state and not at.get("download_button")
+    at.run()  # and it keeps working
+    assert not at.exception and "Recommended" in _texts(at.subheader)
