@@ -40,15 +40,11 @@ _LATENCY = re.compile(
     + _NUMBER + r"\s*(ms|milliseconds?|us|µs|microseconds?|s|seconds?)\b"
 )  # fmt: skip
 _SIZE_UNITS = {"gb": 1e9, "mb": 1e6, "kb": 1e3, "bytes": 1.0, "b": 1.0}
-_TIME_UNITS = {
-    "ms": 1.0,
-    "millisecond": 1.0,
-    "us": 1e-3,
-    "µs": 1e-3,
-    "microsecond": 1e-3,
-    "s": 1e3,
-    "second": 1e3,
-}
+_TIME_UNITS = {  # every spelling _LATENCY accepts -> milliseconds
+    "ms": 1.0, "millisecond": 1.0, "milliseconds": 1.0,
+    "us": 1e-3, "µs": 1e-3, "microsecond": 1e-3, "microseconds": 1e-3,
+    "s": 1e3, "second": 1e3, "seconds": 1e3,
+}  # fmt: skip
 
 
 class GoalError(ValueError):
@@ -110,12 +106,12 @@ def parse_goal(text: str) -> Goal:
     drop: float | None = None
     relative = False
     drops = take(_DROP)
-    if take(_NO_LOSS):
-        drops = drops or []
-        drop = 0.0
-    if len(drops) > 1:
+    no_loss = take(_NO_LOSS)
+    if len(drops) + len(no_loss) > 1:
         raise _refuse(text, "it gives more than one accuracy limit")
-    if drops:
+    if no_loss:
+        drop = 0.0
+    elif drops:
         drop = float(drops[0].group(1))
         relative = drops[0].group(2) in ("%", "percent")
     sizes = take(_SIZE)
@@ -123,10 +119,7 @@ def parse_goal(text: str) -> Goal:
     if len(sizes) > 1 or len(latencies) > 1:
         raise _refuse(text, "it gives more than one size or latency limit")
     size = float(sizes[0].group(1)) * _SIZE_UNITS[sizes[0].group(2)] if sizes else None
-    latency = None
-    if latencies:
-        unit = latencies[0].group(2).rstrip("s") if latencies[0].group(2) not in ("s", "ms", "us") else None
-        latency = float(latencies[0].group(1)) * _TIME_UNITS[unit or latencies[0].group(2)]
+    latency = float(latencies[0].group(1)) * _TIME_UNITS[latencies[0].group(2)] if latencies else None
 
     objectives = [name for name, pattern in _OBJECTIVE_WORDS if re.search(pattern, s)]
     if len(objectives) > 1:

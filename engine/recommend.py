@@ -8,7 +8,6 @@ measurements, with its interval; the caveats name what the figures do not cover.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from engine import pareto
-from engine.goal import OBJECTIVES, Goal
+from engine.goal import Goal
 
 # Ties on the objective are broken by the other two, in this order.
 _ORDER = {
@@ -244,11 +243,3 @@ def recommend(
         statement=words,
         caveats=tuple(caveats(chosen, baseline, len(considered))),
     )
-
-
-def objective_label(goal: Goal) -> str:
-    return OBJECTIVES[goal.objective]
-
-
-def finite(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)

@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from engine import __version__ as ENGINE_VERSION
-from engine.api import Engine
+from engine.api import Engine, EngineError
 from engine.charts import ParetoGridInfo, pareto_grid_figure, pareto_plot_info, with_derived
 from engine.datasets import ModelBundle
 from engine.goal import Goal
@@ -74,7 +74,10 @@ def recommendation_for(
     """The recommendation among the model's stored results (the FP32 baseline is measured if missing)."""
     baseline = engine.baseline(bundle, settings)
     if baseline["status"] != "ok":
-        raise RuntimeError(f"the FP32 baseline of {bundle.name} failed: {baseline.get('error')}")
+        raise EngineError(
+            f"the FP32 baseline of {bundle.name} could not be measured ({baseline.get('error')}), so there "
+            "is nothing to compare plans with"
+        )
     frame = engine.store.to_frame(bundle.name)
     return recommend(frame, goal, baseline, bundle.name, engine.store.get)
 

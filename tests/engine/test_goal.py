@@ -18,6 +18,9 @@ from engine.goal import EXAMPLES, GoalError, parse_goal
         ("within 2 points", "size", 2.0, False, None, None),  # a limit alone: smallest that meets it
         ("under 300 us", "accuracy", None, False, None, 0.3),  # a budget alone: most accurate that fits
         ("fastest within 1 pt and below 1.5 GB", "latency", 1.0, False, 1.5e9, None),
+        ("most accurate under 300 µs", "accuracy", None, False, None, 0.3),
+        ("smallest under 2 seconds", "size", None, False, None, 2000.0),
+        ("fastest under 5 milliseconds", "latency", None, False, None, 5.0),
     ],
 )
 def test_goals_are_read(
@@ -50,6 +53,7 @@ def test_describe_says_the_goal_back() -> None:
         ("smallest under 5 parsecs", "'5 parsecs' is not a limit"),
         ("fastest and smallest", "smallest and fastest at once"),
         ("within 1 point and within 2 points", "more than one accuracy limit"),
+        ("fastest with no accuracy loss within 1 point", "more than one accuracy limit"),
         ("1.5x faster", "'1.5x' is not a limit"),
     ],
 )
