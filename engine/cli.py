@@ -27,6 +27,16 @@ class UsageError(ValueError):
     """Bad input from the command line; printed as one paragraph, exit status 2."""
 
 
+def _measure_options(command: argparse.ArgumentParser) -> None:
+    """How plans are measured and where the work runs: the same for every command that measures."""
+    command.add_argument("--calibration", default="minmax", help="minmax, entropy or percentile")
+    command.add_argument("--batch-sizes", default="1,32", help="latency batch sizes, comma-separated")
+    command.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    command.add_argument("--timeout", type=float, default=600.0, help="seconds before a worker is stopped")
+    command.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
+    command.add_argument("--json", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="quantdash",
@@ -52,13 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     how = ev.add_mutually_exclusive_group(required=True)
     how.add_argument("--plan", help=f"plan JSON file, e.g. {PLAN_FORMAT}")
     how.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
-    ev.add_argument("--calibration", default="minmax", help="minmax, entropy or percentile")
-    ev.add_argument("--batch-sizes", default="1,32", help="latency batch sizes, comma-separated")
-    ev.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     ev.add_argument("--force", action="store_true", help="re-measure even if the store has the result")
-    ev.add_argument("--timeout", type=float, default=600.0, help="seconds before a worker is stopped")
-    ev.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
-    ev.add_argument("--json", action="store_true")
+    _measure_options(ev)
 
     rep = sub.add_parser(
         "report",
@@ -69,13 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         "--goal", required=True, help='in plain words, e.g. "smallest model within 1 point of FP32 accuracy"'
     )
     rep.add_argument("--out", required=True, help="folder to write the report and bundle into")
-    rep.add_argument("--calibration", default="minmax", help="minmax, entropy or percentile")
-    rep.add_argument("--batch-sizes", default="1,32", help="latency batch sizes, comma-separated")
-    rep.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     rep.add_argument("--no-pdf", action="store_true", help="skip the PDF and images (they need Chromium)")
-    rep.add_argument("--timeout", type=float, default=600.0, help="seconds before a worker is stopped")
-    rep.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
-    rep.add_argument("--json", action="store_true")
+    _measure_options(rep)
 
     res = sub.add_parser("results", help="list stored results")
     res.add_argument("--model", help="only this model")

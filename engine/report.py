@@ -30,19 +30,11 @@ from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
 from engine.render import RenderError, render_in_subprocess
 from engine.report_text import human_bytes
-from engine.search_charts import sensitivity_chart_info, sensitivity_figure
+from engine.search_charts import PRECISION_COLORS, sensitivity_chart_info, sensitivity_figure
 from engine.sensitivity import sensitivity_frame
 from engine.types import LayerInfo, MeasureSettings, Precision
 
 FIGURE_SIZE = {"width": 1000, "height": 440}
-_PRECISION_COLORS = {
-    "fp32": "#1c7ed6",
-    "fp16": "#4dabf7",
-    "int8": "#d9480f",
-    "int8-dynamic": "#f08c00",
-    "w8a16": "#7048e8",
-    "int4": "#2b8a3e",
-}
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,7 @@ def precision_map_figure(layers: list[LayerInfo], plan: dict[str, str]) -> go.Fi
             y=[x.name for x in rows],
             orientation="h",
             name=precision.label,
-            marker={"color": _PRECISION_COLORS.get(precision.value, "#808495")},
+            marker={"color": PRECISION_COLORS.get(precision.value, "#808495")},
             hovertemplate="%{y}<br>%{x:,} parameters<br>" + precision.label + "<extra></extra>",
         )
     fig.update_layout(
@@ -155,7 +147,7 @@ def _pct(x: float) -> str:
 _SOURCES = {
     "api": "engine",
     "cli": "command line",
-    "dashboard": "Plan page",
+    "dashboard": "dashboard",
     "baseline": "FP32 baseline",
     "report": "report (preset)",
     "search": "search",

@@ -30,7 +30,7 @@ VIEW_TITLES = {
     KEEP_FP32: "Accuracy won back by keeping this layer FP32, rest INT8 (points vs all-INT8)",
 }
 SHARE_TITLE = "Share of FP32 time (%)<br>batch 1, this machine"
-_COLORS = {
+PRECISION_COLORS = {  # one colour per precision, shared by every chart that colours by it
     "fp32": "#1c7ed6",
     "fp16": "#4dabf7",
     "int8": "#d9480f",
@@ -197,7 +197,7 @@ def sensitivity_figure(info: SensitivityChartInfo) -> go.Figure:
                 width=step * 0.9,
                 name=name(precision),
                 legendgroup=precision,
-                marker={"color": _COLORS.get(precision, _TEXT), "opacity": 0.55},
+                marker={"color": PRECISION_COLORS.get(precision, _TEXT), "opacity": 0.55},
                 customdata=[[b.layer, b.precision] for b in bars],
                 hovertext=[b.hover for b in bars],
                 hoverinfo="text",
@@ -212,7 +212,7 @@ def sensitivity_figure(info: SensitivityChartInfo) -> go.Figure:
                 name=name(precision),
                 legendgroup=precision,
                 showlegend=False,
-                marker={"color": _COLORS.get(precision, _TEXT), "size": 8},
+                marker={"color": PRECISION_COLORS.get(precision, _TEXT), "size": 8},
                 error_x={
                     "type": "data",
                     "symmetric": False,
