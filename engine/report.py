@@ -30,6 +30,7 @@ from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
 from engine.render import RenderError, render_in_subprocess
 from engine.report_text import human_bytes
+from engine.search import objective_point, trials_frame
 from engine.search_charts import PRECISION_COLORS, sensitivity_chart_info, sensitivity_figure
 from engine.sensitivity import sensitivity_frame
 from engine.types import LayerInfo, MeasureSettings, Precision
@@ -135,6 +136,42 @@ def sensitivity_report_figure(
     if frame.empty or not (frame["status"] == "ok").any():
         return None
     return _sized(sensitivity_figure(sensitivity_chart_info(frame)))
+
+
+def search_section(engine: Engine, rec: Recommendation) -> str:
+    """The latest search of the model: its measured plans beside what the predictor expected."""
+    ids = engine.store.search_ids(rec.model_name)
+    fp32 = objective_point(rec.baseline)
+    if not ids or fp32 is None:
+        return "<p>No mixed-precision search has been run for this model (Sensitivity &amp; search page).</p>"
+    trials = trials_frame(engine.store.search_trials(ids[0]), fp32)
+    ok = trials[trials["status"] == "ok"]
+    if ok.empty:
+        return "<p>The latest search of this model has no measured plan yet.</p>"
+    err_drop = (ok["accuracy_drop"] - ok["predicted_accuracy_drop"]).abs().mean()
+    err_size = ((ok["size_bytes"] - ok["predicted_size_bytes"]).abs() / ok["size_bytes"]).mean()
+    err_lat = ((ok["latency_ms"] - ok["predicted_latency_ms"]).abs() / ok["latency_ms"]).mean()
+    others = f" ({len(ids) - 1} earlier searches are not shown)" if len(ids) > 1 else ""
+    intro = (
+        f"<p>The latest search{others} measured {len(ok)} plans; {int(ok['on_front'].sum())} of them are on "
+        f"its measured Pareto front. Beside each measurement is what the additive predictor expected: "
+        f"it was off by {100 * err_drop:.2f} points of accuracy, {100 * err_size:.1f}% in size and "
+        f"{100 * err_lat:.1f}% in latency on average. Where the two differ, layers interact.</p>"
+    )
+    table = pd.DataFrame(
+        {
+            "plan": ok["plan_summary"],
+            "found by": ok["origin"],
+            "accuracy drop, measured (points)": (100 * ok["accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
+            "predicted": (100 * ok["predicted_accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
+            "size, measured": ok["size_bytes"].map(human_bytes),
+            "predicted ": ok["predicted_size_bytes"].map(human_bytes),
+            "latency ms, measured": ok["latency_ms"].map(lambda v: f"{v:.3f}"),
+            "predicted  ": ok["predicted_latency_ms"].map(lambda v: f"{v:.3f}"),
+            "on front": ok["on_front"].map({True: "yes", False: ""}),
+        }
+    )
+    return intro + _table(table)
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -326,6 +363,7 @@ def report_html(
             drawn.get("sensitivity")
             or "<p>No sensitivity pass has been run for this model (Sensitivity &amp; search page).</p>",
         ),
+        ("search", "Mixed-precision search", search_section(engine, rec)),
         ("method", "Method", METHOD),
         ("manifest", "Reproducibility manifest", _kv_table(manifest(rec, bundle))),
     ]

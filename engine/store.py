@@ -365,6 +365,15 @@ class ResultStore:
             out.append(trial)
         return out
 
+    def search_ids(self, model_name: str) -> list[str]:
+        """The searches that measured plans of a model, the most recently active first."""
+        rows = self._query(
+            "SELECT t.search_id, MAX(t.created_at) AS last FROM search_trials t JOIN results r"
+            " ON r.key = t.result_key WHERE r.model_name = ? GROUP BY t.search_id ORDER BY last DESC",
+            (model_name,),
+        )
+        return [str(r["search_id"]) for r in rows]
+
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         return dict(rows[0]) if rows else None

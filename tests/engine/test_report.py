@@ -21,6 +21,7 @@ from engine.api import Engine
 from engine.goal import parse_goal
 from engine.render import chromium_path
 from engine.report import ReportFiles, build_report, ensure_candidates
+from engine.search import SearchSpec, run_search
 from engine.sensitivity import run_sensitivity
 from engine.store import ResultStore
 from engine.types import MeasureSettings, Plan, Precision
@@ -30,7 +31,7 @@ SETTINGS = MeasureSettings(batch_sizes=(1,), max_seconds=0.5)
 GOAL = "smallest model within 1 point of FP32 accuracy"
 SECTIONS = (
     "Summary", "Caveats", "Pareto plots", "Candidate plans", "Chosen plan: precision per layer",
-    "Per-layer sensitivity", "Method", "Reproducibility manifest",
+    "Per-layer sensitivity", "Mixed-precision search", "Method", "Reproducibility manifest",
 )  # fmt: skip
 
 
@@ -45,7 +46,10 @@ def report(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> ReportFi
     bundle = engine.model("digits_cnn")
     ensure_candidates(engine, bundle)
     # The sensitivity chart appears in the report only once a pass was run; run the INT8 probes.
-    run_sensitivity(engine, bundle, candidates={x.name: (Precision.INT8,) for x in engine.layers(bundle)})
+    int8 = {x.name: (Precision.FP32, Precision.INT8) for x in engine.layers(bundle)}
+    run_sensitivity(engine, bundle, candidates=int8)
+    # ... and the search section once a search was: a small one, 3 plans of its own.
+    run_search(engine, bundle, SearchSpec(int8, max_evaluations=3))
     return build_report(engine, bundle, parse_goal(GOAL), tmp_path_factory.mktemp("report"))
 
 
@@ -102,6 +106,7 @@ def test_pdf_has_every_section_and_the_figures_it_states(report: ReportFiles) ->
     assert rec.headline in text and "95% CI" in text
     assert rec.chosen is not None and rec.chosen["model_hash"] in text.replace(" ", "")
     assert "ONNX Runtime" in text and ort.__version__ in text
+    assert "The latest search measured" in text and "additive predictor expected" in text
 
 
 def test_images_are_real_png_and_svg(report: ReportFiles) -> None:

@@ -277,3 +277,15 @@ def test_default_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("QUANTDASH_STORE", str(tmp_path / "elsewhere" / "r.sqlite"))
     assert default_store_path() == tmp_path / "elsewhere" / "r.sqlite"
     assert (tmp_path / "elsewhere").is_dir()
+
+
+def test_search_ids_lists_a_models_searches_most_recent_first(store: ResultStore) -> None:
+    a, b = make_record("mlp", seed=1), make_record("cnn", seed=2)
+    store.put(a)
+    store.put(b)
+    assert store.search_ids("mlp") == []
+    store.add_search_trial("older", a["key"], "predictor", a["plan"], {})
+    store.add_search_trial("newer", a["key"], "nsga2", a["plan"], {})
+    store.add_search_trial("other-model", b["key"], "nsga2", b["plan"], {})
+    assert store.search_ids("mlp") == ["newer", "older"]
+    assert store.search_ids("cnn") == ["other-model"]
