@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import platform
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from engine.api import Engine, EngineError
 from engine.charts import ParetoGridInfo, pareto_grid_figure, pareto_plot_info, with_derived
 from engine.datasets import ModelBundle
 from engine.goal import Goal
+from engine.handoff import write_bundle
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
 from engine.render import RenderError, render_in_subprocess
@@ -252,9 +251,10 @@ def manifest(rec: Recommendation, bundle: ModelBundle) -> dict[str, Any]:
 
 METHOD = """
 <p>Each plan was built for real with ONNX Runtime's quantization tools, one precision per layer:
-static INT8 as QDQ with per-channel int8 weights and activations calibrated once on the model's
-calibration split; W8A16 with 8-bit weights and 16-bit activations; dynamic INT8 with activations
-quantized at run time; INT4 as block-wise 4-bit weights (MatMulNBits); FP16 with casts at the
+static INT8 as QDQ with per-channel int8 weights (7-bit on CPUs without VNNI, where 8-bit weights
+saturate ONNX Runtime's u8·s8 kernels) and activations calibrated once on the model's calibration
+split; W8A16 with 8-bit weights and 16-bit activations; dynamic INT8 with activations quantized at
+run time; INT4 as block-wise 4-bit weights (MatMulNBits); FP16 with casts at the
 boundaries. After building, each layer's realized precision was read back from the graph and
 checked against the plan.</p>
 <p>Size is the model file on disk. Latency is the median of repeated runs in ONNX Runtime on this
@@ -262,7 +262,8 @@ machine's CPU after warm-up (at least 20 runs, more until the median's 95% inter
 with a cap), at batch 1. Accuracy is the model's own metric on its fixed evaluation split, disjoint
 from the calibration split; its change against FP32 carries a paired bootstrap 95% confidence
 interval. The recommendation is the best measured plan for the goal among those that meet its
-limits; nothing in this report is predicted.</p>
+limits. Every plan in this report was measured; the only predictions are the search section's, shown
+beside the measurements they were made for.</p>
 """
 
 _CSS = """
@@ -373,82 +374,6 @@ def report_html(
         f"Quantization report: {bundle.name}",
         f"Generated {now} by quantdash {ENGINE_VERSION}. {bundle.card.get('description', '')}",
     )
-
-
-# --- hand-off bundle ----------------------------------------------------------------------------
-
-
-def _bundle_readme(rec: Recommendation, bundle: ModelBundle) -> str:
-    chosen = rec.chosen or {}
-    inputs = bundle.card.get("inputs") or [
-        {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in bundle.eval_set.inputs.items()
-    ]
-    feed = ", ".join(f'"{i["name"]}": {i["name"].replace(".", "_")}' for i in inputs)
-    spec = "\n".join(f"- `{i['name']}`: {i['dtype']}, shape {i['shape']}" for i in inputs)
-    lines = [
-        f"# {bundle.name}: {chosen.get('plan_summary', '')}",
-        "",
-        rec.statement,
-        "",
-        "Files: `model.onnx` (the quantized model), `plan.json` (the precision of each layer),",
-        "`metrics.json` (everything measured, with the machine it was measured on).",
-        "",
-        "## Inputs",
-        "",
-        spec,
-        "",
-        "## Run it with ONNX Runtime",
-        "",
-        "```python",
-        "import numpy as np",
-        "import onnxruntime as ort",
-        "",
-        'session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
-        f"outputs = session.run(None, {{{feed}}})  # numpy arrays as listed above",
-        "```",
-        "",
-        f"Measured with ONNX Runtime {(chosen.get('environment') or {}).get('onnxruntime')}; "
-        "the model needs an ONNX Runtime with opset "
-        "21 support (1.18 or newer).",
-        "",
-        "## Caveats",
-        "",
-        *[f"- {c}" for c in rec.caveats],
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_bundle(rec: Recommendation, bundle: ModelBundle, path: Path) -> Path:
-    """bundle.zip: the chosen quantized model, its plan, its metrics, and how to run it."""
-    chosen = rec.chosen
-    if chosen is None:
-        raise ValueError("no plan meets the goal, so there is no model to hand off")
-    artifact = Path(chosen.get("artifact_path") or "")
-    if not artifact.is_file():
-        raise FileNotFoundError(
-            f"the built model of {chosen['plan_summary']} is no longer on disk ({artifact}); evaluate the "
-            "plan again (quantdash evaluate ... or the Plan page) and rebuild the report"
-        )
-    metrics = {k: v for k, v in chosen["metrics"].items() if k != "per_sample_correct"}
-    doc = {
-        "model_name": bundle.name,
-        "plan_summary": chosen["plan_summary"],
-        "metrics": metrics,
-        "environment": chosen.get("environment"),
-        "hashes": {
-            k: chosen.get(k) for k in ("key", "model_hash", "data_hash", "plan_hash", "settings_hash")
-        },
-        "recommendation": {"goal": rec.goal.text, "statement": rec.statement, "caveats": list(rec.caveats)},
-    }
-    tmp = path.with_suffix(".zip.partial")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.write(artifact, "model.onnx")
-        z.writestr("plan.json", json.dumps(chosen["plan"], indent=2) + "\n")
-        z.writestr("metrics.json", json.dumps(doc, indent=2, default=str) + "\n")
-        z.writestr("README.md", _bundle_readme(rec, bundle))
-    tmp.replace(path)  # a crash mid-write leaves no half-written bundle.zip
-    return path
 
 
 # --- all of it ----------------------------------------------------------------------------------
