@@ -70,6 +70,11 @@ def recommendation_for(
             f"the FP32 baseline of {bundle.name} could not be measured ({baseline.get('error')}), so there "
             "is nothing to compare plans with"
         )
+    if baseline["metrics"].get("accuracy") is None:
+        raise EngineError(
+            f"{bundle.name} has no labelled evaluation data, so no plan's accuracy is known and no "
+            "recommendation can be judged; put eval.npz with labels beside the model (see the README)"
+        )
     frame = engine.store.to_frame(bundle.name)
     return recommend(frame, goal, baseline, bundle.name, engine.store.get)
 

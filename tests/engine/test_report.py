@@ -197,3 +197,12 @@ def test_cli_report_refuses_a_goal_it_cannot_read_and_says_when_nothing_meets_on
     assert out.returncode == 1, out.stderr
     assert "No measured plan of digits_cnn meets the goal" in out.stdout and "Closest:" in out.stdout
     assert (tmp_path / "r" / "report.html").is_file() and not (tmp_path / "r" / "bundle.zip").exists()
+
+
+def test_cli_report_on_a_model_without_labelled_data_says_why_not(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes((REPO / "sample_models" / "digits_cnn" / "model.onnx").read_bytes())
+    out = _cli(tmp_path / "home", str(bare), "--goal", GOAL, "--out", str(tmp_path / "r"), "--inline",
+               "--no-pdf", "--batch-sizes", "1")  # fmt: skip
+    assert out.returncode == 2 and "bare has no labelled evaluation data" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
