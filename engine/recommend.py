@@ -133,13 +133,25 @@ def size_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     return f"{100 * change:.0f}% smaller" if change > 0 else f"{100 * -change:.0f}% larger"
 
 
+def _units(metrics: Mapping[str, Any]) -> str:
+    # A language model is scored per character but resampled per sequence, the eval set's unit.
+    return "sequences" if "perplexity" in metrics else "examples"
+
+
 def accuracy_words(chosen: Mapping[str, Any]) -> str:
+    """The accuracy change with its interval (and, for a language model, the perplexity ratio)."""
     m = chosen["metrics"]
     n = int(m.get("eval_size") or 0)
-    return (
+    words = (
         f"{_points(m['accuracy_delta'])} points accuracy (95% CI {_points(m['accuracy_delta_ci_low'])} "
-        f"to {_points(m['accuracy_delta_ci_high'])}) on {n:,} held-out examples"
+        f"to {_points(m['accuracy_delta_ci_high'])})"
     )
+    if m.get("perplexity_ratio") is not None:
+        words += (
+            f", perplexity ×{m['perplexity_ratio']:.3f} (95% CI ×{m['perplexity_ratio_ci_low']:.3f} to "
+            f"×{m['perplexity_ratio_ci_high']:.3f})"
+        )
+    return f"{words} on {n:,} held-out {_units(m)}"
 
 
 def statement(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
@@ -178,10 +190,15 @@ def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_can
     elif hi < 0:
         out.append(f"The accuracy loss is real, not noise: its 95% interval ends at {_points(hi)} points.")
     n = int(m.get("eval_size") or 0)
-    if 0 < n < SMALL_EVAL_SET:
+    if 0 < n < SMALL_EVAL_SET and _units(m) == "examples":
         out.append(
             f"The evaluation set is small ({n:,} examples): one example is {100 / n:.2f} points, so "
             "small differences between plans are not meaningful."
+        )
+    elif 0 < n < SMALL_EVAL_SET:
+        out.append(
+            f"The evaluation set is small ({n:,} sequences): the accuracy interval is "
+            f"{100 * (hi - lo):.2f} points wide, so smaller differences between plans are not meaningful."
         )
     speed = speed_words(chosen, baseline)
     if speed.endswith("slower"):

@@ -13,7 +13,7 @@ from engine.goal import parse_goal
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import caveats, recommend, speed_words, statement
 from engine.store import ResultStore
-from engine.types import MeasureSettings
+from engine.types import MeasureSettings, Plan, Precision
 
 SETTINGS = MeasureSettings(batch_sizes=(1,), max_seconds=0.5)
 
@@ -100,3 +100,16 @@ def test_caveats_name_the_cpu_fp16_and_noise(measured) -> None:  # type: ignore[
     assert "Only 7 plans were measured" in said
     int8 = next(r for r in records if r["plan_summary"] == "5 INT8")
     assert "FP16" not in " ".join(caveats(int8, baseline, n_candidates=7))
+
+
+def test_a_language_model_is_described_by_sequences_and_perplexity(tmp_path: Path) -> None:
+    engine = Engine(store=ResultStore(tmp_path / "results.sqlite"), home=tmp_path, settings=SETTINGS)
+    bundle = engine.model("char_transformer")
+    baseline = engine.baseline(bundle)
+    int4 = engine.evaluate(bundle, Plan(default=Precision.INT4))
+    words = statement(int4, baseline)
+    n = bundle.eval_set.size
+    assert f"on {n:,} held-out sequences" in words and "perplexity ×" in words
+    said = " ".join(caveats(int4, baseline, n_candidates=2))
+    # Scored per character: "one example is N points" would be wrong by the sequence length.
+    assert "one example is" not in said and f"small ({n:,} sequences)" in said
