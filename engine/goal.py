@@ -32,11 +32,11 @@ _DROP = re.compile(
 )  # fmt: skip
 _NO_LOSS = re.compile(r"\b(no accuracy (?:loss|drop)|without (?:losing|any loss of) accuracy|lossless)\b")
 _SIZE = re.compile(
-    r"(?:\bunder|\bbelow|\bat most|\bno more than|\bsmaller than|\bless than|\bmax(?:imum)?|<=?)\s*"
+    r"(?:\bunder|\bbelow|\bat most|\bno more than|\bsmaller than|\bless than|\bmax(?:imum)?|<=?|≤)\s*"
     + _NUMBER + r"\s*(gb|mb|kb|bytes|b)\b"
 )  # fmt: skip
 _LATENCY = re.compile(
-    r"(?:\bunder|\bbelow|\bat most|\bno more than|\bfaster than|\bless than|\bmax(?:imum)?|<=?)\s*"
+    r"(?:\bunder|\bbelow|\bat most|\bno more than|\bfaster than|\bless than|\bmax(?:imum)?|<=?|≤)\s*"
     + _NUMBER + r"\s*(ms|milliseconds?|us|µs|microseconds?|s|seconds?)\b"
 )  # fmt: skip
 _SIZE_UNITS = {"gb": 1e9, "mb": 1e6, "kb": 1e3, "bytes": 1.0, "b": 1.0}

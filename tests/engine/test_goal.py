@@ -21,6 +21,7 @@ from engine.goal import EXAMPLES, GoalError, parse_goal
         ("most accurate under 300 µs", "accuracy", None, False, None, 0.3),
         ("smallest under 2 seconds", "size", None, False, None, 2000.0),
         ("fastest under 5 milliseconds", "latency", None, False, None, 5.0),
+        ("fastest ≤ 5 MB", "latency", None, False, 5e6, None),
     ],
 )
 def test_goals_are_read(
