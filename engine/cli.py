@@ -217,15 +217,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from engine.goal import GoalError, parse_goal
-    from engine.report import build_report, ensure_candidates
+    from engine.report import build_report, check_reportable, ensure_candidates, with_batch_1
 
     try:
         goal = parse_goal(args.goal)
     except GoalError as e:
         raise UsageError(str(e)) from None
-    settings = _settings(args)
+    settings = with_batch_1(_settings(args))
     with _engine(args, args.inline, args.timeout) as eng:
         bundle = eng.model(args.model)
+        check_reportable(bundle)
         _progress(f"goal understood as: {goal.describe()}")
         _progress(
             f"measuring the FP32 baseline and the presets of {bundle.name} (stored ones are reused) ..."

@@ -23,14 +23,31 @@ EXAMPLES = (
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _OBJECTIVE_WORDS = (
     ("accuracy", r"\b(most accurate|best accuracy|highest accuracy|most accuracy)\b"),
-    ("size", r"\b(smallest|smaller|tiniest|lightest|least memory|lowest size|minimum size)\b"),
+    ("size", r"\b(smallest|tiniest|lightest|least memory|lowest size|minimum size)\b"),
     ("latency", r"\b(fastest|quickest|lowest latency|least latency|minimum latency)\b"),
 )
 _DROP = re.compile(
     r"\b(?:within|lose at most|losing at most|at most|no more than|less than)\s+" + _NUMBER
     + r"\s*(percentage points?|points?|pts?|pp|%|percent)",
 )  # fmt: skip
-_NO_LOSS = re.compile(r"\b(no accuracy (?:loss|drop)|without (?:losing|any loss of) accuracy|lossless)\b")
+_NO_LOSS = re.compile(
+    r"\b(no (?:accuracy )?(?:loss|drop)(?: (?:of|in) accuracy)?"
+    r"|without (?:any )?(?:accuracy )?loss(?: of accuracy)?"
+    r"|without losing(?: any)? accuracy|(?:that )?loses no accuracy|lossless)\b"
+)
+# Words of a limit or objective left over once everything understood is taken out: the goal said
+# something this parser did not read ("within one point", "no slower than FP32"), so it is refused
+# rather than silently dropped.
+_UNREAD = re.compile(
+    r"\b(loss|lose|loses|losing|drop|drops|slower|faster|quicker|speed-?up|bigger|biggest|largest|"
+    r"smaller|accuracy|accurate|points?|percent|kb|mb|gb|ms|seconds?|latency|size|"
+    r"one|two|three|four|five|six|seven|eight|nine|ten|half)\b"
+)
+# Filler that may stay: "of FP32 accuracy", "the FP32 baseline", precision names.
+_FILLER = re.compile(
+    r"\b(?:of|than|to|vs)?\s*(?:the\s+)?(?:fp32|float32|baseline)(?:\s+(?:accuracy|model|baseline))?\b"
+    r"|\b(fp16|float16|int8|int4|w8a16|batch 1|at batch 1)\b"
+)
 _SIZE = re.compile(
     r"(?:\bunder|\bbelow|\bat most|\bno more than|\bsmaller than|\bless than|\bmax(?:imum)?|<=?|≤)\s*"
     + _NUMBER + r"\s*(gb|mb|kb|bytes|b)\b"
@@ -69,16 +86,17 @@ class Goal:
             unit = "% of" if c.relative else (" point of" if c.max_accuracy_drop == 1 else " points of")
             parts.append(f"within {c.max_accuracy_drop:g}{unit} FP32 accuracy")
         if c.max_size_bytes is not None:
-            parts.append(f"at most {_bytes(c.max_size_bytes)}")
+            parts.append(f"at most {decimal_bytes(c.max_size_bytes)}")
         if c.max_latency_ms is not None:
             parts.append(f"at most {c.max_latency_ms:g} ms at batch 1")
         return parts[0] + (" " + " and ".join(parts[1:]) if len(parts) > 1 else "")
 
 
-def _bytes(n: float) -> str:
+def decimal_bytes(n: float) -> str:
+    """Bytes in decimal units (kB = 1,000 bytes), as goals are written."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
-            return f"{n / size:g} {unit}"
+            return f"{n / size:.4g} {unit}"
     return f"{n:g} bytes"
 
 
@@ -121,15 +139,18 @@ def parse_goal(text: str) -> Goal:
     size = float(sizes[0].group(1)) * _SIZE_UNITS[sizes[0].group(2)] if sizes else None
     latency = float(latencies[0].group(1)) * _TIME_UNITS[latencies[0].group(2)] if latencies else None
 
-    objectives = [name for name, pattern in _OBJECTIVE_WORDS if re.search(pattern, s)]
-    if len(objectives) > 1:
-        words = " and ".join(OBJECTIVES[o] for o in objectives)
-        raise _refuse(text, f"it asks for {words} at once; pick one and give the others as limits")
     leftover = s
     for start, end in sorted(spans, reverse=True):
         leftover = leftover[:start] + " " + leftover[end:]
-    leftover = re.sub(r"\b(fp32|fp16|float32|float16|int8|int4|w8a16|batch 1)\b", " ", leftover)
-    stray = re.search(r"\d+(?:\.\d+)?\s*\S*", leftover)
+    # The objective is read from what the limits left: "smaller than 5 MB" is a limit, not "smallest".
+    objectives = [name for name, pattern in _OBJECTIVE_WORDS if re.search(pattern, leftover)]
+    if len(objectives) > 1:
+        words = " and ".join(OBJECTIVES[o] for o in objectives)
+        raise _refuse(text, f"it asks for {words} at once; pick one and give the others as limits")
+    for _, pattern in _OBJECTIVE_WORDS:
+        leftover = re.sub(pattern, " ", leftover)
+    leftover = _FILLER.sub(" ", leftover)
+    stray = re.search(r"\d+(?:\.\d+)?\s*\S*", leftover) or _UNREAD.search(leftover)
     if stray:
         raise _refuse(text, f"the part {stray.group(0).strip()!r} is not a limit it understands")
     if objectives:

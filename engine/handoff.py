@@ -10,17 +10,38 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from engine.datasets import ModelBundle
 from engine.recommend import Recommendation
 
 
-def _bundle_readme(rec: Recommendation, bundle: ModelBundle) -> str:
+def _model_opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _example_feeds(inputs: list[dict[str, Any]]) -> list[str]:
+    """Python lines that build a zero input of the right shape and dtype for each model input
+    (named dimensions such as the batch set to 1), then the feed dict."""
+    lines, entries = [], []
+    for k, spec in enumerate(inputs):
+        shape = tuple(d if isinstance(d, int) else 1 for d in spec["shape"])
+        lines.append(
+            f"x{k} = np.zeros({shape!r}, dtype=np.{spec['dtype']})  # {spec['name']}: {spec['shape']}"
+        )
+        entries.append(f"{spec['name']!r}: x{k}")
+    return [*lines, "feeds = {" + ", ".join(entries) + "}"]
+
+
+def _bundle_readme(rec: Recommendation, bundle: ModelBundle, artifact: Path) -> str:
     chosen = rec.chosen or {}
     inputs = bundle.card.get("inputs") or [
-        {"name": k, "shape": list(v.shape), "dtype": str(v.dtype)} for k, v in bundle.eval_set.inputs.items()
+        {"name": k, "shape": ["batch", *v.shape[1:]], "dtype": str(v.dtype)}
+        for k, v in bundle.eval_set.inputs.items()
     ]
-    feed = ", ".join(f'"{i["name"]}": {i["name"].replace(".", "_")}' for i in inputs)
     spec = "\n".join(f"- `{i['name']}`: {i['dtype']}, shape {i['shape']}" for i in inputs)
     lines = [
         f"# {bundle.name}: {chosen.get('plan_summary', '')}",
@@ -41,12 +62,12 @@ def _bundle_readme(rec: Recommendation, bundle: ModelBundle) -> str:
         "import onnxruntime as ort",
         "",
         'session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
-        f"outputs = session.run(None, {{{feed}}})  # numpy arrays as listed above",
+        *_example_feeds(inputs),
+        "outputs = session.run(None, feeds)  # replace the zeros with real inputs",
         "```",
         "",
-        f"Measured with ONNX Runtime {(chosen.get('environment') or {}).get('onnxruntime')}; "
-        "the model needs an ONNX Runtime with opset "
-        "21 support (1.18 or newer).",
+        f"Measured with ONNX Runtime {(chosen.get('environment') or {}).get('onnxruntime')}. The model uses "
+        f"ONNX opset {_model_opset(artifact)}: run it with an ONNX Runtime that supports that opset.",
         "",
         "## Caveats",
         "",
@@ -64,8 +85,8 @@ def write_bundle(rec: Recommendation, bundle: ModelBundle, path: Path) -> Path:
     artifact = Path(chosen.get("artifact_path") or "")
     if not artifact.is_file():
         raise FileNotFoundError(
-            f"the built model of {chosen['plan_summary']} is no longer on disk ({artifact}); evaluate the "
-            "plan again (quantdash evaluate ... or the Plan page) and rebuild the report"
+            f"the built model of {chosen['plan_summary']} is no longer on disk ({artifact}); measure the "
+            "plan again with `quantdash evaluate ... --force` and rebuild the report"
         )
     metrics = {k: v for k, v in chosen["metrics"].items() if k != "per_sample_correct"}
     doc = {
@@ -83,6 +104,6 @@ def write_bundle(rec: Recommendation, bundle: ModelBundle, path: Path) -> Path:
         z.write(artifact, "model.onnx")
         z.writestr("plan.json", json.dumps(chosen["plan"], indent=2) + "\n")
         z.writestr("metrics.json", json.dumps(doc, indent=2, default=str) + "\n")
-        z.writestr("README.md", _bundle_readme(rec, bundle))
+        z.writestr("README.md", _bundle_readme(rec, bundle, artifact))
     tmp.replace(path)  # a crash mid-write leaves no half-written bundle.zip
     return path

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from engine import pareto
-from engine.goal import Goal
+from engine.goal import Goal, decimal_bytes
 
 # Ties on the objective are broken by the other two, in this order.
 _ORDER = {
@@ -45,13 +45,29 @@ class Recommendation:
         return str(self.chosen["key"]) if self.chosen else None
 
 
+CALIBRATED = frozenset({"int8", "w8a16"})  # plans whose result depends on the calibration method
+EXACT_LIMIT = 1e-9  # "within 1 point" includes a drop of exactly 1 point, whatever the float rounding
+
+
+def _settings(metrics: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return (metrics or {}).get("settings") or {}
+
+
+def _calibration(plan: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None) -> str | None:
+    used = set((plan or {}).get("layers", {}).values()) | {(plan or {}).get("default")}
+    return _settings(metrics).get("calibration") if used & CALIBRATED else None
+
+
 def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.DataFrame:
-    """The results a recommendation may choose from: same model and data as the baseline, measured
-    accuracy, size and batch-1 latency, status ok."""
+    """The results a recommendation may choose from: same model and data as the baseline, latency
+    timed with the same number of threads, measured accuracy, size and batch-1 latency, status ok."""
+    threads = _settings(baseline["metrics"]).get("threads")
     ok = frame[
         (frame["status"] == "ok")
         & (frame["model_hash"] == baseline["model_hash"])
         & (frame["data_hash"] == baseline["data_hash"])
+        # A plan timed with another thread count is not comparable with this baseline's latency.
+        & (frame["metrics"].map(lambda m: _settings(m).get("threads")) == threads)
     ]
     ok = ok[np.isfinite(ok[["accuracy", "size_bytes", "latency_ms_b1"]].astype(float)).all(axis=1)]
     out = pd.DataFrame(
@@ -64,14 +80,14 @@ def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.Data
             "ci_high": ok["accuracy_delta_ci_high"].astype(float),
             "size_bytes": ok["size_bytes"].astype(float),
             "latency_ms": ok["latency_ms_b1"].astype(float),
-            "calibration": ok["metrics"].map(lambda m: ((m or {}).get("settings") or {}).get("calibration")),
+            "calibration": [_calibration(p, m) for p, m in zip(ok["plan"], ok["metrics"], strict=True)],
             "source": ok["source"],
             "plan_hash": ok["plan_hash"],
             "plan": ok["plan"],
         }
     )
-    # One row per plan and calibration: a plan measured again under other latency settings (a
-    # search measures batch 1 only) keeps its latest measurement. Rows come oldest first.
+    # One row per plan and calibration (which only static plans depend on): a plan measured again
+    # under other settings (a search measures batch 1 only) keeps its latest measurement.
     out = out.drop_duplicates(subset=["plan_hash", "calibration"], keep="last").reset_index(drop=True)
     if len(out):
         out["on_front"] = pareto.non_dominated(
@@ -98,7 +114,7 @@ def choose(candidates: pd.DataFrame, goal: Goal, baseline: Mapping[str, Any]) ->
     out["excess"] = [
         goal.constraints.excess(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32) for r in out.itertuples()
     ]
-    out["meets"] = out["excess"] <= 0
+    out["meets"] = out["excess"] <= EXACT_LIMIT
     out["chosen"] = False
     feasible = out[out["meets"]]
     if len(feasible):
@@ -122,7 +138,9 @@ def speed_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     if new_lo <= old_hi and old_lo <= new_hi:
         return f"no clear latency difference ({new:.3g} ms vs {old:.3g} ms at batch 1)"
     ratio = old / new
-    return f"{ratio:.1f}× faster" if ratio >= 1 else f"{1 / ratio:.1f}× slower"
+    factor = ratio if ratio >= 1 else 1 / ratio
+    shown = f"{factor:.2f}" if factor < 1.1 else f"{factor:.1f}"  # never "1.0× faster"
+    return f"{shown}× faster" if ratio >= 1 else f"{shown}× slower"
 
 
 def size_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
@@ -213,8 +231,8 @@ def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_can
     if used & {"int8", "w8a16"}:
         calib = (m.get("settings") or {}).get("calibration", "?")
         out.append(
-            f"Static INT8 activation ranges were calibrated ({calib}) on the model's calibration split; "
-            "inputs unlike it can lose more accuracy."
+            f"Static activation ranges (INT8, W8A16) were calibrated ({calib}) on the model's calibration "
+            "split; inputs unlike it can lose more accuracy."
         )
     if n_candidates < 10:
         out.append(
@@ -222,6 +240,21 @@ def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_can
             "may find better ones."
         )
     return out
+
+
+def overshoot_words(row: Any, goal: Goal, baseline: Mapping[str, Any]) -> str:
+    """How far one candidate is outside each limit, in the limit's own unit."""
+    c = goal.constraints
+    fp32 = _fp32_point(baseline)
+    parts = []
+    limit = c.drop_limit(fp32["accuracy"])
+    if limit is not None and row.accuracy_drop > limit + EXACT_LIMIT:
+        parts.append(f"{100 * (row.accuracy_drop - limit):.2f} points over the accuracy limit")
+    if c.max_size_bytes is not None and row.size_bytes > c.max_size_bytes:
+        parts.append(f"{decimal_bytes(row.size_bytes - c.max_size_bytes)} over the size limit")
+    if c.max_latency_ms is not None and row.latency_ms > c.max_latency_ms:
+        parts.append(f"{row.latency_ms - c.max_latency_ms:.3g} ms over the latency limit")
+    return "; ".join(parts) or "meets the limits"
 
 
 def recommend(
@@ -241,8 +274,7 @@ def recommend(
         chosen = None
         closest = considered.sort_values(["excess", *_ORDER[goal.objective]]).head(3)
         names = "; ".join(
-            f"{r.plan_summary} (outside the limits by {100 * r.excess:.1f}% of FP32)"
-            for r in closest.itertuples()
+            f"{r.plan_summary} ({overshoot_words(r, goal, baseline)})" for r in closest.itertuples()
         )
         headline = f"No measured plan of {model_name} meets the goal: {what}"
         words = (

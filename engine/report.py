@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import html
 import platform
+import shutil
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +25,15 @@ from engine import __version__ as ENGINE_VERSION
 from engine.api import Engine, EngineError
 from engine.charts import ParetoGridInfo, pareto_grid_figure, pareto_plot_info, with_derived
 from engine.datasets import ModelBundle
-from engine.goal import Goal
+from engine.goal import Goal, decimal_bytes
 from engine.handoff import write_bundle
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
 from engine.render import RenderError, render_in_subprocess
-from engine.report_text import human_bytes
 from engine.search import objective_point, trials_frame
 from engine.search_charts import PRECISION_COLORS, sensitivity_chart_info, sensitivity_figure
 from engine.sensitivity import sensitivity_frame
-from engine.types import LayerInfo, MeasureSettings, Precision
+from engine.types import LayerInfo, MeasureSettings, Plan, Precision
 
 FIGURE_SIZE = {"width": 1000, "height": 440}
 
@@ -50,30 +51,43 @@ class ReportFiles:
     render_error: str | None = None
 
 
+def with_batch_1(settings: MeasureSettings | None) -> MeasureSettings | None:
+    """The settings with batch 1 among the latency batch sizes: the report compares batch-1 latency."""
+    if settings is None or 1 in settings.batch_sizes:
+        return settings
+    return replace(settings, batch_sizes=(1, *settings.batch_sizes))
+
+
+def check_reportable(bundle: ModelBundle) -> None:
+    """EngineError unless the model has labelled evaluation data (a goal is judged by accuracy)."""
+    if bundle.eval_set.labels is None:
+        raise EngineError(
+            f"{bundle.name} has no labelled evaluation data, so no plan's accuracy is known and no "
+            "recommendation can be judged; put eval.npz with labels beside the model (see the README)"
+        )
+
+
 def ensure_candidates(
     engine: Engine, bundle: ModelBundle, settings: MeasureSettings | None = None
 ) -> list[dict[str, Any]]:
     """Measure what a recommendation needs at least: the FP32 baseline and every preset (the store
     serves those already measured)."""
+    check_reportable(bundle)
     layers = engine.layers(bundle)
     plans = [preset_plan(name, layers) for name in PRESETS]
-    return engine.evaluate_many(bundle, plans, settings=settings, source="report")
+    return engine.evaluate_many(bundle, plans, settings=with_batch_1(settings), source="report")
 
 
 def recommendation_for(
     engine: Engine, bundle: ModelBundle, goal: Goal, settings: MeasureSettings | None = None
 ) -> Recommendation:
     """The recommendation among the model's stored results (the FP32 baseline is measured if missing)."""
-    baseline = engine.baseline(bundle, settings)
+    check_reportable(bundle)
+    baseline = engine.baseline(bundle, with_batch_1(settings))
     if baseline["status"] != "ok":
         raise EngineError(
             f"the FP32 baseline of {bundle.name} could not be measured ({baseline.get('error')}), so there "
             "is nothing to compare plans with"
-        )
-    if baseline["metrics"].get("accuracy") is None:
-        raise EngineError(
-            f"{bundle.name} has no labelled evaluation data, so no plan's accuracy is known and no "
-            "recommendation can be judged; put eval.npz with labels beside the model (see the README)"
         )
     frame = engine.store.to_frame(bundle.name)
     return recommend(frame, goal, baseline, bundle.name, engine.store.get)
@@ -144,7 +158,7 @@ def sensitivity_report_figure(
 
 def search_section(engine: Engine, rec: Recommendation) -> str:
     """The latest search of the model: its measured plans beside what the predictor expected."""
-    ids = engine.store.search_ids(rec.model_name)
+    ids = engine.store.search_ids(rec.baseline["model_hash"], rec.baseline["data_hash"])
     fp32 = objective_point(rec.baseline)
     if not ids or fp32 is None:
         return "<p>No mixed-precision search has been run for this model (Sensitivity &amp; search page).</p>"
@@ -168,8 +182,8 @@ def search_section(engine: Engine, rec: Recommendation) -> str:
             "found by": ok["origin"],
             "accuracy drop, measured (points)": (100 * ok["accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
             "predicted": (100 * ok["predicted_accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
-            "size, measured": ok["size_bytes"].map(human_bytes),
-            "predicted ": ok["predicted_size_bytes"].map(human_bytes),
+            "size, measured": ok["size_bytes"].map(decimal_bytes),
+            "predicted ": ok["predicted_size_bytes"].map(decimal_bytes),
             "latency ms, measured": ok["latency_ms"].map(lambda v: f"{v:.3f}"),
             "predicted  ": ok["predicted_latency_ms"].map(lambda v: f"{v:.3f}"),
             "on front": ok["on_front"].map({True: "yes", False: ""}),
@@ -209,7 +223,7 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
                 f"{100 * (a - fp32):+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})"
                 for a, lo, hi in zip(c["accuracy"], c["ci_low"], c["ci_high"], strict=True)
             ],
-            "size": c["size_bytes"].map(human_bytes),
+            "size": c["size_bytes"].map(decimal_bytes),
             "latency, batch 1 (ms)": c["latency_ms"].map(lambda v: f"{v:.3f}"),
             "calibration": c["calibration"].fillna(""),
             "measured by": c["source"].map(lambda v: _SOURCES.get(str(v).split(":")[0], v)),
@@ -381,6 +395,12 @@ def report_html(
     )
 
 
+def _settings_of(record: dict[str, Any]) -> MeasureSettings:
+    stored = dict((record.get("metrics") or {}).get("settings") or {})
+    stored["batch_sizes"] = tuple(stored.get("batch_sizes") or (1,))
+    return MeasureSettings(**stored)
+
+
 # --- all of it ----------------------------------------------------------------------------------
 
 
@@ -401,8 +421,19 @@ def build_report(
     step = on_step or (lambda _msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # A report built here before (for another goal, say) must not leave files that no longer match.
+    for old in (out / "report.pdf", out / "bundle.zip"):
+        old.unlink(missing_ok=True)
+    shutil.rmtree(out / "images", ignore_errors=True)
     step("choosing the plan")
     rec = recommendation_for(engine, bundle, goal, settings)
+    if rec.chosen is not None and not Path(rec.chosen.get("artifact_path") or "").is_file():
+        # The measured model file was deleted: build and measure the plan again, then choose again.
+        step(f"measuring {rec.chosen['plan_summary']} again (its model file is gone)")
+        engine.evaluate(
+            bundle, Plan.from_json(rec.chosen["plan"]), settings=_settings_of(rec.chosen), force=True
+        )
+        rec = recommendation_for(engine, bundle, goal, settings)
     step("writing report.html")
     html_path = out / "report.html"
     tmp = out / "report.html.partial"
@@ -414,10 +445,16 @@ def build_report(
     error = None
     if pdf:
         step("printing report.pdf and the plot images in Chromium")
+        # Chromium writes into a scratch folder; only a finished render is moved into place.
+        scratch = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
         try:
-            done = render_in_subprocess(html_path, out / "report.pdf", out / "images")
+            render_in_subprocess(html_path, scratch / "report.pdf", scratch / "images")
+            (scratch / "images").replace(out / "images")
+            (scratch / "report.pdf").replace(out / "report.pdf")
             pdf_path = out / "report.pdf"
-            images = tuple(Path(p) for p in done["written"] if not p.endswith(".pdf"))
+            images = tuple(sorted((out / "images").iterdir()))
         except RenderError as e:
             error = str(e)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return ReportFiles(out, html_path, pdf_path, bundle_path, images, rec, error)

@@ -365,12 +365,14 @@ class ResultStore:
             out.append(trial)
         return out
 
-    def search_ids(self, model_name: str) -> list[str]:
-        """The searches that measured plans of a model, the most recently active first."""
+    def search_ids(self, model_hash: str, data_hash: str) -> list[str]:
+        """The searches that measured plans of a model (by content: two files may share a name) on
+        a data set, the most recently active first."""
         rows = self._query(
             "SELECT t.search_id, MAX(t.created_at) AS last FROM search_trials t JOIN results r"
-            " ON r.key = t.result_key WHERE r.model_name = ? GROUP BY t.search_id ORDER BY last DESC",
-            (model_name,),
+            " ON r.key = t.result_key WHERE r.model_hash = ? AND r.data_hash = ?"
+            " GROUP BY t.search_id ORDER BY last DESC",
+            (model_hash, data_hash),
         )
         return [str(r["search_id"]) for r in rows]
 

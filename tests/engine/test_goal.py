@@ -22,6 +22,11 @@ from engine.goal import EXAMPLES, GoalError, parse_goal
         ("smallest under 2 seconds", "size", None, False, None, 2000.0),
         ("fastest under 5 milliseconds", "latency", None, False, None, 5.0),
         ("fastest ≤ 5 MB", "latency", None, False, 5e6, None),
+        ("smallest model with no loss of accuracy", "size", 0.0, False, None, None),
+        ("smallest model that loses no accuracy", "size", 0.0, False, None, None),
+        ("smaller than 5 MB", "accuracy", None, False, 5e6, None),  # a limit, not "smallest"
+        ("fastest model smaller than 5 MB", "latency", None, False, 5e6, None),
+        ("smallest model within 1 point of the FP32 baseline", "size", 1.0, False, None, None),
     ],
 )
 def test_goals_are_read(
@@ -55,6 +60,11 @@ def test_describe_says_the_goal_back() -> None:
         ("fastest and smallest", "smallest and fastest at once"),
         ("within 1 point and within 2 points", "more than one accuracy limit"),
         ("fastest with no accuracy loss within 1 point", "more than one accuracy limit"),
+        # Limits it cannot read are refused, never dropped.
+        ("smallest model within one point of FP32 accuracy", "'one' is not a limit"),
+        ("fastest under five MB", "'five' is not a limit"),
+        ("smallest, no slower than FP32", "'slower' is not a limit"),
+        ("biggest speed-up within 1 point", "'biggest' is not a limit"),
         ("1.5x faster", "'1.5x' is not a limit"),
     ],
 )

@@ -3,15 +3,17 @@ the words around it, and the caveats that must appear."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from engine.api import Engine
 from engine.goal import parse_goal
 from engine.presets import PRESETS, preset_plan
-from engine.recommend import caveats, recommend, speed_words, statement
+from engine.recommend import caveats, choose, recommend, speed_words, statement
 from engine.store import ResultStore
 from engine.types import MeasureSettings, Plan, Precision
 
@@ -74,7 +76,7 @@ def test_an_impossible_goal_says_so_and_names_the_closest_plans(measured) -> Non
     rec = _recommend(engine, baseline, "smallest under 1 kB")
     assert rec.chosen is None and rec.chosen_key is None
     assert rec.headline.startswith("No measured plan of digits_cnn meets the goal")
-    assert "Closest:" in rec.statement and "outside the limits by" in rec.statement
+    assert "Closest: 5 INT8 dyn (97.52 kB over the size limit)" in rec.statement
     assert not rec.candidates["meets"].any()
 
 
@@ -113,3 +115,24 @@ def test_a_language_model_is_described_by_sequences_and_perplexity(tmp_path: Pat
     said = " ".join(caveats(int4, baseline, n_candidates=2))
     # Scored per character: "one example is N points" would be wrong by the sequence length.
     assert "one example is" not in said and f"small ({n:,} sequences)" in said
+
+
+def test_a_plan_exactly_at_the_accuracy_limit_meets_it() -> None:
+    baseline = {"metrics": {"accuracy": 0.99, "size_bytes": 1000.0, "latency": {"1": {"median_ms": 1.0}}}}
+    # 0.99 - 0.98 is 0.010000000000000009 in floating point: still "within 1 point".
+    candidates = pd.DataFrame(
+        {"accuracy_drop": [0.99 - 0.98, 0.99 - 0.975], "size_bytes": [500.0, 400.0], "latency_ms": [1.0, 1.0]}
+    )
+    out = choose(candidates, parse_goal("smallest within 1 point"), baseline)
+    assert out["meets"].tolist() == [True, False] and out["chosen"].tolist() == [True, False]
+    relative = choose(candidates, parse_goal("smallest within 1.6% of FP32"), baseline)  # 1.584 points
+    assert relative["meets"].tolist() == [True, True] and relative["chosen"].tolist() == [False, True]
+
+
+def test_plans_timed_with_another_thread_count_are_not_candidates(measured) -> None:  # type: ignore[no-untyped-def]
+    engine, baseline, _ = measured
+    bundle = engine.model("digits_cnn")
+    other = engine.evaluate(bundle, Plan(default=Precision.INT8), settings=replace(SETTINGS, threads=2))
+    assert other["status"] == "ok"
+    rec = _recommend(engine, baseline, "fastest")
+    assert other["key"] not in set(rec.candidates["key"]) and len(rec.candidates) == 7

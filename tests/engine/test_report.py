@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -131,7 +132,12 @@ def test_bundle_model_reproduces_the_stored_accuracy(
     assert Plan.from_json(json.loads((tmp_path / "plan.json").read_text())).to_json() == chosen["plan"]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["metrics"]["accuracy"] == chosen["metrics"]["accuracy"]
-    assert "InferenceSession" in (tmp_path / "README.md").read_text()
+    # The README's snippet runs as written, in the unpacked bundle's folder.
+    readme = (tmp_path / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    ran = subprocess.run([sys.executable, "-c", snippet + "\nprint(outputs[0].shape)"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ran.returncode == 0 and ran.stdout.strip() == "(1, 10)", ran.stderr
 
     bundle = engine.model("digits_cnn")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -205,4 +211,36 @@ def test_cli_report_on_a_model_without_labelled_data_says_why_not(tmp_path: Path
     out = _cli(tmp_path / "home", str(bare), "--goal", GOAL, "--out", str(tmp_path / "r"), "--inline",
                "--no-pdf", "--batch-sizes", "1")  # fmt: skip
     assert out.returncode == 2 and "bare has no labelled evaluation data" in out.stderr, out.stderr
-    assert "Traceback" not in out.stderr
+    assert "Traceback" not in out.stderr and "measuring" not in out.stderr  # refused before any work
+
+
+def test_cli_report_adds_batch_1_to_the_latency_batch_sizes(tmp_path: Path) -> None:
+    args = ("digits_cnn", "--goal", "fastest", "--out", str(tmp_path / "r"), "--inline", "--no-pdf")
+    out = _cli(tmp_path / "home", *args, "--batch-sizes", "8")
+    assert out.returncode == 0, out.stderr
+    with ResultStore(tmp_path / "home" / "results.sqlite") as store:
+        frame = store.to_frame("digits_cnn")
+    assert len(frame) == 7 and all(set(m["latency"]) == {"1", "8"} for m in frame["metrics"])
+
+
+def test_a_rebuild_leaves_no_file_of_the_previous_report(
+    engine: Engine, report: ReportFiles, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    shutil.copytree(report.out_dir, again)
+    files = build_report(
+        engine, engine.model("digits_cnn"), parse_goal("smallest under 1 kB"), again, pdf=False
+    )
+    assert files.recommendation.chosen is None
+    assert sorted(p.name for p in again.iterdir()) == ["report.html"]  # no stale PDF, bundle or images
+
+
+def test_a_chosen_plan_whose_model_file_is_gone_is_measured_again(engine: Engine, tmp_path: Path) -> None:
+    bundle = engine.model("digits_cnn")
+    first = build_report(engine, bundle, parse_goal(GOAL), tmp_path / "a", pdf=False)
+    assert first.recommendation.chosen is not None
+    Path(first.recommendation.chosen["artifact_path"]).unlink()
+    second = build_report(engine, bundle, parse_goal(GOAL), tmp_path / "b", pdf=False)
+    assert second.bundle is not None and second.bundle.is_file()
+    assert second.recommendation.chosen is not None
+    assert Path(second.recommendation.chosen["artifact_path"]).is_file()

@@ -280,12 +280,14 @@ def test_default_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_search_ids_lists_a_models_searches_most_recent_first(store: ResultStore) -> None:
-    a, b = make_record("mlp", seed=1), make_record("cnn", seed=2)
+    # Two models of the same name (two files called model.onnx) are told apart by their hash.
+    a, b = make_record("model", seed=1), make_record("model", seed=2, model_hash="other")
     store.put(a)
     store.put(b)
-    assert store.search_ids("mlp") == []
+    assert store.search_ids(a["model_hash"], a["data_hash"]) == []
     store.add_search_trial("older", a["key"], "predictor", a["plan"], {})
     store.add_search_trial("newer", a["key"], "nsga2", a["plan"], {})
     store.add_search_trial("other-model", b["key"], "nsga2", b["plan"], {})
-    assert store.search_ids("mlp") == ["newer", "older"]
-    assert store.search_ids("cnn") == ["other-model"]
+    assert store.search_ids(a["model_hash"], a["data_hash"]) == ["newer", "older"]
+    assert store.search_ids("other", b["data_hash"]) == ["other-model"]
+    assert store.search_ids(a["model_hash"], "other data") == []
