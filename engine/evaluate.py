@@ -236,9 +236,7 @@ def evaluate_task(
 ) -> dict[str, Any]:
     """Worker task: build the plan's model and measure it. Returns metrics, realized plan, model bytes."""
     t0 = time.perf_counter()
-    settings = MeasureSettings(
-        **{**settings_json, "calibration": CalibrationMethod(settings_json["calibration"])}
-    )
+    settings = MeasureSettings.from_json(settings_json)
     plan = Plan.from_json(plan_json)
     cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
     prepared_path = cache.prepared(model_bytes)

@@ -19,8 +19,9 @@ from engine.recommend import Recommendation
 def _model_opset(path: Path) -> int:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    from engine.model_io import default_opset
+
+    return default_opset(onnx.load(str(path), load_external_data=False), missing=0)
 
 
 def _example_feeds(inputs: list[dict[str, Any]]) -> list[str]:

@@ -116,9 +116,14 @@ def prepare_model(model_bytes: bytes, work_dir: str | Path | None = None) -> byt
 QUANT_OPSET = 21  # 16-bit activations (W8A16) need QuantizeLinear from opset 21
 
 
+def default_opset(model: onnx.ModelProto, missing: int = QUANT_OPSET) -> int:
+    """The version of the default (ai.onnx) domain the model imports; `missing` if it imports none."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), missing)
+
+
 def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """Convert once to the opset the quantizer needs, instead of once per plan inside quantize_static."""
-    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QUANT_OPSET)
+    version = default_opset(model)
     if version >= QUANT_OPSET:
         return model
     try:

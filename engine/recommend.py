@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from engine import pareto
+from engine.charts import precision_mix
 from engine.goal import Goal, decimal_bytes
+from engine.search import objective_point
 
 # Ties on the objective are broken by the other two, in this order.
 _ORDER = {
@@ -54,8 +56,7 @@ def _settings(metrics: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def _calibration(plan: Mapping[str, Any] | None, metrics: Mapping[str, Any] | None) -> str | None:
-    used = set((plan or {}).get("layers", {}).values()) | {(plan or {}).get("default")}
-    return _settings(metrics).get("calibration") if used & CALIBRATED else None
+    return _settings(metrics).get("calibration") if CALIBRATED.intersection(precision_mix(plan)) else None
 
 
 def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.DataFrame:
@@ -99,12 +100,12 @@ def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.Data
 
 
 def _fp32_point(baseline: Mapping[str, Any]) -> dict[str, float]:
-    m = baseline["metrics"]
-    return {
-        "accuracy": float(m["accuracy"]),
-        "size_bytes": float(m["size_bytes"]),
-        "latency_ms": float(m["latency"]["1"]["median_ms"]),
-    }
+    point = objective_point(
+        dict(baseline)
+    )  # the search's scoring of a result: accuracy, size, batch-1 latency
+    if point is None:
+        raise ValueError("the FP32 baseline has no accuracy, size and batch-1 latency to compare with")
+    return point
 
 
 def choose(candidates: pd.DataFrame, goal: Goal, baseline: Mapping[str, Any]) -> pd.DataFrame:
@@ -192,7 +193,7 @@ def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_can
     if chosen is None:
         return out
     m = chosen["metrics"]
-    used = set((chosen.get("plan") or {}).get("layers", {}).values())
+    used = set(precision_mix(chosen.get("plan")))
     if "fp16" in used:
         # ONNX Runtime's x86 CPU kernels have no FP16 Conv/MatMul: the converter's casts make them FP32.
         out.append(

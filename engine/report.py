@@ -395,12 +395,6 @@ def report_html(
     )
 
 
-def _settings_of(record: dict[str, Any]) -> MeasureSettings:
-    stored = dict((record.get("metrics") or {}).get("settings") or {})
-    stored["batch_sizes"] = tuple(stored.get("batch_sizes") or (1,))
-    return MeasureSettings(**stored)
-
-
 # --- all of it ----------------------------------------------------------------------------------
 
 
@@ -431,7 +425,10 @@ def build_report(
         # The measured model file was deleted: build and measure the plan again, then choose again.
         step(f"measuring {rec.chosen['plan_summary']} again (its model file is gone)")
         engine.evaluate(
-            bundle, Plan.from_json(rec.chosen["plan"]), settings=_settings_of(rec.chosen), force=True
+            bundle,
+            Plan.from_json(rec.chosen["plan"]),
+            settings=MeasureSettings.from_json(rec.chosen["metrics"]["settings"]),
+            force=True,
         )
         rec = recommendation_for(engine, bundle, goal, settings)
     step("writing report.html")

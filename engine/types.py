@@ -225,6 +225,11 @@ class MeasureSettings:
             **({} if self.latency else {"latency": False}),
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MeasureSettings:
+        """The settings a result stored (to_json's output); __post_init__ restores the types."""
+        return cls(**data)
+
     @property
     def hash(self) -> str:
         return stable_hash(self.to_json())

@@ -118,7 +118,10 @@ def test_a_language_model_is_described_by_sequences_and_perplexity(tmp_path: Pat
 
 
 def test_a_plan_exactly_at_the_accuracy_limit_meets_it() -> None:
-    baseline = {"metrics": {"accuracy": 0.99, "size_bytes": 1000.0, "latency": {"1": {"median_ms": 1.0}}}}
+    baseline = {
+        "status": "ok",
+        "metrics": {"accuracy": 0.99, "size_bytes": 1000.0, "latency": {"1": {"median_ms": 1.0}}},
+    }
     # 0.99 - 0.98 is 0.010000000000000009 in floating point: still "within 1 point".
     candidates = pd.DataFrame(
         {"accuracy_drop": [0.99 - 0.98, 0.99 - 0.975], "size_bytes": [500.0, 400.0], "latency_ms": [1.0, 1.0]}
