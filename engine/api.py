@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__ as ENGINE_VERSION
+from engine import user_models
 from engine.datasets import ModelBundle, load_model
 from engine.evaluate import ModelCache, atomic_write, evaluate_task, inspect_task, layers_from_json
 from engine.measure import machine_fingerprint
+from engine.model_io import ModelError
 from engine.quantize import resolve_plan
 from engine.store import ResultStore, default_home
 from engine.types import (
@@ -86,10 +88,53 @@ class Engine:
     # --- models -------------------------------------------------------------------------------
 
     def model(self, name_or_path: str) -> ModelBundle:
-        """A sample model by name or an .onnx path, with its data (reading files, not running them)."""
+        """A sample or added model by name, or an .onnx path, with its data (reads files, runs nothing)."""
         if name_or_path not in self._bundles:
-            self._bundles[name_or_path] = load_model(name_or_path)
+            if name_or_path in user_models.user_model_names(self.home):
+                self._bundles[name_or_path] = user_models.load_user_model(name_or_path, self.home)
+            else:
+                self._bundles[name_or_path] = load_model(name_or_path)
         return self._bundles[name_or_path]
+
+    def add_model(
+        self,
+        model_file: Path,
+        data_file: Path | None = None,
+        *,
+        name: str | None = None,
+        shapes: dict[str, tuple[int, ...]] | None = None,
+        model_label: str | None = None,
+        data_label: str | None = None,
+    ) -> user_models.AddedModel:
+        """Check an uploaded model (and data) in a worker and add it by name; ModelError if refused."""
+        label = model_label or Path(model_file).name
+        try:
+            return user_models.add_model(
+                Path(model_file),
+                Path(data_file) if data_file is not None else None,
+                home=self.home,
+                run_task=self._upload_task,
+                name=name,
+                shapes=shapes,
+                model_label=label,
+                data_label=data_label,
+            )
+        except EngineError as e:
+            raise ModelError(
+                f"{label}: {e}. The app is unaffected; expected a model ONNX Runtime can load."
+            ) from None
+
+    def declared_inputs(self, model_file: Path, model_label: str | None = None) -> list[dict[str, Any]]:
+        """An upload's declared inputs (name, shape, dtype), read in a worker."""
+        try:
+            return user_models.declared_inputs(
+                Path(model_file), run_task=self._upload_task, model_label=model_label
+            )
+        except EngineError as e:
+            raise ModelError(f"{model_label or Path(model_file).name}: {e}") from None
+
+    def _upload_task(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self.run_task(fn, *args, what="checking the upload in a worker process")
 
     def run_task(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
         """fn(*args) in a worker (in this process without a pool); EngineError names `what` failed."""

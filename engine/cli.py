@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,13 @@ from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
 from engine.report_text import comparison_rows, format_table, layer_rows
 from engine.store import ResultStore, default_home, default_store_path
 from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError
+from engine.user_models import parse_shapes, remove_model, user_cards
+
+DATA_HELP_ONE_LINE = (
+    "Data: .npz with one array per model input (named as the input) and optional 'labels'; a .zip of "
+    "images with labels.csv (file,label); or a .csv with one column per feature and an optional 'label' "
+    "column. Without labels only fidelity to FP32 is measured; without data, inputs are random."
+)
 
 PLAN_FORMAT = '{"default": "int8", "layers": {"<layer name>": "fp32"}}'
 
@@ -48,17 +56,48 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="result store file; default <home>/results.sqlite or $QUANTDASH_STORE")
     sub = p.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("models", help="list the bundled sample models").add_argument(
+    sub.add_parser("models", help="list the bundled sample models and the models you added").add_argument(
         "--json", action="store_true"
     )
 
+    add = sub.add_parser(
+        "add-model",
+        help="add your own ONNX model (and evaluation data); then use it by name in every command",
+        description="Check an ONNX model (a .onnx file, or a .zip of the model and its external data) and "
+        "its evaluation data in a worker process, and add it by name. " + DATA_HELP_ONE_LINE,
+    )
+    add.add_argument("model_file", help="model.onnx, or a .zip holding one .onnx and its external data")
+    add.add_argument("--data", help="evaluation data: .npz, .zip of images with labels.csv, or .csv")
+    add.add_argument("--name", help="name to use it by (default: from the file name)")
+    add.add_argument(
+        "--shape",
+        action="append",
+        metavar="NAME=DIMxDIM...",
+        help="an input's size when no data is given, e.g. input=1x3x224x224 (repeatable)",
+    )
+    add.add_argument(
+        "--entry",
+        metavar="FILE.py:FUNCTION",
+        help="with FILE.safetensors: your function that builds the torch module (exported with --shape)",
+    )
+    add.add_argument(
+        "--timeout", type=float, default=300.0, help="seconds before the checking worker is stopped"
+    )
+    add.add_argument(
+        "--inline", action="store_true", help="check in this process instead of a worker (unsafe)"
+    )
+    add.add_argument("--json", action="store_true")
+
+    rm = sub.add_parser("remove-model", help="remove a model you added (its stored results stay)")
+    rm.add_argument("name")
+
     ins = sub.add_parser("inspect", help="show a model's layer table")
-    ins.add_argument("model", help="a sample model's name or a path to an .onnx file")
+    ins.add_argument("model", help="a sample or added model's name, or a path to an .onnx file")
     ins.add_argument("--json", action="store_true")
     ins.add_argument("--inline", action="store_true", help="run in this process instead of a worker")
 
     ev = sub.add_parser("evaluate", help="quantize a model by a plan and measure it")
-    ev.add_argument("model", help="a sample model's name or a path to an .onnx file")
+    ev.add_argument("model", help="a sample or added model's name, or a path to an .onnx file")
     how = ev.add_mutually_exclusive_group(required=True)
     how.add_argument("--plan", help=f"plan JSON file, e.g. {PLAN_FORMAT}")
     how.add_argument("--preset", help=f"one of: {', '.join(PRESETS)}")
@@ -69,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         help="recommend a plan for a goal; write report.html, report.pdf, plot images and bundle.zip",
     )
-    rep.add_argument("model", help="a sample model's name or a path to an .onnx file")
+    rep.add_argument("model", help="a sample or added model's name, or a path to an .onnx file")
     rep.add_argument(
         "--goal", required=True, help='in plain words, e.g. "smallest model within 1 point of FP32 accuracy"'
     )
@@ -147,14 +186,80 @@ def cmd_models(args: argparse.Namespace) -> int:
     from engine.datasets import load_sample
 
     cards = [load_sample(n).card for n in sample_names()]
+    cards += [{**c, "added": True} for c in user_cards(default_home()).values()]
     if args.json:
         _dump(cards)
         return 0
     rows = [
-        [c["name"], c["task"], f"{c.get('params', 0):,}", json.dumps(c.get("fp32_metrics", {}))]
+        [
+            c["name"],
+            "added" if c.get("added") else "sample",
+            c["task"],
+            f"{c.get('params', 0):,}",
+            json.dumps(c.get("fp32_metrics", {})),
+        ]
         for c in cards
     ]
-    print(format_table(["model", "task", "params", "FP32 metrics"], rows))
+    print(format_table(["model", "kind", "task", "params", "FP32 metrics"], rows))
+    return 0
+
+
+def cmd_add_model(args: argparse.Namespace) -> int:
+    shapes = parse_shapes(args.shape)
+    model_file = Path(args.model_file)
+    with tempfile.TemporaryDirectory(prefix="quantdash-add-") as tmp:
+        if model_file.suffix.lower() == ".safetensors":
+            if not args.entry:
+                raise UsageError(
+                    f"{model_file.name}: safetensors weights need the code that builds the module: "
+                    "--entry FILE.py:FUNCTION and --shape NAME=1x3x32x32 (the example input to export with)"
+                )
+            from engine.torch_import import export_safetensors
+
+            _progress(f"building {args.entry} with {model_file.name} and exporting it to ONNX ...")
+            exported = Path(tmp) / f"{model_file.stem}.onnx"
+            exported.write_bytes(export_safetensors(model_file, args.entry, shapes))
+            model_file, shapes = exported, {}  # the export fixed every dimension but the batch
+        elif args.entry:
+            raise UsageError(
+                "--entry is for safetensors weights (FILE.safetensors); this is " + model_file.name
+            )
+        if shapes and args.data:
+            raise UsageError(
+                "--shape is for a model added without data; with --data the data's shapes are used"
+            )
+        with _engine(args, args.inline, args.timeout) as eng:
+            _progress(f"checking {model_file.name} in a worker process ...")
+            added = eng.add_model(
+                model_file,
+                Path(args.data) if args.data else None,
+                name=args.name,
+                shapes=shapes,
+            )
+            layers = eng.layers(eng.model(added.name))
+    card = added.card
+    if args.json:
+        _dump({"name": added.name, "folder": str(added.folder), "card": card})
+        return 0
+    what = {
+        "classification": f"accuracy on {card['eval_size']} labelled samples",
+        "language_model": f"accuracy and perplexity on {card['eval_size']} labelled sequences",
+    }.get(card["task"], "fidelity to FP32 only (agreement, SQNR, KL divergence)")
+    print(
+        f"added {added.name!r}: {len(layers)} layers, {card['params']:,} weights, opset {card['opset']}; "
+        f"measures {what}"
+    )
+    for note in added.notes:
+        print(f"  - {note}")
+    for op in card.get("fp32_only", []):
+        print(f"  - stays FP32: {op['node']} ({op['op']}): {op['why']}")
+    print(f"\nuse it by name, e.g. quantdash evaluate {added.name} --preset int8")
+    return 0
+
+
+def cmd_remove_model(args: argparse.Namespace) -> int:
+    remove_model(args.name, default_home())
+    print(f"removed {args.name!r} (its stored results stay in the store)")
     return 0
 
 
@@ -291,6 +396,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "models": cmd_models,
+    "add-model": cmd_add_model,
+    "remove-model": cmd_remove_model,
     "inspect": cmd_inspect,
     "evaluate": cmd_evaluate,
     "report": cmd_report,

@@ -73,6 +73,23 @@ def _remove_unused_initializers(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(keep)
 
 
+def drop_initializers_from_inputs(model: onnx.ModelProto) -> int:
+    """Old exporters (IR version 3) list every weight as a graph input too; make them plain weights.
+
+    Left as inputs, ONNX Runtime treats them as overridable, so it cannot constant-fold them and the
+    quantizer does not see them as weights. Returns how many were dropped.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    keep = [vi for vi in model.graph.input if vi.name not in inits]
+    dropped = len(model.graph.input) - len(keep)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        # IR version 3 required initializers among the inputs; 4 is the first that allows otherwise.
+        model.ir_version = max(model.ir_version, 4)
+    return dropped
+
+
 def _rewrite_gemm_to_matmul(model: onnx.ModelProto) -> None:
     """Gemm -> MatMul + Add, the MatMul keeping the Gemm's name (MatMulNBits skips Gemm)."""
     from onnxruntime.quantization.onnx_model import ONNXModel
@@ -99,6 +116,7 @@ def prepare_model(model_bytes: bytes, work_dir: str | Path | None = None) -> byt
     except onnx.checker.ValidationError as e:
         raise ModelError(f"the ONNX checker rejected the model: {e}") from None
     _name_unnamed_nodes(model)
+    drop_initializers_from_inputs(model)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         # Pass a path, not the proto: quant_pre_process rewrites a proto it is given in place
         # (its weights moved to external data in a temporary folder that is then deleted).

@@ -1,0 +1,85 @@
+"""PyTorch weights without pickle: safetensors plus the user's own model code, exported to ONNX.
+
+A `.pt`/`.pth` checkpoint is a pickle, and unpickling can run any code, so quantdash never
+opens one. What it accepts instead, on the command line only, is the pair a PyTorch user has
+anyway: weights saved with `safetensors.torch.save_file(model.state_dict(), ...)` and a Python
+function that builds the (untrained) module. The function is the user's own code, named
+explicitly on their own command line; the weights file is plain tensors and runs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import re
+import warnings
+from pathlib import Path
+
+from engine.model_io import ModelError
+
+_ENTRY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def export_safetensors(weights: Path, entry: str, shapes: dict[str, tuple[int, ...]]) -> bytes:
+    """Build the module with `entry` (FILE.py:FUNCTION), load `weights` strictly, export ONNX bytes.
+
+    `shapes` names each input and its example shape (batch first); the batch axis is exported
+    as dynamic. Raises ModelError naming what does not fit.
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    m = _ENTRY.match(entry)
+    if not m:
+        raise ModelError(f"--entry {entry!r}: expected FILE.py:FUNCTION, for example my_model.py:build")
+    if not shapes:
+        raise ModelError(
+            "--shape is needed with --entry: the example input to export with, e.g. input=1x3x32x32"
+        )
+    source = Path(m["file"])
+    if not source.is_file():
+        raise ModelError(
+            f"--entry: {source} not found; expected the Python file that defines {m['function']}()"
+        )
+    spec = importlib.util.spec_from_file_location(f"quantdash_entry_{source.stem}", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    build = getattr(module, m["function"], None)
+    if not callable(build):
+        raise ModelError(f"--entry: {source} defines no function {m['function']!r}")
+    net = build()
+    if not isinstance(net, torch.nn.Module):
+        raise ModelError(
+            f"--entry: {m['function']}() returned {type(net).__name__}; expected a torch.nn.Module"
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{weights.name} is not a readable safetensors file ({e})") from None
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"{weights.name} does not fit {m['function']}(): missing {list(result.missing_keys)[:5]}, "
+            f"unexpected {list(result.unexpected_keys)[:5]}; expected the state_dict of the same module"
+        )
+    examples = tuple(torch.zeros(shape) for shape in shapes.values())
+    names = list(shapes)
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                net.eval(),
+                examples,
+                buf,  # type: ignore[arg-type]  # a file-like object works; the stubs name paths only
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+    except Exception as e:  # the exporter's many error types: say which, and where it came from
+        raise ModelError(f"exporting {m['function']}() to ONNX failed ({type(e).__name__}: {e})") from None
+    return buf.getvalue()

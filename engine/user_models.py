@@ -1,0 +1,505 @@
+"""Models users bring: checked once in a worker process, then usable by name like a sample.
+
+`add_model` takes an uploaded model file (a .onnx, or a .zip of the model and its external
+data) and, optionally, an evaluation set. Everything that parses or runs the upload happens in
+`check_upload_task`, on a worker with the pool's memory and time limits; this process only
+copies files under generated names and moves a finished folder into place. A refused upload
+leaves nothing behind; an accepted one lives in ``<home>/models/<name>/`` with the same files
+as a sample model (card.json, model.onnx, eval.npz, calib.npz), so every command and page
+reads it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine import foreign, safe_files, user_data
+from engine.datasets import (
+    EvalSet,
+    ModelBundle,
+    _load_npz,
+    _read_card,
+    sample_names,
+    synthetic_inputs,
+)
+from engine.model_io import (
+    ModelError,
+    drop_initializers_from_inputs,
+    layer_table,
+    load_model_bytes,
+    prepare_model,
+)
+
+MODELS_DIR = "models"
+NAME_RULE = "1 to 48 characters: lower-case letters, digits, '-' and '_', starting with a letter or digit"
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
+_SHAPE = re.compile(r"^([^=\s]+)=(\d+(?:x\d+)*)$")
+CHECK_TIMEOUT_S = 300.0
+SYNTHETIC_EVAL_ROWS = 64
+SYNTHETIC_CALIB_ROWS = 32
+
+
+@dataclass(frozen=True)
+class AddedModel:
+    """A model added to the home: its name, folder, card and what the user should know about it."""
+
+    name: str
+    folder: Path
+    card: dict[str, Any]
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.card.get("notes", []))
+
+
+def models_dir(home: Path) -> Path:
+    return Path(home) / MODELS_DIR
+
+
+def user_model_names(home: Path) -> list[str]:
+    folder = models_dir(home)
+    if not folder.is_dir():
+        return []
+    # Staging folders start with '.', so a half-added model is never listed.
+    return sorted(
+        p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "card.json").is_file()
+    )
+
+
+def user_cards(home: Path) -> dict[str, dict[str, Any]]:
+    return {n: json.loads((models_dir(home) / n / "card.json").read_text()) for n in user_model_names(home)}
+
+
+def load_user_model(name: str, home: Path) -> ModelBundle:
+    folder = models_dir(home) / name
+    card = _read_card(folder)
+    names = [i["name"] for i in card["inputs"]]
+    eval_inputs, labels = _load_npz(folder / "eval.npz", names)
+    calib, _ = _load_npz(folder / "calib.npz", names)
+    return ModelBundle(
+        name=name,
+        model_bytes=load_model_bytes(folder / "model.onnx"),
+        eval_set=EvalSet(eval_inputs, labels, card["task"], synthetic=bool(card.get("synthetic"))),
+        calibration=calib,
+        card=card,
+        path=str(folder / "model.onnx"),
+    )
+
+
+def remove_model(name: str, home: Path) -> None:
+    folder = models_dir(home) / name
+    if name not in user_model_names(home):
+        raise ModelError(
+            f"no added model named {name!r}; added models: {', '.join(user_model_names(home)) or 'none'}"
+        )
+    shutil.rmtree(folder)
+
+
+def parse_shapes(texts: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """`--shape NAME=1x3x224x224` (repeatable) -> {NAME: (1, 3, 224, 224)}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in texts or []:
+        m = _SHAPE.match(text.strip())
+        if not m:
+            raise ModelError(f"--shape {text!r}: expected NAME=DIMxDIM..., for example input=1x3x224x224")
+        shapes[m.group(1)] = tuple(int(d) for d in m.group(2).split("x"))
+    return shapes
+
+
+def _check_name(name: str, home: Path) -> str:
+    if not _NAME.fullmatch(name):
+        raise ModelError(f"model name {name!r} is not allowed; expected {NAME_RULE}")
+    if name in sample_names():
+        raise ModelError(f"{name!r} is the name of a bundled sample model; choose another name")
+    if name in user_model_names(home):
+        raise ModelError(
+            f"a model named {name!r} was already added; choose another name, or remove it first "
+            f"(quantdash remove-model {name})"
+        )
+    return name
+
+
+def suggest_name(file_name: str, home: Path) -> str:
+    """A free model name from an uploaded file's name ('My Net v2.onnx' -> 'my-net-v2')."""
+    stem = Path(file_name).name.split(".")[0].lower()
+    base = re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:40] or "model"
+    taken = set(sample_names()) | set(user_model_names(home))
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def add_model(
+    model_file: Path,
+    data_file: Path | None = None,
+    *,
+    home: Path,
+    run_task: Callable[..., Any],
+    name: str | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    model_label: str | None = None,
+    data_label: str | None = None,
+) -> AddedModel:
+    """Check an upload in a worker and add it under `name`; ModelError (one paragraph) if refused.
+
+    `run_task(fn, *args)` runs fn on a worker (Engine.run_task). The labels are the file names the
+    user knows (uploads arrive under temporary names), used in every message.
+    """
+    model_file, model_label = Path(model_file), model_label or Path(model_file).name
+    suffix = safe_files.check_upload_file(model_file, "model", model_label)
+    if data_file is not None:
+        data_label = data_label or Path(data_file).name
+        data_suffix = safe_files.check_upload_file(Path(data_file), "data", data_label)
+    name = _check_name(name, home) if name else suggest_name(model_label, home)
+    staging = models_dir(home) / f".incoming-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
+    try:
+        upload = staging / "upload"
+        upload.mkdir()
+        if suffix == ".zip":
+            extracted = safe_files.safe_extract_zip(model_file, upload)
+            onnx_files = [p for p in extracted if p.suffix.lower() == ".onnx"]
+            if len(onnx_files) != 1:
+                found = ", ".join(p.name for p in onnx_files) or "none"
+                raise ModelError(
+                    f"{model_label}: a model .zip must hold exactly one .onnx file (plus its external data "
+                    f"files); found {len(onnx_files)} ({found})"
+                )
+            model_path, external_base = onnx_files[0], onnx_files[0].parent
+        else:
+            # Stored under a generated name; external data may only come from the model's own folder.
+            model_path, external_base = upload / "model.onnx", model_file.resolve().parent
+            shutil.copyfile(model_file, model_path)
+        data_path = None
+        if data_file is not None:
+            data_path = staging / f"data{data_suffix}"
+            shutil.copyfile(data_file, data_path)
+        outcome = run_task(
+            check_upload_task,
+            str(model_path),
+            str(external_base),
+            str(data_path) if data_path else None,
+            {"model": model_label, "data": data_label},
+            dict(shapes or {}),
+            str(staging),
+        )
+        if outcome.get("error"):
+            raise ModelError(outcome["error"])
+        card = {
+            **outcome["card"],
+            "name": name,
+            "uploaded_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "source": {"model_file": model_label, "data_file": data_label},
+        }
+        shutil.rmtree(upload)
+        if data_path is not None:
+            data_path.unlink()
+        (staging / "card.json").write_text(json.dumps(card, indent=2))
+        final = models_dir(home) / name
+        staging.rename(final)  # atomic: a model is listed whole or not at all
+        return AddedModel(name, final, card)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- the worker side ------------------------------------------------------------------------------
+
+
+def check_upload_task(
+    model_path: str,
+    external_base: str,
+    data_path: str | None,
+    labels: dict[str, str | None],
+    shapes: dict[str, tuple[int, ...]],
+    out_dir: str,
+) -> dict[str, Any]:
+    """Worker task: check, repair and describe an upload; write model.onnx, eval.npz, calib.npz.
+
+    Returns {"card": ...} or {"error": message}: a refusal is an answer, not a failure of the
+    worker. A crash or hang here (a model that kills ONNX Runtime) ends the task, not the app.
+    """
+    try:
+        return {
+            "card": _check_upload(
+                Path(model_path), Path(external_base), data_path, labels, shapes, Path(out_dir)
+            )
+        }
+    except ModelError as e:
+        who = labels.get("model") or Path(model_path).name
+        text = str(e)
+        return {"error": text if text.startswith(who) else f"{who}: {text}"}
+
+
+def _check_upload(
+    model_path: Path,
+    external_base: Path,
+    data_path: str | None,
+    labels: dict[str, str | None],
+    shapes: dict[str, tuple[int, ...]],
+    out: Path,
+) -> dict[str, Any]:
+    notes: list[str] = []
+    model = _sanitized_model(model_path, external_base, notes)
+    model_bytes = model.SerializeToString()
+    specs = user_data.input_specs(model)
+    if not specs:
+        raise ModelError(
+            "the model has no inputs (every graph input is a weight); expected at least one input"
+        )
+    # The data is checked before the slower preparation, so a wrong file is reported in a moment.
+    if data_path is not None:
+        inputs, y = user_data.read_dataset(Path(data_path), specs, out / "data-work", labels.get("data"))
+        task = user_data.task_for(y)
+        calib, eval_inputs, eval_labels = user_data.split_calibration(
+            user_data.cast_to_specs(inputs, specs), y
+        )
+        if task == "fidelity_only":
+            notes.append("no labels: only fidelity to FP32 (agreement, SQNR, KL divergence) is measured")
+    else:
+        eval_inputs = _synthetic(model_bytes, specs, shapes, SYNTHETIC_EVAL_ROWS, seed=0)
+        calib = _synthetic(model_bytes, specs, shapes, SYNTHETIC_CALIB_ROWS, seed=1)
+        task, eval_labels = "fidelity_only", None
+        notes.append(
+            "accuracy unknown: no data given. Size, latency and fidelity to FP32 are measured on random "
+            "inputs"
+        )
+    classes = _check_labels(task, eval_labels, _first_outputs(model_bytes, eval_inputs))
+    layers, fp32_only = _prepared_layers(model, out, notes)
+
+    (out / "model.onnx").write_bytes(model_bytes)
+    _save_arrays(
+        out / "eval.npz", {**eval_inputs, **({"labels": eval_labels} if eval_labels is not None else {})}
+    )
+    _save_arrays(out / "calib.npz", calib)
+    synthetic = data_path is None
+    return {
+        "description": f"Added by you from {labels.get('model')}"
+        + (f" with data {labels.get('data')}." if data_path else " (no data: synthetic inputs)."),
+        "task": task,
+        "metrics": {"classification": ["accuracy"], "language_model": ["accuracy", "perplexity"]}.get(
+            task, []
+        ),
+        "inputs": [
+            {"name": s.name, "shape": _stored_shape(s, eval_inputs), "dtype": s.dtype.name} for s in specs
+        ],
+        "output": model.graph.output[0].name,
+        "classes": classes,
+        "calib_size": len(next(iter(calib.values()))),
+        "eval_size": len(next(iter(eval_inputs.values()))),
+        "params": foreign.weight_count(model),
+        "opset": _opset(model),
+        "layers": len(layers),
+        "synthetic": synthetic,
+        "fp32_only": fp32_only,
+        "notes": notes,
+        "provenance": (
+            "Uploaded by a user without data: calibration and evaluation inputs are random draws "
+            "(standard normal floats, integers 0 or 1) to the declared shapes."
+            if synthetic
+            else "Uploaded by a user; not trained here. Calibration: the first samples of the given data "
+            "(see calib_size); evaluation: the rest (disjoint)."
+        ),
+    }
+
+
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # numpy's stubs type **kwds of savez as its allow_pickle flag; the arrays are plain numeric.
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+
+
+def _opset(model: Any) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _sanitized_model(model_path: Path, external_base: Path, notes: list[str]) -> Any:
+    """Parse, check and repair the upload into one self-contained, checked ONNX model."""
+    import onnx
+
+    model = foreign.load_upload(model_path)
+    foreign.check_domains(model)
+    foreign.check_dimensions(model)
+    foreign.check_external_files_present(model, external_base)
+    safe_files.check_external_data(model, external_base)
+    if foreign.load_external_weights(model, external_base):
+        notes.append("external weight data was read and embedded: the model is kept as one file")
+    foreign.check_weight_sizes(model)
+    dropped = drop_initializers_from_inputs(model)
+    if dropped:
+        notes.append(
+            f"{dropped} weights were also listed as graph inputs (an old exporter's habit): "
+            "treated as weights"
+        )
+    foreign.check_runs_here(model.SerializeToString())
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise ModelError(f"the ONNX checker rejected the model: {str(e).strip().splitlines()[0]}") from None
+    return model
+
+
+def _prepared_layers(model: Any, out: Path, notes: list[str]) -> tuple[list[Any], list[dict[str, str]]]:
+    """Prepare the model as every plan will (checked here, once) and list its layers and FP32-only ops."""
+    import onnx
+
+    try:
+        prepared_bytes = prepare_model(model.SerializeToString(), work_dir=out)
+    except ModelError:
+        raise
+    except Exception as e:  # the quantizer's pre-processing on a graph it cannot handle
+        raise ModelError(f"could not prepare the model for quantization ({type(e).__name__}: {e})") from None
+    prepared = onnx.load_from_string(prepared_bytes)
+    if _opset(model) != _opset(prepared):
+        notes.append(
+            f"opset upgraded from {_opset(model)} to {_opset(prepared)}, as ONNX Runtime's quantizer needs"
+        )
+    layers = layer_table(prepared_bytes)
+    if not layers:
+        notes.append("no Conv, MatMul or Gemm layer with stored weights: every plan of this model is FP32")
+    return layers, foreign.fp32_only_ops(prepared)
+
+
+def _stored_shape(spec: user_data.InputSpec, arrays: dict[str, np.ndarray]) -> list[int | str]:
+    """The declared shape with the batch dimension named, as in a sample model's card."""
+    shape = list(spec.shape) if spec.shape else list(arrays[spec.name].shape)
+    if shape and isinstance(shape[0], str):
+        shape[0] = "batch"
+    return shape
+
+
+def _synthetic(
+    model_bytes: bytes,
+    specs: list[user_data.InputSpec],
+    shapes: dict[str, tuple[int, ...]],
+    rows: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Random inputs; every dynamic dimension but the batch must be given (the page or --shape asks)."""
+    unknown = [s for s in shapes if s not in {x.name for x in specs}]
+    if unknown:
+        raise ModelError(
+            f"--shape names {', '.join(map(repr, unknown))}, which the model does not have; "
+            f"its inputs are {', '.join(repr(s.name) for s in specs)}"
+        )
+    given: dict[str, tuple[int, ...]] = {}
+    for s in specs:
+        if s.name in shapes:
+            dims = shapes[s.name]
+            if len(dims) != len(s.shape):
+                raise ModelError(
+                    f"--shape {s.name}={'x'.join(map(str, dims))} has {len(dims)} dimensions; "
+                    f"input {s.name!r} has {len(s.shape)}: {_shape_words(s.shape)}"
+                )
+            for d, declared in zip(dims, s.shape, strict=True):
+                if isinstance(declared, int) and declared != d:
+                    raise ModelError(
+                        f"--shape {s.name}={'x'.join(map(str, dims))} does not fit the declared shape "
+                        f"{_shape_words(s.shape)}; expected the fixed dimensions as declared"
+                    )
+            # The batch dimension is the synthetic set's row count, whatever the user typed.
+            given[s.name] = (rows, *dims[1:])
+        elif any(isinstance(d, str) for d in s.shape[1:]):
+            example = "x".join(str(d) if isinstance(d, int) else "N" for d in s.shape)
+            raise ModelError(
+                f"input {s.name!r} has dynamic dimensions {_shape_words(s.shape)}; without data, give its "
+                f"size to draw random inputs: --shape {s.name}={example.replace('N', '1', 1)} "
+                "(each N a number)"
+            )
+    return synthetic_inputs(model_bytes, rows=rows, seed=seed, shapes=given)
+
+
+def _shape_words(shape: tuple[int | str, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _first_outputs(model_bytes: bytes, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Run the model on the first two samples: a graph that fails on this data fails here, clearly."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    feed = {k: v[:2] for k, v in inputs.items()}
+    try:
+        return np.asarray(session.run(None, feed)[0])
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(
+            f"the model failed on the given inputs in ONNX Runtime: {first[:400]}. Expected inputs that the "
+            "model accepts (check shapes and value ranges against how it was trained)"
+        ) from None
+
+
+def _check_labels(task: str, labels: np.ndarray | None, outputs: np.ndarray) -> list[str]:
+    """Labels must index the model's output classes; returns class names for the card."""
+    if task == "fidelity_only" or labels is None:
+        return []
+    if task == "classification":
+        if outputs.ndim != 2:
+            raise ModelError(
+                "the labels are one class per sample, so the model's first output should be "
+                f"[batch, classes] "
+                f"scores; it is {list(outputs.shape)} for 2 samples"
+            )
+        n = outputs.shape[1]
+    else:
+        if outputs.ndim != 3 or outputs.shape[1] != labels.shape[1]:
+            raise ModelError(
+                f"the labels are one class per position ({labels.shape[1]} positions), so the model's first "
+                f"output should be [batch, {labels.shape[1]}, classes]; it is {list(outputs.shape)} "
+                "for 2 samples"
+            )
+        n = outputs.shape[2]
+    top = int(labels.max())
+    if top >= n:
+        raise ModelError(
+            f"the labels go up to {top}, but the model's output has {n} classes (0 to {n - 1}); expected "
+            "labels that index the output"
+        )
+    return [str(i) for i in range(n)]
+
+
+def declared_inputs(
+    model_file: Path, *, run_task: Callable[..., Any], model_label: str | None = None
+) -> list[dict[str, Any]]:
+    """The upload's inputs as declared ({name, shape, dtype}), read in a worker: the page asks for
+    the sizes of dynamic dimensions before adding a model without data."""
+    model_file = Path(model_file)
+    label = model_label or model_file.name
+    suffix = safe_files.check_upload_file(model_file, "model", label)
+    with tempfile.TemporaryDirectory(prefix="quantdash-inputs-") as tmp:
+        path = model_file
+        if suffix == ".zip":
+            onnx_files = [
+                p for p in safe_files.safe_extract_zip(model_file, Path(tmp)) if p.suffix.lower() == ".onnx"
+            ]
+            if len(onnx_files) != 1:
+                raise ModelError(
+                    f"{label}: a model .zip must hold exactly one .onnx file; found {len(onnx_files)}"
+                )
+            path = onnx_files[0]
+        outcome = run_task(declared_inputs_task, str(path), label)
+    if outcome.get("error"):
+        raise ModelError(outcome["error"])
+    return list(outcome["inputs"])
+
+
+def declared_inputs_task(model_path: str, label: str) -> dict[str, Any]:
+    """Worker task: parse the model (without its weights' external data) and list its inputs."""
+    try:
+        model = foreign.load_upload(Path(model_path))
+        drop_initializers_from_inputs(model)
+        specs = user_data.input_specs(model)
+    except ModelError as e:
+        return {"error": f"{label}: {e}"}
+    return {"inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype.name} for s in specs]}

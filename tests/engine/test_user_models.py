@@ -1,0 +1,344 @@
+"""Bringing your own model: add it (checked in a worker), use it by name, or be told exactly why not.
+
+Real files, real ONNX Runtime, a real worker pool for the checks that must not take the caller
+down. Foreign and legacy graphs are built in tests/legacy_models.py to mimic other exporters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from engine.api import Engine
+from engine.jobs import WorkerPool
+from engine.model_io import ModelError
+from engine.store import ResultStore
+from engine.types import MeasureSettings, Plan, Precision
+from engine.user_models import models_dir, parse_shapes, user_model_names
+from tests.legacy_models import legacy_cnn, memory_bomb, run_fp32, with_conv_transpose
+from tests.models import tiny_cnn
+
+FAST = MeasureSettings(batch_sizes=(1,), max_seconds=0.2, max_runs=30, bootstrap=200)
+
+
+def _engine(home: Path, pool: WorkerPool | None = None) -> Engine:
+    return Engine(store=ResultStore(home / "results.sqlite"), pool=pool, home=home, settings=FAST)
+
+
+def _save(model: onnx.ModelProto | bytes, path: Path) -> Path:
+    path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+    return path
+
+
+def _labelled_npz(path: Path, x: np.ndarray, labels: np.ndarray | None, name: str = "input") -> Path:
+    arrays = {name: x, **({"labels": labels} if labels is not None else {})}
+    np.savez(path, **arrays)
+    return path
+
+
+def _refused(engine: Engine, *args: object, **kwargs: object) -> str:
+    with pytest.raises(ModelError) as info:
+        engine.add_model(*args, **kwargs)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+# --- models that work -------------------------------------------------------------------------
+
+
+def test_added_model_with_labelled_data_is_usable_by_name(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model_bytes, inputs = tiny_cnn(seed=3)
+    x = np.random.default_rng(1).random((200, 1, 8, 8), dtype=np.float32)
+    # Labels the FP32 model gets right 100% of the time: INT8 must stay close to that.
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    labels = session.run(None, {"input": x})[0].argmax(1)
+    added = engine.add_model(
+        _save(model_bytes, tmp_path / "My Net.onnx"), _labelled_npz(tmp_path / "d.npz", x, labels)
+    )
+    assert added.name == "my-net" and added.name in user_model_names(engine.home)
+    card = json.loads((added.folder / "card.json").read_text())
+    assert card["task"] == "classification" and card["metrics"] == ["accuracy"]
+    assert card["calib_size"] + card["eval_size"] == 200 and card["calib_size"] == 50
+    assert card["source"] == {"model_file": "My Net.onnx", "data_file": "d.npz"}
+    # Nothing but the model's own files is kept: no upload copies, no staging folders.
+    assert sorted(p.name for p in added.folder.iterdir()) == [
+        "calib.npz",
+        "card.json",
+        "eval.npz",
+        "model.onnx",
+    ]
+    assert [p.name for p in models_dir(engine.home).iterdir()] == ["my-net"]
+
+    bundle = engine.model("my-net")
+    assert bundle.eval_set.size == 150 and not bundle.eval_set.synthetic
+    assert [x.name for x in engine.layers(bundle)] == ["/stem/Conv", "/block/c1/Conv", "/block/c2/Conv",
+                                                         "/head/Gemm", "/fc/Gemm"]  # fmt: skip
+    result = engine.evaluate(bundle, Plan(default=Precision.INT8))
+    assert result["status"] == "ok", result["error"]
+    m = result["metrics"]
+    assert m["fp32_accuracy"] == 1.0 and m["accuracy"] >= 0.9
+    assert m["accuracy_delta_ci_low"] <= m["accuracy_delta"] <= m["accuracy_delta_ci_high"]
+    assert m["sqnr_db"] > 15
+
+
+def test_no_labels_gives_fidelity_only(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model_bytes, inputs = tiny_cnn()
+    added = engine.add_model(
+        _save(model_bytes, tmp_path / "m.onnx"), _labelled_npz(tmp_path / "d.npz", inputs["input"], None)
+    )
+    assert added.card["task"] == "fidelity_only" and not added.card["synthetic"]
+    assert any("no labels: only fidelity" in n for n in added.notes)
+    result = engine.evaluate(engine.model(added.name), Plan(default=Precision.INT8))
+    m = result["metrics"]
+    assert result["status"] == "ok" and m.get("accuracy") is None and m["labelled"] is False
+    assert m["agreement"] > 0.5 and m["sqnr_db"] > 15 and m["kl_divergence"] is not None
+
+
+def test_no_data_draws_inputs_to_the_declared_shapes(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model_bytes, _ = tiny_cnn()
+    added = engine.add_model(_save(model_bytes, tmp_path / "m.onnx"))
+    assert added.card["synthetic"] and added.card["task"] == "fidelity_only"
+    assert any("accuracy unknown: no data given" in n for n in added.notes)
+    bundle = engine.model(added.name)
+    assert bundle.eval_set.synthetic and bundle.eval_set.inputs["input"].shape == (64, 1, 8, 8)
+    result = engine.evaluate(bundle, Plan(default=Precision.INT8))
+    m = result["metrics"]
+    assert result["status"] == "ok" and m["synthetic_data"] is True
+    assert m["size_bytes"] > 0 and m["latency"]["1"]["median_ms"] > 0
+
+
+def _dynamic_width_model() -> onnx.ModelProto:
+    """A 1-D conv over a sequence of any length: its second dynamic dimension must be asked for."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1])],
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, "length"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, "length"])],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_dynamic_dimensions_without_data_must_be_given(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    path = _save(_dynamic_width_model(), tmp_path / "seq.onnx")
+    assert engine.declared_inputs(path) == [
+        {"name": "x", "shape": ["batch", 2, "length"], "dtype": "float32"}
+    ]
+    msg = _refused(engine, path)
+    assert "input 'x' has dynamic dimensions [batch, 2, length]" in msg and "--shape x=1x2xN" in msg
+    msg = _refused(engine, path, shapes={"x": (1, 3, 100)})
+    assert "does not fit the declared shape [batch, 2, length]" in msg
+    msg = _refused(engine, path, shapes={"tokens": (1, 2, 100)})
+    assert "'tokens', which the model does not have" in msg
+    added = engine.add_model(path, shapes=parse_shapes(["x=1x2x100"]))
+    assert engine.model(added.name).eval_set.inputs["x"].shape == (64, 2, 100)
+    assert list(models_dir(engine.home).iterdir()) == [added.folder]
+
+
+@pytest.mark.parametrize("opset", [7, 9, 11, 12])
+def test_legacy_graph_works_end_to_end(tmp_path: Path, opset: int) -> None:
+    """Old opset and IR version, weights listed as graph inputs, a weight made by a constant subgraph."""
+    engine = _engine(tmp_path / "home")
+    model = legacy_cnn(opset)
+    x = np.random.default_rng(opset).random((120, 1, 8, 8), dtype=np.float32)
+    labels = run_fp32(model, x).argmax(1)
+    added = engine.add_model(
+        _save(model, tmp_path / f"zoo_opset{opset}.onnx"), _labelled_npz(tmp_path / "d.npz", x, labels, "x")
+    )
+    assert any("also listed as graph inputs" in n for n in added.notes)
+    assert any(f"opset upgraded from {opset} to 21" in n for n in added.notes)
+    bundle = engine.model(added.name)
+    layers = {x.name: x for x in engine.layers(bundle)}
+    # conv2's weight is computed by Constant -> Transpose -> Mul: folded into a weight, it is a layer.
+    assert list(layers) == ["conv1", "conv2", "fc"]
+    assert layers["conv2"].params == 8 * 8 * 9
+    result = engine.evaluate(bundle, Plan(default=Precision.INT8, layers={"fc": Precision.INT4}))
+    assert result["status"] == "ok", result["error"]
+    assert result["metrics"]["realized"] == {"conv1": "int8", "conv2": "int8", "fc": "int4"}
+    assert result["metrics"]["sqnr_db"] > 15 and result["metrics"]["accuracy"] >= 0.85
+
+
+def test_op_no_precision_can_take_stays_fp32_with_the_reason(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    added = engine.add_model(_save(with_conv_transpose(), tmp_path / "up.onnx"))
+    assert added.card["fp32_only"] == [
+        {
+            "node": "upsample",
+            "op": "ConvTranspose",
+            "why": "transposed convolution: quantdash quantizes Conv, MatMul and Gemm layers",
+        }
+    ]
+    assert [x.name for x in engine.layers(engine.model(added.name))] == ["conv", "fc"]
+
+
+def test_zip_with_external_data_is_embedded(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model = onnx.load_from_string(tiny_cnn()[0])
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save_model(
+        model, str(src / "net.onnx"), save_as_external_data=True, location="net.weights", size_threshold=0
+    )
+    with zipfile.ZipFile(tmp_path / "net.zip", "w") as z:
+        z.write(src / "net.onnx", "net/net.onnx")
+        z.write(src / "net.weights", "net/net.weights")
+    added = engine.add_model(tmp_path / "net.zip")
+    assert any("external weight data was read and embedded" in n for n in added.notes)
+    assert len(engine.layers(engine.model(added.name))) == 5
+
+
+# --- refusals: each names what is wrong and what is expected; nothing is left behind -------------
+
+
+def _assert_nothing_left(engine: Engine) -> None:
+    folder = models_dir(engine.home)
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def test_bad_model_files_are_refused_with_the_reason(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    good = tiny_cnn()[0]
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    assert "empty.onnx is empty (0 bytes)" in _refused(engine, tmp_path / "empty.onnx")
+    msg = _refused(engine, _save(good[: len(good) // 2], tmp_path / "truncated.onnx"))
+    assert msg.startswith("truncated.onnx") and (
+        "truncated or not ONNX" in msg or "holds no ONNX graph" in msg
+    )
+    noise = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    msg = _refused(engine, _save(noise, tmp_path / "noise.onnx"))
+    assert msg.startswith("noise.onnx") and (
+        "not a readable ONNX model" in msg or "holds no ONNX graph" in msg
+    )
+    msg = _refused(engine, _save(good, tmp_path / "model.txt"))
+    assert "'.txt'" in msg or ".txt" in msg
+    msg = _refused(engine, _save(b"\x80\x04K\x01.", tmp_path / "model.pt"))
+    assert "safetensors" in msg
+    _assert_nothing_left(engine)
+
+
+def _one_op_model(
+    op: str, domain: str = "", opset: int = 17, dims: list[int | str] | None = None
+) -> onnx.ModelProto:
+    dims = dims or ["N", 4]
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"], domain=domain, name="op")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)],
+    )
+    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=imports)
+
+
+def test_graphs_this_runtime_cannot_run_are_refused_by_name(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    msg = _refused(engine, _save(_one_op_model("Relu", opset=40), tmp_path / "future.onnx"))
+    assert "opset 40, newer than ONNX Runtime" in msg and "up to opset 28" in msg
+    msg = _refused(engine, _save(_one_op_model("FancyOp", domain="com.acme"), tmp_path / "custom.onnx"))
+    assert "custom domain" in msg and "com.acme:FancyOp" in msg
+    msg = _refused(engine, _save(_one_op_model("FancyOp"), tmp_path / "unknown.onnx"))
+    assert "FancyOp" in msg and "cannot load the model" in msg
+    msg = _refused(engine, _save(_one_op_model("Relu", dims=["N", 100000, 100000]), tmp_path / "huge.onnx"))
+    assert "declares shape [N, 100000, 100000]" in msg and "values per sample" in msg
+    lying = legacy_cnn(17, inits_as_inputs=False)
+    lying.graph.initializer[0].dims[0] = 8000  # declares 1000x the data it holds
+    msg = _refused(engine, _save(lying, tmp_path / "lying.onnx"))
+    assert "weight 'conv1.weight' declares shape [8000, 1, 3, 3]" in msg and "holds 288 bytes" in msg
+    _assert_nothing_left(engine)
+
+
+def test_unsafe_external_data_and_zips_are_refused(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model = onnx.load_from_string(tiny_cnn()[0])
+    src = tmp_path / "src"
+    src.mkdir()
+    onnx.save_model(
+        model, str(src / "net.onnx"), save_as_external_data=True, location="net.weights", size_threshold=0
+    )
+    escaped = onnx.load(str(src / "net.onnx"), load_external_data=False)
+    for t in escaped.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "../../etc/passwd"
+    msg = _refused(engine, _save(escaped, src / "escape.onnx"))
+    assert "../../etc/passwd" in msg
+    with zipfile.ZipFile(tmp_path / "slip.zip", "w") as z:
+        z.writestr("model.onnx", tiny_cnn()[0])
+        z.writestr("../../evil.txt", "x")
+    assert "../../evil.txt" in _refused(engine, tmp_path / "slip.zip")
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("model.onnx", b"\0" * (50 * 2**20))
+    assert "bomb" in _refused(engine, tmp_path / "bomb.zip").lower()
+    assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
+    _assert_nothing_left(engine)
+
+
+def test_data_that_does_not_fit_the_model_is_refused_before_calibration(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model_path = _save(tiny_cnn()[0], tmp_path / "m.onnx")
+    x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+    msg = _refused(
+        engine, model_path, _labelled_npz(tmp_path / "name.npz", x, np.zeros(40, np.int64), "image")
+    )
+    assert "'input'" in msg and "image" in msg
+    msg = _refused(
+        engine, model_path, _labelled_npz(tmp_path / "shape.npz", x[:, :, :4], np.zeros(40, np.int64))
+    )
+    assert "shape" in msg and "8" in msg
+    bad = x.copy()
+    bad[3, 0, 0, 0] = np.nan
+    assert "NaN" in _refused(
+        engine, model_path, _labelled_npz(tmp_path / "nan.npz", bad, np.zeros(40, np.int64))
+    )
+    msg = _refused(engine, model_path, _labelled_npz(tmp_path / "count.npz", x, np.zeros(39, np.int64)))
+    assert "39" in msg and "40" in msg
+    msg = _refused(engine, model_path, _labelled_npz(tmp_path / "range.npz", x, np.full(40, 12, np.int64)))
+    assert "labels go up to 12, but the model's output has 10 classes" in msg
+    _assert_nothing_left(engine)
+
+
+def test_names_are_checked(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    path = _save(tiny_cnn()[0], tmp_path / "m.onnx")
+    assert "bundled sample model" in _refused(engine, path, name="digits_cnn")
+    assert "not allowed" in _refused(engine, path, name="../etc")
+    engine.add_model(path, name="mine")
+    assert "already added" in _refused(engine, path, name="mine")
+    assert engine.add_model(path).name == "m"  # a free name from the file name
+
+
+# --- the worker takes the hit -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    os.environ.pop("QUANTDASH_SCHEDULER", None)
+    with WorkerPool.connect(workers=1) as p:
+        yield p
+
+
+@pytest.mark.timeout(240)
+def test_a_model_that_kills_its_worker_is_refused_and_the_caller_lives(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    engine = _engine(tmp_path / "home", pool)
+    before = set(pool.worker_pids().values())
+    msg = _refused(engine, _save(memory_bomb(), tmp_path / "bomb.onnx"))
+    assert msg.startswith("bomb.onnx") and "worker process died" in msg and "The app is unaffected" in msg
+    _assert_nothing_left(engine)
+    # The pool replaced the dead worker and the next upload is checked as usual.
+    added = engine.add_model(_save(tiny_cnn()[0], tmp_path / "ok.onnx"))
+    assert added.name == "ok" and set(pool.worker_pids().values()) != before
