@@ -151,6 +151,35 @@ def load_external_weights(model: onnx.ModelProto, folder: Path) -> bool:
     return had
 
 
+def free_batch_dimension(model: onnx.ModelProto) -> list[str]:
+    """Make a batch dimension fixed at 1 dynamic (old zoo graphs often fix it); returns the inputs changed.
+
+    Evaluation runs many samples at once and latency is measured at batch 32 too, so a model
+    that only takes batch 1 is opened up. Intermediate shapes recorded for batch 1 are dropped
+    (shape inference recomputes them). A graph that hard-codes its batch (a Reshape to [1, ...])
+    still fails its first run on two samples, and is refused there with the reason.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    changed = []
+    for vi in model.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if (
+            vi.name not in inits
+            and len(dims) >= 2
+            and dims[0].HasField("dim_value")
+            and dims[0].dim_value == 1
+        ):
+            dims[0].dim_param = "batch"  # setting the param clears the fixed value (a protobuf oneof)
+            changed.append(vi.name)
+    if changed:
+        for vi in model.graph.output:
+            dims = vi.type.tensor_type.shape.dim
+            if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+                dims[0].dim_param = "batch"
+        del model.graph.value_info[:]
+    return changed
+
+
 def check_runs_here(model_bytes: bytes) -> None:
     """Load the model in ONNX Runtime (a crash here kills this worker, not the app)."""
     try:

@@ -37,7 +37,6 @@ from engine.model_io import (
     ModelError,
     drop_initializers_from_inputs,
     layer_table,
-    load_model_bytes,
     prepare_model,
 )
 
@@ -89,7 +88,8 @@ def load_user_model(name: str, home: Path) -> ModelBundle:
     calib, _ = _load_npz(folder / "calib.npz", names)
     return ModelBundle(
         name=name,
-        model_bytes=load_model_bytes(folder / "model.onnx"),
+        # Raw bytes: this may be the app's process, which never parses a user's model (checked at add).
+        model_bytes=(folder / "model.onnx").read_bytes(),
         eval_set=EvalSet(eval_inputs, labels, card["task"], synthetic=bool(card.get("synthetic"))),
         calibration=calib,
         card=card,
@@ -276,7 +276,8 @@ def _check_upload(
             "accuracy unknown: no data given. Size, latency and fidelity to FP32 are measured on random "
             "inputs"
         )
-    classes = _check_labels(task, eval_labels, _first_outputs(model_bytes, eval_inputs))
+    batch_fixed = any("batch dimension" in n and "fixed at 1" in n for n in notes)
+    classes = _check_labels(task, eval_labels, _first_outputs(model_bytes, eval_inputs, batch_fixed))
     layers, fp32_only = _prepared_layers(model, out, notes)
 
     (out / "model.onnx").write_bytes(model_bytes)
@@ -341,6 +342,12 @@ def _sanitized_model(model_path: Path, external_base: Path, notes: list[str]) ->
         notes.append(
             f"{dropped} weights were also listed as graph inputs (an old exporter's habit): "
             "treated as weights"
+        )
+    freed = foreign.free_batch_dimension(model)
+    if freed:
+        notes.append(
+            f"the batch dimension of {', '.join(map(repr, freed))} was fixed at 1; made dynamic so that "
+            "many samples run at once"
         )
     foreign.check_runs_here(model.SerializeToString())
     try:
@@ -424,7 +431,9 @@ def _shape_words(shape: tuple[int | str, ...]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _first_outputs(model_bytes: bytes, inputs: dict[str, np.ndarray]) -> np.ndarray:
+def _first_outputs(
+    model_bytes: bytes, inputs: dict[str, np.ndarray], batch_fixed: bool = False
+) -> np.ndarray:
     """Run the model on the first two samples: a graph that fails on this data fails here, clearly."""
     import onnxruntime as ort
 
@@ -434,6 +443,12 @@ def _first_outputs(model_bytes: bytes, inputs: dict[str, np.ndarray]) -> np.ndar
         return np.asarray(session.run(None, feed)[0])
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if batch_fixed:
+            raise ModelError(
+                f"the model declares a batch of 1 and fails on 2 samples at once ({first[:300]}): the graph "
+                "fixes its batch size inside (for example a Reshape to [1, ...]). Expected a model exported "
+                "with a dynamic batch axis (torch.onnx.export(..., dynamic_axes={'input': {0: 'batch'}}))"
+            ) from None
         raise ModelError(
             f"the model failed on the given inputs in ONNX Runtime: {first[:400]}. Expected inputs that the "
             "model accepts (check shapes and value ranges against how it was trained)"

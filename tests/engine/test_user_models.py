@@ -171,6 +171,31 @@ def test_legacy_graph_works_end_to_end(tmp_path: Path, opset: int) -> None:
     assert result["metrics"]["sqnr_db"] > 15 and result["metrics"]["accuracy"] >= 0.85
 
 
+def test_a_batch_fixed_at_one_is_opened_or_refused_with_the_reason(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    model = legacy_cnn(11, batch=1)  # an old zoo graph: input [1, 1, 8, 8], output [1, 10]
+    added = engine.add_model(_save(model, tmp_path / "fixed.onnx"))
+    assert any("batch dimension of 'x' was fixed at 1; made dynamic" in n for n in added.notes)
+    assert engine.model(added.name).eval_set.inputs["x"].shape == (64, 1, 8, 8)
+    result = engine.evaluate(engine.model(added.name), Plan(default=Precision.INT8))
+    assert result["status"] == "ok", result["error"]
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    hard = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "one_by_four"], ["flat"], name="reshape"),
+            helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc"),
+        ],
+        "hard_coded_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [w, numpy_helper.from_array(np.array([1, 4], np.int64), "one_by_four")],
+    )
+    model = helper.make_model(hard, opset_imports=[helper.make_opsetid("", 17)])
+    msg = _refused(engine, _save(model, tmp_path / "hard.onnx"))
+    assert "declares a batch of 1 and fails on 2 samples at once" in msg and "dynamic batch axis" in msg
+
+
 def test_op_no_precision_can_take_stays_fp32_with_the_reason(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")
     added = engine.add_model(_save(with_conv_transpose(), tmp_path / "up.onnx"))
