@@ -66,6 +66,7 @@ class Runner:
         # the Plan page meanwhile is not queued behind them.
         self._long = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-long")
         self._model_lock = threading.Lock()
+        self._submit_lock = threading.Lock()
 
     def model(self, name: str) -> ModelBundle:
         with self._model_lock:  # Engine caches bundles in a plain dict
@@ -88,7 +89,8 @@ class Runner:
         calibration: CalibrationMethod | None = None,
         with_baseline: bool = True,
     ) -> str:
-        """Queue one plan (plus the FP32 baseline if it is not measured yet); returns the job id.
+        """Queue one plan (plus the FP32 baseline if it is not measured yet); returns the job id,
+        that of the job already measuring this plan if there is one.
 
         Raises PlanError at once if the plan does not fit the model.
         """
@@ -96,22 +98,31 @@ class Runner:
         settings = self.settings(calibration)
         job = self.engine.job(bundle, plan, settings)
         plans = [plan]
-        if with_baseline:
-            base = self.engine.job(bundle, Plan(default=Precision.FP32))
-            running = {j["result_key"] for j in self.store.list_jobs(["queued", "running"])}
-            # Not when another job (the Models page's) is already measuring it.
-            if base.key != job.key and base.key not in running and self.engine.cached(base) is None:
-                plans.append(Plan(default=Precision.FP32))
-        job_id = f"eval-{uuid.uuid4().hex[:12]}"
-        self.store.upsert_job(
-            job_id,
-            kind="evaluate",
-            model_name=model_name,
-            result_key=job.key,
-            state="running",
-            progress=0.0,
-            message=f"Evaluating {job.summary} on {model_name}",
-        )
+        # Sessions (tabs) share this runner: checking for a job and adding one is one step.
+        with self._submit_lock:
+            self.store.mark_orphaned_jobs()  # a job whose process died is not "already running"
+            active = self.store.list_jobs(["queued", "running"])
+            # The plan is being measured already (Evaluate pressed again, or in another tab): that
+            # job is the answer; a second one would measure it twice and overwrite the first result.
+            same = [j["job_id"] for j in active if j["kind"] == "evaluate" and j["result_key"] == job.key]
+            if same:
+                return str(same[0])
+            if with_baseline:
+                base = self.engine.job(bundle, Plan(default=Precision.FP32))
+                running = {j["result_key"] for j in active}
+                # Not when another job (the Models page's) is already measuring it.
+                if base.key != job.key and base.key not in running and self.engine.cached(base) is None:
+                    plans.append(Plan(default=Precision.FP32))
+            job_id = f"eval-{uuid.uuid4().hex[:12]}"
+            self.store.upsert_job(
+                job_id,
+                kind="evaluate",
+                model_name=model_name,
+                result_key=job.key,
+                state="running",
+                progress=0.0,
+                message=f"Evaluating {job.summary} on {model_name}",
+            )
         self._threads.submit(self._work, job_id, bundle, plans, settings, job.summary)
         return job_id
 

@@ -164,6 +164,7 @@ def add_model(
         data_label = data_label or Path(data_file).name
         data_suffix = safe_files.check_upload_file(Path(data_file), "data", data_label)
     name = _check_name(name, home) if name else suggest_name(model_label, home)
+    _remove_abandoned_staging(home)
     staging = models_dir(home) / f".incoming-{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     try:
@@ -209,10 +210,21 @@ def add_model(
             data_path.unlink()
         (staging / "card.json").write_text(json.dumps(card, indent=2))
         final = models_dir(home) / name
-        staging.rename(final)  # atomic: a model is listed whole or not at all
+        try:
+            staging.rename(final)  # atomic: a model is listed whole or not at all
+        except OSError:  # another add took the name meanwhile
+            raise ModelError(f"a model named {name!r} was added meanwhile; choose another name") from None
         return AddedModel(name, final, card)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _remove_abandoned_staging(home: Path, older_than_s: float = 24 * 3600) -> None:
+    """Staging folders of adds whose process was killed: never listed, removed after a day."""
+    folder = models_dir(home)
+    for p in folder.glob(".incoming-*") if folder.is_dir() else ():
+        if time.time() - p.stat().st_mtime > older_than_s:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 # --- the worker side ------------------------------------------------------------------------------

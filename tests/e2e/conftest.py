@@ -46,7 +46,8 @@ class Server:
             "--server.address", "127.0.0.1", "--server.port", str(self.port), "--server.headless", "true",
             "--browser.gatherUsageStats", "false",
         ]  # fmt: skip
-        # A session of its own, so stopping it also stops the Dask cluster process it starts.
+        # A session of its own, so stopping it stops the app; the Dask cluster it starts has its own
+        # session and exits by itself within seconds once its parent is gone (engine.cluster).
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
