@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from dashboard import upload_logic
 from dashboard.runner import Runner
 from engine.charts import (
     ParetoGridInfo,
@@ -23,12 +24,15 @@ from engine.charts import (
 )
 from engine.datasets import SAMPLES_DIR, sample_names
 from engine.goal import parse_goal
+from engine.model_io import ModelError
 from engine.recommend import Recommendation
 from engine.report import recommendation_for
 from engine.search import SearchSpec, search_id, stored_search
 from engine.search_charts import search_front_info
 from engine.sensitivity import candidate_precisions, layer_profile, sensitivity_frame, sensitivity_settings
+from engine.store import default_home
 from engine.types import CalibrationMethod, LayerInfo, Plan, Precision
+from engine.user_models import user_cards, user_model_names
 
 
 @st.cache_resource(show_spinner="Starting the worker processes (first visit only)...")
@@ -36,10 +40,41 @@ def runner() -> Runner:
     return Runner()
 
 
-@st.cache_data(show_spinner=False)
 def cards() -> dict[str, dict[str, Any]]:
-    """Sample model cards by name (plain JSON files: reading them runs no model)."""
-    return {n: json.loads((SAMPLES_DIR / n / "card.json").read_text()) for n in sample_names()}
+    """Model cards by name: the samples first, then the models users added (plain JSON files: reading
+    them runs no model). A model added or removed elsewhere (the CLI, another session) shows up too."""
+    return _cards(added_models())
+
+
+def added_models() -> tuple[str, ...]:
+    """Names of the models users added (a folder listing: cheap enough for every rerun)."""
+    return tuple(user_model_names(default_home()))
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _cards(added: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    samples = {n: json.loads((SAMPLES_DIR / n / "card.json").read_text()) for n in sample_names()}
+    # Listed a moment ago, maybe removed since: user_cards reads what is there now.
+    return {**samples, **{n: c for n, c in user_cards(default_home()).items() if n in added}}
+
+
+def models_changed(name: str) -> None:
+    """After adding or removing a model: forget everything cached under its name (a new model may
+    take the name of a removed one)."""
+    _cards.clear()
+    for cache in (layers, model_bytes, baseline_key):
+        cache.clear()
+    runner().forget_model(name)
+
+
+@st.cache_data(show_spinner="Reading the model's inputs (in a worker process)...", max_entries=8)
+def declared_inputs(file_id: str, file_name: str, _data: bytes) -> dict[str, Any]:
+    """{"inputs": [...]} or {"error": message} for an uploaded model (one upload: one file_id)."""
+    del file_id  # only the cache key (the bytes are not hashed)
+    try:
+        return {"inputs": upload_logic.read_declared(runner().engine, file_name, _data)}
+    except ModelError as e:
+        return {"error": str(e)}
 
 
 @st.cache_data(show_spinner="Reading the model's layers (in a worker process)...")

@@ -72,6 +72,10 @@ class Runner:
         with self._model_lock:  # Engine caches bundles in a plain dict
             return self.engine.model(name)
 
+    def forget_model(self, name: str) -> None:
+        with self._model_lock:
+            self.engine.forget_model(name)
+
     def baseline_key(self, name: str) -> str:
         bundle = self.model(name)
         return self.engine.job(bundle, Plan(default=Precision.FP32)).key

@@ -58,6 +58,12 @@ REPORT_DL_HTML = "qd_report_dl_html"
 REPORT_DL_PDF = "qd_report_dl_pdf"
 REPORT_DL_BUNDLE = "qd_report_dl_bundle"
 REPORT_DL_IMAGES = "qd_report_dl_images"
+# Models page: adding your own model.
+UPLOAD_ADD = "qd_upload_add"
+MODELS_NOTE = "qd_models_note"  # (model, markdown): what adding it said, shown while it is the model
+REMOVE_MODEL = "qd_remove_model"
+_UPLOAD_VERSION = "qd_upload_version"
+_NEXT_MODEL = "qd_next_model"
 
 
 def chart_key(name: str) -> str:
@@ -157,6 +163,40 @@ def sync_to_url() -> None:
         st.query_params[QP_RESULT] = result
     if not result and QP_RESULT in st.query_params:
         del st.query_params[QP_RESULT]
+
+
+def upload_key(field: str) -> str:
+    """Key of a widget of the add-a-model form. A new one after each add empties the form: a file
+    uploader cannot be reset through session state."""
+    return f"qd_upload_{field}_{st.session_state.get(_UPLOAD_VERSION, 0)}"
+
+
+def clear_upload() -> None:
+    st.session_state[_UPLOAD_VERSION] = st.session_state.get(_UPLOAD_VERSION, 0) + 1
+
+
+def remove_confirm_key(model: str) -> str:
+    return f"qd_remove_confirm::{model}"
+
+
+def show_model(name: str) -> None:
+    """Pick this model in the sidebar from the next run on (its picker exists already in this run)."""
+    st.session_state[_NEXT_MODEL] = name
+
+
+def settle_model(models: list[str]) -> None:
+    """Before the sidebar picker: apply show_model, and leave a model no longer listed (removed)."""
+    wanted = st.session_state.pop(_NEXT_MODEL, None)
+    if wanted in models:
+        st.session_state[MODEL] = wanted
+    elif st.session_state.get(MODEL) not in models:
+        st.session_state[MODEL] = models[0] if models else None
+
+
+def forget_model(model: str) -> None:
+    """Drop a removed model's page state (its plan, pins, search, report): a new model may take its name."""
+    for key in (_plan_key(model), f"qd_pins::{model}", f"qd_search::{model}", f"qd_report::{model}"):
+        st.session_state.pop(key, None)
 
 
 def one_precision_key(layer_index: int) -> str:

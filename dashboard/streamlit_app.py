@@ -19,6 +19,7 @@ if not names:
     st.stop()
 
 state.sync_from_url(names)
+state.settle_model(names)  # a model just added is picked; a removed one is not
 with st.sidebar:
     st.title("quantdash")
     st.caption("What quantization buys and costs, measured with ONNX Runtime on this machine.")

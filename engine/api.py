@@ -124,6 +124,15 @@ class Engine:
                 f"{label}: {e}. The app is unaffected; expected a model ONNX Runtime can load."
             ) from None
 
+    def forget_model(self, name: str) -> None:
+        """Drop the loaded copy of a model (after it was removed or replaced under the same name)."""
+        self._bundles.pop(name, None)
+
+    def remove_model(self, name: str) -> None:
+        """Remove an added model's folder (its stored results stay); ModelError if there is no such model."""
+        self.forget_model(name)
+        user_models.remove_model(name, self.home)
+
     def declared_inputs(self, model_file: Path, model_label: str | None = None) -> list[dict[str, Any]]:
         """An upload's declared inputs (name, shape, dtype), read in a worker."""
         try:

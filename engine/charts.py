@@ -482,11 +482,12 @@ def per_class_table(records: list[Mapping[str, Any]], classes: list[str] | None 
     table = pd.DataFrame({"class": classes if classes and len(classes) == n else [str(i) for i in range(n)]})
     fp32 = first["metrics"].get("fp32_per_class_accuracy")
     if fp32:
-        table["FP32"] = np.asarray(fp32) * 100
+        # A class absent from the evaluation data has no accuracy (None): NaN, shown as blank.
+        table["FP32"] = np.asarray(fp32, dtype=float) * 100
     for label, r in zip(_unique_labels(records), records, strict=True):
         pc = (r.get("metrics") or {}).get("per_class_accuracy")
         if pc and len(pc) == n:
-            table[label] = np.asarray(pc) * 100
+            table[label] = np.asarray(pc, dtype=float) * 100
     return table
 
 

@@ -35,9 +35,11 @@ _FP32_ONLY_WHY = {
 }
 
 
-def load_upload(path: Path) -> onnx.ModelProto:
-    """Parse the file's protobuf without following external data yet, or say why it is not a model."""
-    name = path.name
+def load_upload(path: Path, label: str | None = None) -> onnx.ModelProto:
+    """Parse the file's protobuf without following external data yet, or say why it is not a model.
+
+    `label` is the user's name for the file (uploads are stored under generated names)."""
+    name = label or path.name
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError and friends: the file is not an ONNX protobuf

@@ -486,6 +486,17 @@ def recommend(trials: pd.DataFrame, spec: SearchSpec, fp32: Mapping[str, float])
     return None, f"none of the {len(ok)} measured plans meets the limits; closest: {names}"
 
 
+def check_searchable(bundle: ModelBundle) -> None:
+    """ValueError in plain words unless the model has labelled evaluation data to measure accuracy on."""
+    if bundle.eval_set.labels is None:
+        raise ValueError(
+            f"{bundle.name} has no labelled evaluation data, so no plan's accuracy can be measured and the "
+            "search, which trades accuracy against size and latency, has nothing to trade; add the model "
+            "again with labelled data (.npz with 'labels', images with labels.csv, or .csv with a 'label' "
+            "column)"
+        )
+
+
 def run_search(
     engine: Engine,
     bundle: ModelBundle,
@@ -494,6 +505,7 @@ def run_search(
     on_progress: Callable[[SearchProgress], None] | None = None,
 ) -> SearchResult:
     """Search (or continue searching) for the measured Pareto front of mixed-precision plans."""
+    check_searchable(bundle)
     return _Search(engine, bundle, spec, settings or engine.settings, on_progress).run()
 
 
@@ -511,6 +523,7 @@ def stored_search(
 __all__ = [
     "Constraints",
     "check_candidates",
+    "check_searchable",
     "objective_point",
     "SearchProgress",
     "SearchResult",

@@ -125,7 +125,7 @@ def _check_name(name: str, home: Path) -> str:
     if name in user_model_names(home):
         raise ModelError(
             f"a model named {name!r} was already added; choose another name, or remove it first "
-            f"(quantdash remove-model {name})"
+            f"(Models page, or quantdash remove-model {name})"
         )
     return name
 
@@ -264,7 +264,7 @@ def _check_upload(
     out: Path,
 ) -> dict[str, Any]:
     notes: list[str] = []
-    model = _sanitized_model(model_path, external_base, notes)
+    model = _sanitized_model(model_path, external_base, notes, labels.get("model"))
     model_bytes = model.SerializeToString()
     specs = user_data.input_specs(model)
     if not specs:
@@ -337,11 +337,11 @@ def _opset(model: Any) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
-def _sanitized_model(model_path: Path, external_base: Path, notes: list[str]) -> Any:
+def _sanitized_model(model_path: Path, external_base: Path, notes: list[str], label: str | None) -> Any:
     """Parse, check and repair the upload into one self-contained, checked ONNX model."""
     import onnx
 
-    model = foreign.load_upload(model_path)
+    model = foreign.load_upload(model_path, label)
     foreign.check_domains(model)
     foreign.check_dimensions(model)
     foreign.check_external_files_present(model, external_base)
@@ -524,7 +524,7 @@ def declared_inputs(
 def declared_inputs_task(model_path: str, label: str) -> dict[str, Any]:
     """Worker task: parse the model (without its weights' external data) and list its inputs."""
     try:
-        model = foreign.load_upload(Path(model_path))
+        model = foreign.load_upload(Path(model_path), label)
         drop_initializers_from_inputs(model)
         specs = user_data.input_specs(model)
     except ModelError as e:

@@ -97,6 +97,19 @@ def with_conv_transpose(seed: int = 0) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def dynamic_width_model() -> onnx.ModelProto:
+    """A 1-D conv over a sequence of any length: its second dynamic dimension must be asked for."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1])],
+        "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, "length"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, "length"])],
+        [w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
 def memory_bomb(n: int = 45_000) -> onnx.ModelProto:
     """Loads fine (ONNX Runtime skips folding constants over 1 GiB), then allocates n*n floats when run.
 

@@ -79,11 +79,12 @@ options = list(shown.sort_values("created_at", ascending=False)["key"])
 # Built column-wise: iterrows over 1,000 results cost a tenth of a second per re-render.
 base_label = shown["plan_summary"] + " · " + shown["model_name"]
 size_label = shown["size_bytes"].map(widgets.fmt_bytes)
-acc_label = shown["accuracy"].map(lambda a: f"acc {a:.2%}", na_action="ignore")
+# Strings even where accuracy is missing: a model without labels has none at all (a float column).
+acc_label = shown["accuracy"].map(lambda a: "" if pd.isna(a) else f"acc {a:.2%}")
 labels = dict(
     zip(
         shown["key"],
-        base_label.where(acc_label.isna(), base_label + " · " + size_label + " · " + acc_label),
+        base_label.where(shown["accuracy"].isna(), base_label + " · " + size_label + " · " + acc_label),
         strict=True,
     )
 )

@@ -1,21 +1,34 @@
-"""Models: each sample model's card, its layer table from the engine, and its measured FP32 baseline."""
+"""Models: each model's card (the samples and the ones you add), its layer table from the engine, its
+measured FP32 baseline, and "Add your own model"."""
 
 from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, state, widgets
+from dashboard import cached, state, upload_logic, widgets
+from dashboard.upload_logic import md
+from engine.model_io import ModelError
+from engine.presets import preset_plan
 from engine.types import Plan, Precision
+from engine.user_models import NAME_RULE, suggest_name
 
 cards = cached.cards()
+added = set(cached.added_models())
+runner = cached.runner()
 st.header("Models")
 st.dataframe(
     pd.DataFrame(
         [
             {
                 "model": name,
-                "task": c["task"],
+                "kind": "added" if name in added else "sample",
+                "task": c["task"].replace("_", " "),
                 "parameters": c.get("params"),
                 "FP32 accuracy (card)": c.get("fp32_metrics", {}).get("accuracy"),
                 "what it is": c.get("description", ""),
@@ -27,32 +40,199 @@ st.dataframe(
     column_config={"FP32 accuracy (card)": st.column_config.NumberColumn(format="percent")},
 )
 
+
+def _one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {(str(e).strip() or 'no reason given').splitlines()[0]}"
+
+
+def _dimension_sizes(declared: list[dict[str, Any]]) -> dict[tuple[int, int], int | None]:
+    """Ask for each dynamic dimension but the batch; (input index, axis) -> the size typed (or None)."""
+    dims = upload_logic.dynamic_dims(declared)
+    if not dims:
+        return {}
+    st.markdown(
+        "The model leaves these input sizes open. Give each one, so random inputs can be drawn "
+        "(the first, batch dimension is set for you):"
+    )
+    sizes = {}
+    for col, d in zip(itertools.cycle(st.columns(min(len(dims), 3))), dims, strict=False):
+        sizes[(d.input_index, d.axis)] = col.number_input(
+            d.label,
+            min_value=1,
+            value=None,
+            step=1,
+            placeholder="a size, e.g. 32",
+            key=state.upload_key(f"dim_{d.input_index}_{d.axis}"),
+        )
+    return sizes
+
+
+def add_section() -> None:
+    """Upload a model (and data), check it in a worker, add it, and show it on every page."""
+    st.markdown(upload_logic.FORMATS_HELP)
+    c1, c2 = st.columns(2)
+    model_file = c1.file_uploader(
+        "Model (.onnx, or .zip with external data)", type=["onnx", "zip"], key=state.upload_key("model")
+    )
+    data_file = c2.file_uploader(
+        "Evaluation data (optional: .npz, .zip of images with labels.csv, or .csv)",
+        type=["npz", "zip", "csv"],
+        key=state.upload_key("data"),
+    )
+    if model_file is None:
+        st.caption("Choose a model file to start. Nothing runs here: a worker process checks it.")
+        return
+    label = upload_logic.label(model_file.name)
+    state.put(state.MODELS_NOTE, None)  # a new upload under way: the last one's message is done with
+    name = st.text_input(
+        "Name",
+        value=suggest_name(label, runner.engine.home),
+        # One field per model file name: another file suggests its own name, a fixed copy keeps yours.
+        key=state.upload_key("name_" + hashlib.sha1(label.encode()).hexdigest()[:8]),
+        help=f"How the model is listed in the sidebar: {NAME_RULE}.",
+    )
+    shapes: dict[str, tuple[int, ...]] = {}
+    missing: list[upload_logic.DynamicDim] = []
+    unreadable = False
+    if data_file is None:
+        st.info(
+            "No data given: accuracy will be unknown. Size, latency and fidelity to FP32 are measured on "
+            "random inputs drawn to the model's declared input shapes."
+        )
+        try:
+            outcome = cached.declared_inputs(model_file.file_id, model_file.name, model_file.getvalue())
+        except Exception as e:  # the workers failed, not the file: say so, keep the page up
+            outcome = {
+                "error": f"The model's inputs could not be read ({_one_line(e)}). Press Add model to retry."
+            }
+        if "error" in outcome:
+            st.error(md(outcome["error"]))
+            unreadable = True
+        else:
+            shapes, missing = upload_logic.shapes_for(outcome["inputs"], _dimension_sizes(outcome["inputs"]))
+    if not st.button("Add model", key=state.UPLOAD_ADD, type="primary", disabled=unreadable):
+        return
+    if missing:
+        st.error(
+            md("Give a size for each open input dimension first: " + "; ".join(d.label for d in missing))
+        )
+        return
+    try:
+        with st.spinner("Checking the model in a worker process (reading it, repairing it, running it) ..."):
+            new = upload_logic.add_upload(
+                runner.engine,
+                (model_file.name, model_file.getvalue()),
+                (data_file.name, data_file.getvalue()) if data_file is not None else None,
+                name=name.strip() or None,
+                shapes=shapes,
+            )
+    except ModelError as e:  # refused: the message names what is wrong; the uploads stay for a retry
+        st.error(md(str(e)))
+        return
+    except Exception as e:  # the workers failed, not the file
+        st.error(
+            md(
+                f"{label} could not be checked ({_one_line(e)}). Your files are kept: press Add model again; "
+                "if it repeats, restart the app (its worker processes restart with it)."
+            )
+        )
+        return
+    cached.models_changed(new.name)
+    state.put(state.MODELS_NOTE, (new.name, upload_logic.added_text(new)))
+    state.clear_upload()
+    state.show_model(new.name)
+    st.rerun()
+
+
+with st.expander("Add your own model", icon=":material/upload_file:"):
+    add_section()
+
+# --- the model picked in the sidebar ----------------------------------------------------------------
 model = state.current_model()
+# What the last add said stays while its model is shown: the reruns that land its measurements keep it.
+note = state.get(state.MODELS_NOTE)
+if note is not None and note[0] == model:
+    st.success(note[1])
+elif note is not None:
+    state.put(state.MODELS_NOTE, None)
 card = cards[model]
+is_added = model in added
 st.subheader(model)
-st.write(card.get("description", ""))
+banner = upload_logic.data_banner(card)
+if banner is not None:
+    (st.warning if card.get("synthetic") else st.info)(banner)
+st.write(md(card.get("description", "")) if is_added else card.get("description", ""))
 cols = st.columns(4)
 cols[0].metric("Task", card["task"].replace("_", " "))
 cols[1].metric("Parameters", f"{card.get('params', 0):,}")
-cols[2].metric("Evaluation samples", card.get("eval_size", "?"))
+eval_size = card.get("eval_size", "?")
+cols[2].metric("Evaluation samples", f"{eval_size} (random)" if card.get("synthetic") else eval_size)
 cols[3].metric("Classes", len(card.get("classes", [])) or "—")
+if is_added:
+    if card.get("notes"):
+        st.markdown(
+            "**What the check found**\n\n"
+            + "\n".join(f"- {md(n[0].upper() + n[1:])}" for n in card["notes"] if n)
+        )
+    fp32_only = upload_logic.fp32_only_frame(card)
+    if not fp32_only.empty:
+        st.markdown("**Ops that stay FP32 in every plan**")
+        st.dataframe(fp32_only, hide_index=True)
 with st.expander("Provenance (data, training, export)"):
-    st.write(card.get("provenance", "not recorded"))
+    st.write(
+        md(card.get("provenance", "not recorded")) if is_added else card.get("provenance", "not recorded")
+    )
+    if is_added:
+        source = card.get("source") or {}
+        st.caption(
+            md(
+                f"Added {card.get('uploaded_at', '?')} from {source.get('model_file', '?')}"
+                + (f" with data {source['data_file']}" if source.get("data_file") else ", without data")
+                + f"; opset {card.get('opset', '?')}, {card.get('calib_size', '?')} calibration samples."
+            )
+        )
+if is_added:
+    c1, c2 = st.columns([3, 1], vertical_alignment="center")
+    confirm = c1.checkbox(
+        f"Remove {model}: its files go, results measured on it stay in the store",
+        key=state.remove_confirm_key(model),
+    )
+    if c2.button("Remove this model", key=state.REMOVE_MODEL, disabled=not confirm):
+        with contextlib.suppress(ModelError):  # removed meanwhile (another session, the CLI): gone anyway
+            runner.engine.remove_model(model)
+        st.toast(f"Removed {model}; results measured on it stay in the store.")
+        cached.models_changed(model)
+        state.forget_model(model)
+        st.rerun()
 
 widgets.jobs_panel()
 
+
+def measured(key: str, plan: Plan, what: str) -> dict[str, Any] | None:
+    """The model's stored result of a plan, measured in the background on first sight.
+
+    A failed measurement is shown with its reason and tried again only when asked (not on every rerun).
+    """
+    record = runner.store.get(key)
+    if record is not None and record.get("status") == "ok":
+        return record
+    if any(j["result_key"] == key for j in runner.store.list_jobs(["queued", "running"])):
+        st.info(f"Measuring {what} in a worker process; it appears here when done.")
+        return None
+    if record is not None:
+        reason = (record.get("error") or "no reason was recorded").strip().splitlines()[0]
+        st.warning(md(f"{what[0].upper() + what[1:]} could not be measured: {reason}"))
+        if not st.button(f"Measure {what} again", key=f"qd_measure_again_{key[:12]}"):
+            return None
+    runner.submit(model, plan, with_baseline=False)
+    st.rerun()
+    return None  # not reached: st.rerun raises
+
+
 st.markdown("#### FP32 baseline, measured here")
-runner = cached.runner()
-base_key = cached.baseline_key(model)
-base = runner.store.get_ok(base_key)
-if base is None:
-    busy = any(j["result_key"] == base_key for j in runner.store.list_jobs(["queued", "running"]))
-    if not busy:
-        # Every other page compares against this, so measure it as soon as the model is looked at.
-        runner.submit(model, Plan(default=Precision.FP32), with_baseline=False)
-        st.rerun()
-    st.info("Measuring the FP32 baseline in a worker process; it appears here when done.")
-else:
+# Every other page compares against this, so it is measured as soon as the model is looked at.
+base = measured(cached.baseline_key(model), Plan(default=Precision.FP32), "the FP32 baseline")
+if base is not None:
     m = base["metrics"]
     cols = st.columns(3)
     cols[0].metric("Size", widgets.fmt_bytes(m.get("size_bytes")))
@@ -64,8 +244,44 @@ else:
     for batch in m.get("latency", {}):
         st.caption(f"Latency at batch {batch}: {widgets.latency_text(base, batch)}")
 
-st.markdown("#### Layers (the weight-bearing nodes a plan sets)")
 layers = cached.layers(model)
+if is_added and base is not None and any(Precision.INT8 in x.accepts for x in layers):
+    # A model just added: what quantization does to it, without a trip to the Plan page.
+    st.markdown("#### What INT8 does to it (preset int8, measured here)")
+    job = runner.engine.job(runner.model(model), preset_plan("int8", layers))
+    int8 = measured(job.key, job.plan, "the INT8 preset")
+    if int8 is not None:
+        q, b = int8["metrics"], base["metrics"]
+        cols = st.columns(3)
+        cols[0].metric(
+            "Size",
+            widgets.fmt_bytes(q["size_bytes"]),
+            delta=f"{q['size_bytes'] / b['size_bytes'] - 1:+.0%} vs FP32",
+            delta_color="inverse",
+        )
+        lat, base_lat = q["latency"]["1"]["median_ms"], b["latency"]["1"]["median_ms"]
+        cols[1].metric(
+            "Latency, batch 1 (median)",
+            f"{lat:.3f} ms",
+            delta=f"{lat / base_lat - 1:+.0%} vs FP32",
+            delta_color="inverse",
+        )
+        if q.get("accuracy") is not None:
+            cols[2].metric("Accuracy", widgets.accuracy_text(int8))
+        elif q.get("agreement") is not None:
+            cols[2].metric("Top-1 agreement with FP32", f"{q['agreement']:.1%}")
+        fidelity = [
+            f"SQNR {q['sqnr_db']:.1f} dB" if q.get("sqnr_db") is not None else "SQNR: identical outputs"
+        ]
+        if q.get("kl_divergence") is not None:
+            fidelity.append(f"KL divergence {q['kl_divergence']:.4f}")
+        st.caption(
+            f"{int8['plan_summary']}. Output fidelity to FP32: {', '.join(fidelity)}. Latency: "
+            f"{widgets.latency_text(int8)}; changes inside the 95% intervals are noise. "
+            "Other plans: Plan page; all results side by side: Explore."
+        )
+
+st.markdown("#### Layers (the weight-bearing nodes a plan sets)")
 st.dataframe(
     pd.DataFrame(
         {

@@ -24,6 +24,12 @@ runner = cached.runner()
 
 st.header(f"Report · {model}")
 widgets.jobs_panel()
+if cached.cards().get(model, {}).get("task") == "fidelity_only":
+    st.info(
+        f"{model} has no labelled evaluation data, so no plan's accuracy is known and a goal cannot be "
+        "judged. Add it again with labels on the Models page to get a recommendation and a report."
+    )
+    st.stop()
 
 
 def _md(text: str) -> str:

@@ -198,6 +198,12 @@ if pins:
 
 # --- find best plans ------------------------------------------------------------------------------
 st.subheader("Find best plans")
+if cached.cards().get(model, {}).get("task") == "fidelity_only":
+    st.info(
+        f"{model} has no labelled evaluation data: the search trades accuracy against size and latency, "
+        "and no accuracy can be measured. Add it again with labels on the Models page to search it."
+    )
+    st.stop()
 st.caption(
     "An additive model built from the sensitivity of each layer proposes the cheapest plans for a ladder "
     "of accuracy limits; NSGA-II then searches without assuming the layers add up. Every plan is really "

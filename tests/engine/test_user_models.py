@@ -21,10 +21,11 @@ from onnx import TensorProto, helper, numpy_helper
 from engine.api import Engine
 from engine.jobs import WorkerPool
 from engine.model_io import ModelError
+from engine.search import SearchSpec, run_search
 from engine.store import ResultStore
 from engine.types import MeasureSettings, Plan, Precision
 from engine.user_models import models_dir, parse_shapes, user_model_names
-from tests.legacy_models import legacy_cnn, memory_bomb, run_fp32, with_conv_transpose
+from tests.legacy_models import dynamic_width_model, legacy_cnn, memory_bomb, run_fp32, with_conv_transpose
 from tests.models import tiny_cnn
 
 FAST = MeasureSettings(batch_sizes=(1,), max_seconds=0.2, max_runs=30, bootstrap=200)
@@ -104,6 +105,15 @@ def test_no_labels_gives_fidelity_only(tmp_path: Path) -> None:
     assert m["agreement"] > 0.5 and m["sqnr_db"] > 15 and m["kl_divergence"] is not None
 
 
+def test_search_refuses_a_model_without_labels_in_plain_words(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    added = engine.add_model(_save(tiny_cnn()[0], tmp_path / "m.onnx"))
+    with pytest.raises(
+        ValueError, match="no labelled evaluation data, so no plan's accuracy can be measured"
+    ):
+        run_search(engine, engine.model(added.name), SearchSpec(candidates={"/fc/Gemm": (Precision.INT8,)}))
+
+
 def test_no_data_draws_inputs_to_the_declared_shapes(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")
     model_bytes, _ = tiny_cnn()
@@ -118,22 +128,9 @@ def test_no_data_draws_inputs_to_the_declared_shapes(tmp_path: Path) -> None:
     assert m["size_bytes"] > 0 and m["latency"]["1"]["median_ms"] > 0
 
 
-def _dynamic_width_model() -> onnx.ModelProto:
-    """A 1-D conv over a sequence of any length: its second dynamic dimension must be asked for."""
-    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32), "w")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1])],
-        "dyn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2, "length"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, "length"])],
-        [w],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
 def test_dynamic_dimensions_without_data_must_be_given(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")
-    path = _save(_dynamic_width_model(), tmp_path / "seq.onnx")
+    path = _save(dynamic_width_model(), tmp_path / "seq.onnx")
     assert engine.declared_inputs(path) == [
         {"name": "x", "shape": ["batch", 2, "length"], "dtype": "float32"}
     ]
@@ -247,6 +244,7 @@ def test_bad_model_files_are_refused_with_the_reason(tmp_path: Path) -> None:
     assert msg.startswith("noise.onnx") and (
         "not a readable ONNX model" in msg or "holds no ONNX graph" in msg
     )
+    assert "model.onnx" not in msg  # the stored name is never shown: the user's own is
     msg = _refused(engine, _save(good, tmp_path / "model.txt"))
     assert "'.txt'" in msg or ".txt" in msg
     msg = _refused(engine, _save(b"\x80\x04K\x01.", tmp_path / "model.pt"))

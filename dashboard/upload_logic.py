@@ -1,0 +1,178 @@
+"""Pure logic of the Models page's "Add your own model" (no streamlit here, so it is tested directly).
+
+The page hands uploaded bytes to the engine: they are written under generated names in a fresh
+temporary folder (only the suffix of the user's file name is kept, so a name cannot steer where a
+file goes), and the engine checks them in a worker. Nothing here parses or runs a model.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.api import Engine
+from engine.user_models import AddedModel
+
+FORMATS_HELP = (
+    "**Model**: a `.onnx` file, or a `.zip` holding one `.onnx` and its external data files.  \n"
+    "**Data** (optional): a `.npz` with one array per model input, keyed by the input's name, plus an "
+    "optional `labels` array; a `.zip` of images with a `labels.csv`; or a `.csv` of feature columns "
+    "plus an optional `label` column. Without labels, only fidelity to FP32 is measured (agreement, "
+    "SQNR, KL divergence); without data, inputs are drawn at random to the model's declared shapes."
+)
+SYNTHETIC_BANNER = (
+    "Accuracy unknown: no data given — size, latency and fidelity to FP32 are measured on random inputs."
+)
+NO_LABELS_BANNER = (
+    "No labels: only fidelity to FP32 (top-1 agreement, SQNR, KL divergence) is measured on your data; "
+    "accuracy is not known, so pages that judge plans by accuracy say so instead."
+)
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
+
+
+def md(text: str) -> str:
+    """Plain text for st.markdown/st.error: file names and messages must not turn into formatting."""
+    return re.sub(r"([\\`*_\[\]$~#<>|])", r"\\\1", text)
+
+
+def label(file_name: str) -> str:
+    """The name a user knows an upload by (a folder upload's name holds the folder path too)."""
+    return Path(file_name.replace("\\", "/")).name or "upload"
+
+
+def stored_name(stem: str, file_name: str) -> str:
+    """A generated file name keeping only the user's suffix ('My Net.ONNX' -> 'upload.onnx')."""
+    suffix = Path(label(file_name)).suffix.lower()
+    # An odd suffix is dropped, not kept: the engine then refuses the file, naming what it expects.
+    return stem + (suffix if _SUFFIX.fullmatch(suffix) else "")
+
+
+@dataclass(frozen=True)
+class DynamicDim:
+    """A dimension the page asks for before drawing random inputs: input `input`, axis `axis`."""
+
+    input_index: int
+    input: str
+    axis: int
+    name: str  # as declared, e.g. 'length'
+    shape: tuple[int | str, ...]
+
+    @property
+    def label(self) -> str:
+        shown = ", ".join(str(d) for d in self.shape)
+        return f"{self.input} [{shown}]: size of '{self.name}' (axis {self.axis})"
+
+
+def dynamic_dims(declared: Sequence[Mapping[str, Any]]) -> list[DynamicDim]:
+    """Dynamic dimensions other than the first (the batch, which the engine sets itself)."""
+    return [
+        DynamicDim(i, str(inp["name"]), axis, str(d), tuple(inp["shape"]))
+        for i, inp in enumerate(declared)
+        for axis, d in enumerate(inp["shape"])
+        if axis > 0 and not isinstance(d, int)
+    ]
+
+
+def shapes_for(
+    declared: Sequence[Mapping[str, Any]], sizes: Mapping[tuple[int, int], int | None]
+) -> tuple[dict[str, tuple[int, ...]], list[DynamicDim]]:
+    """({input name: (1, d1, ...)} for inputs with dynamic dimensions, the dimensions still missing).
+
+    ``sizes`` maps (input index, axis) to what the user typed (None while empty).
+    """
+    dims = dynamic_dims(declared)
+    missing = [d for d in dims if not sizes.get((d.input_index, d.axis))]
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in sorted({d.input_index for d in dims}):
+        shape = declared[i]["shape"]
+        # A fixed batch size must be given as declared; a dynamic one as 1 (the engine sets the rows).
+        batch = shape[0] if isinstance(shape[0], int) else 1
+        rest = [d if isinstance(d, int) else int(sizes.get((i, axis)) or 0) for axis, d in enumerate(shape)]
+        shapes[str(declared[i]["name"])] = (batch, *rest[1:])
+    return shapes, missing
+
+
+def _write(folder: Path, stem: str, file_name: str, data: bytes) -> Path:
+    path = folder / stored_name(stem, file_name)
+    path.write_bytes(data)
+    return path
+
+
+def read_declared(engine: Engine, file_name: str, data: bytes) -> list[dict[str, Any]]:
+    """The upload's declared inputs, read by the engine in a worker (ModelError if it cannot)."""
+    with tempfile.TemporaryDirectory(prefix="quantdash-upload-") as tmp:
+        path = _write(Path(tmp), "upload", file_name, data)
+        return engine.declared_inputs(path, model_label=label(file_name))
+
+
+def add_upload(
+    engine: Engine,
+    model: tuple[str, bytes],
+    data: tuple[str, bytes] | None = None,
+    *,
+    name: str | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> AddedModel:
+    """Add an uploaded (file name, bytes) model, with optional data, through the engine's checks.
+
+    Raises ModelError (one paragraph naming what is wrong and what is expected) if refused.
+    """
+    with tempfile.TemporaryDirectory(prefix="quantdash-upload-") as tmp:
+        folder = Path(tmp)
+        model_path = _write(folder, "upload", *model)
+        data_path = _write(folder, "data", *data) if data is not None else None
+        return engine.add_model(
+            model_path,
+            data_path,
+            name=name or None,
+            shapes=shapes or None,
+            model_label=label(model[0]),
+            data_label=label(data[0]) if data is not None else None,
+        )
+
+
+def data_banner(card: Mapping[str, Any]) -> str | None:
+    """What the model's data cannot tell (random inputs, or no labels), or None for labelled data."""
+    if card.get("synthetic"):
+        return SYNTHETIC_BANNER
+    if card.get("task") == "fidelity_only":
+        return NO_LABELS_BANNER
+    return None
+
+
+def fp32_only_frame(card: Mapping[str, Any]) -> pd.DataFrame:
+    """The ops that stay FP32 in every plan, with the reason (empty for a sample model)."""
+    rows = card.get("fp32_only") or []
+    return pd.DataFrame(
+        {
+            "node": [r.get("node", "") for r in rows],
+            "op": [r.get("op", "") for r in rows],
+            "why it stays FP32": [r.get("why", "") for r in rows],
+        }
+    )
+
+
+def added_text(added: AddedModel) -> str:
+    """The success message after an add: the name, what was found, its notes and FP32-only ops (markdown)."""
+    card = added.card
+    task = {"classification": "classification", "language_model": "language model"}.get(
+        card.get("task", ""), "fidelity to FP32 only"
+    )
+    lines = [
+        f"Added **{md(added.name)}** ({task}; {card.get('params', 0):,} parameters, {card.get('layers', 0)} "
+        f"layer(s) a plan can set, {card.get('eval_size', '?')} evaluation samples). It is now the model "
+        "shown on every page."
+    ]
+    lines += [f"- {md(n[0].upper() + n[1:])}" for n in added.notes if n]
+    fp32_only = card.get("fp32_only") or []
+    if fp32_only:
+        ops = ", ".join(f"{md(r.get('node', '?'))} ({md(r.get('op', '?'))})" for r in fp32_only[:5])
+        more = f" and {len(fp32_only) - 5} more" if len(fp32_only) > 5 else ""
+        lines.append(f"- Stays FP32 in every plan: {ops}{more} (reasons in the table below).")
+    return "\n".join(lines)
