@@ -32,7 +32,7 @@ from engine.search_charts import search_front_info
 from engine.sensitivity import candidate_precisions, layer_profile, sensitivity_frame, sensitivity_settings
 from engine.store import default_home
 from engine.types import CalibrationMethod, LayerInfo, Plan, Precision
-from engine.user_models import user_cards, user_model_names
+from engine.user_models import card_stamp, user_cards, user_model_names
 
 
 @st.cache_resource(show_spinner="Starting the worker processes (first visit only)...")
@@ -46,9 +46,24 @@ def cards() -> dict[str, dict[str, Any]]:
     return _cards(added_models())
 
 
+# When each added model was written, as this process last saw it (shared like the caches it guards).
+_seen_stamps: dict[str, int] = {}
+
+
 def added_models() -> tuple[str, ...]:
-    """Names of the models users added (a folder listing: cheap enough for every rerun)."""
-    return tuple(user_model_names(default_home()))
+    """Names of the models users added (a folder listing: cheap enough for every rerun).
+
+    A model replaced under the same name elsewhere (the CLI's remove-model then add-model, while
+    the app runs) is noticed by its card's new stamp, and everything cached under its name dropped.
+    """
+    home = default_home()
+    names = tuple(user_model_names(home))
+    for name in names:
+        stamp = card_stamp(name, home)
+        if _seen_stamps.setdefault(name, stamp) != stamp:
+            _seen_stamps[name] = stamp
+            models_changed(name)
+    return names
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from dashboard.text import md
 from engine.api import Engine
 from engine.user_models import AddedModel
 
@@ -34,11 +35,6 @@ NO_LABELS_BANNER = (
     "accuracy is not known, so pages that judge plans by accuracy say so instead."
 )
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
-
-
-def md(text: str) -> str:
-    """Plain text for st.markdown/st.error: file names and messages must not turn into formatting."""
-    return re.sub(r"([\\`*_\[\]$~#<>|])", r"\\\1", text)
 
 
 def label(file_name: str) -> str:

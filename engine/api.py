@@ -134,13 +134,14 @@ class Engine:
         user_models.remove_model(name, self.home)
 
     def declared_inputs(self, model_file: Path, model_label: str | None = None) -> list[dict[str, Any]]:
-        """An upload's declared inputs (name, shape, dtype), read in a worker."""
-        try:
-            return user_models.declared_inputs(
-                Path(model_file), run_task=self._upload_task, model_label=model_label
-            )
-        except EngineError as e:
-            raise ModelError(f"{model_label or Path(model_file).name}: {e}") from None
+        """An upload's declared inputs (name, shape, dtype), read in a worker.
+
+        ModelError when the file is refused; EngineError when the worker failed (crashed or timed
+        out), which may pass: the caller may try again, and the full check of an add gives the verdict.
+        """
+        return user_models.declared_inputs(
+            Path(model_file), run_task=self._upload_task, model_label=model_label
+        )
 
     def _upload_task(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self.run_task(fn, *args, what="checking the upload in a worker process")

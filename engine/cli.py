@@ -236,7 +236,6 @@ def cmd_add_model(args: argparse.Namespace) -> int:
                 name=args.name,
                 shapes=shapes,
             )
-            layers = eng.layers(eng.model(added.name))
     card = added.card
     if args.json:
         _dump({"name": added.name, "folder": str(added.folder), "card": card})
@@ -246,7 +245,7 @@ def cmd_add_model(args: argparse.Namespace) -> int:
         "language_model": f"accuracy and perplexity on {card['eval_size']} labelled sequences",
     }.get(card["task"], "fidelity to FP32 only (agreement, SQNR, KL divergence)")
     print(
-        f"added {added.name!r}: {len(layers)} layers, {card['params']:,} weights, opset {card['opset']}; "
+        f"added {added.name!r}: {card['layers']} layers, {card['params']:,} weights, opset {card['opset']}; "
         f"measures {what}"
     )
     for note in added.notes:

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import external_data_helper
 
-from engine.model_io import LAYER_OPS, ModelError, is_layer
+from engine.model_io import LAYER_OPS, ModelError, default_opset, is_layer
 
 # Domains ONNX Runtime's CPU build runs; anything else is a custom op this tool cannot execute.
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
@@ -75,6 +75,14 @@ def _elements(dims: list[int]) -> int:
 def check_dimensions(model: onnx.ModelProto) -> None:
     """Refuse inputs or weights declaring absurd sizes before anything allocates them."""
     inits = {t.name for t in model.graph.initializer}
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for vi in values:
+            if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+                raise ModelError(
+                    f"{kind} {vi.name!r} declares no shape, not even how many dimensions it has; ONNX "
+                    "requires one for a graph's inputs and outputs. Expected a model exported with its "
+                    "shapes (torch.onnx.export and tf2onnx write them; a dimension may be named, as 'batch')"
+                )
     for vi in model.graph.input:
         if vi.name in inits:
             continue
@@ -91,12 +99,23 @@ def check_dimensions(model: onnx.ModelProto) -> None:
             )
     for t in model.graph.initializer:
         declared = _elements(list(t.dims))
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 4
+        itemsize = _itemsize(t)
         if declared * itemsize > MAX_WEIGHT_BYTES:
             raise ModelError(
                 f"weight {t.name!r} declares shape {list(t.dims)} ({declared * itemsize / 1e9:,.1f} GB), "
                 "more than an ONNX model can hold (2 GB). Expected the real weight shape."
             )
+
+
+def _itemsize(t: onnx.TensorProto) -> int:
+    """Bytes per element of a weight; a data type ONNX does not define is a damaged file, said so."""
+    try:
+        return int(onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize)
+    except (KeyError, ValueError, TypeError):
+        raise ModelError(
+            f"weight {t.name!r} has data type {t.data_type}, which ONNX does not define (or numpy cannot "
+            "hold); expected a float or integer weight. The file is damaged or was edited."
+        ) from None
 
 
 def _shape_text(vi: onnx.ValueInfoProto) -> str:
@@ -112,7 +131,7 @@ def check_weight_sizes(model: onnx.ModelProto) -> None:
     for t in model.graph.initializer:
         if not t.HasField("raw_data"):
             continue  # typed fields (float_data ...) are sized by the checker
-        expected = _elements(list(t.dims)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        expected = _elements(list(t.dims)) * _itemsize(t)
         if len(t.raw_data) != expected:
             raise ModelError(
                 f"weight {t.name!r} declares shape {list(t.dims)} ({expected:,.0f} bytes) but holds "
@@ -190,14 +209,7 @@ def check_runs_here(model_bytes: bytes) -> None:
         text = str(e)
         limit = _ORT_OPSET_LIMIT.search(text)
         if limit:
-            used = next(
-                (
-                    o.version
-                    for o in onnx.load_from_string(model_bytes).opset_import
-                    if o.domain in ("", "ai.onnx")
-                ),
-                "?",
-            )
+            used = default_opset(onnx.load_from_string(model_bytes))
             raise ModelError(
                 f"the model uses ONNX opset {used}, newer than ONNX Runtime {ort.__version__} here supports "
                 f"(up to opset {limit.group(1)}). Expected opset {limit.group(1)} or older: re-export with "

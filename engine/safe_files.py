@@ -54,6 +54,20 @@ _MAX_DIRECTORY_ENTRY_BYTES = 4096
 _CHUNK = 2**20
 
 
+# An absolute path inside an error message (Pillow, zipfile and the OS name the files they opened):
+# the server's folders are no business of the user's, so only the last part is kept.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s'\"\\/]+[\\/])+([^\s'\"\\/]*)")
+
+
+def error_words(e: BaseException) -> str:
+    """An exception as 'Type: message' for a user: an OSError by its reason, any path cut to its file name."""
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    text = _ABSOLUTE_PATH.sub(
+        lambda m: m.group(1) or "(a folder)", text.strip().splitlines()[0] if text.strip() else ""
+    )
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def _mb(n: float) -> str:
     return f"{n / 2**20:.1f} MB"
 
@@ -133,9 +147,7 @@ def safe_extract_zip(
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, ValueError, struct.error, EOFError) as e:
         # ValueError covers a member name flagged UTF-8 that is not.
-        raise UnsafeUpload(
-            f"not a readable zip archive ({type(e).__name__}: {e}); expected a .zip file"
-        ) from None
+        raise UnsafeUpload(f"not a readable zip archive ({error_words(e)}); expected a .zip file") from None
     with archive:
         infos = archive.infolist()
         _check_members(infos, max_members, max_total_bytes, max_ratio)
@@ -283,10 +295,10 @@ def _extract(
         _undo(made, dest if created_dest else None)
         if isinstance(e, (zipfile.BadZipFile, zlib.error, EOFError)):
             raise UnsafeUpload(
-                f"not a readable zip archive: member {name!r} is damaged ({type(e).__name__}: {e})"
+                f"not a readable zip archive: member {name!r} is damaged ({error_words(e)})"
             ) from None
         if isinstance(e, OSError):
-            raise ModelError(f"could not unpack zip member {name!r} ({type(e).__name__}: {e})") from None
+            raise ModelError(f"could not unpack zip member {name!r} ({error_words(e)})") from None
         raise
     return extracted
 

@@ -58,7 +58,15 @@ def export_safetensors(weights: Path, entry: str, shapes: dict[str, tuple[int, .
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"{weights.name} is not a readable safetensors file ({e})") from None
-    result = net.load_state_dict(state, strict=False)
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # same names, other shapes: torch lists each mismatch; the first says enough
+        first = str(e).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[-1] if first else "")
+        raise ModelError(
+            f"{weights.name} does not fit {m['function']}(): {detail[:300]}; expected the state_dict of the "
+            "same module, built with the same sizes"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"{weights.name} does not fit {m['function']}(): missing {list(result.missing_keys)[:5]}, "

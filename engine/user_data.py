@@ -466,7 +466,7 @@ def _read_npz(
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(
-            f"{label} is not a readable .npz of plain arrays ({type(e).__name__}: {e}); expected a file "
+            f"{label} is not a readable .npz of plain arrays ({safe_files.error_words(e)}); expected a file "
             "written by numpy.savez or numpy.savez_compressed"
         ) from None
     return inputs, labels
@@ -540,7 +540,8 @@ def _read_labels_csv(path: Path, label: str) -> dict[str, int]:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(
-            f"{where} is not a readable UTF-8 CSV file ({e}); expected columns file,label"
+            f"{where} is not a readable UTF-8 CSV file ({safe_files.error_words(e)}); "
+            "expected columns file,label"
         ) from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if header[:2] != ["file", "label"] or len([h for h in header if h]) != 2:
@@ -581,7 +582,7 @@ def _read_image_zip(
     except ModelError as e:
         raise DataError(f"{label}: {e}") from None
     except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as e:
-        raise DataError(f"{label} is not a readable .zip archive ({type(e).__name__}: {e})") from None
+        raise DataError(f"{label} is not a readable .zip archive ({safe_files.error_words(e)})") from None
     members = _relative_members(files, dest)
     labels_path = members.pop(LABELS_FILE, None)
     images = sorted(m for m in members if Path(m).suffix.lower() in IMAGE_SUFFIXES)
@@ -658,7 +659,7 @@ def _decode_images(
             raise
         except Exception as e:  # Pillow raises many kinds (UnidentifiedImageError, SyntaxError, bomb errors)
             raise DataError(
-                f"{label}: image {name!r} could not be decoded ({type(e).__name__}: {e}); expected a "
+                f"{label}: image {name!r} could not be decoded ({safe_files.error_words(e)}); expected a "
                 "PNG, JPEG, BMP or GIF file"
             ) from None
         arr = arr.reshape(height, width, channels)
@@ -698,7 +699,7 @@ def _read_csv(
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{label} is not a readable UTF-8 CSV file ({type(e).__name__}: {e})") from None
+        raise DataError(f"{label} is not a readable UTF-8 CSV file ({safe_files.error_words(e)})") from None
     if not rows:
         raise DataError(f"{label} is empty; expected a header row, then one row per sample")
     header = [h.strip() for h in rows[0]]

@@ -35,6 +35,7 @@ from engine.datasets import (
 )
 from engine.model_io import (
     ModelError,
+    default_opset,
     drop_initializers_from_inputs,
     layer_table,
     prepare_model,
@@ -44,7 +45,6 @@ MODELS_DIR = "models"
 NAME_RULE = "1 to 48 characters: lower-case letters, digits, '-' and '_', starting with a letter or digit"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 _SHAPE = re.compile(r"^([^=\s]+)=(\d+(?:x\d+)*)$")
-CHECK_TIMEOUT_S = 300.0
 SYNTHETIC_EVAL_ROWS = 64
 SYNTHETIC_CALIB_ROWS = 32
 
@@ -78,6 +78,15 @@ def user_model_names(home: Path) -> list[str]:
 
 def user_cards(home: Path) -> dict[str, dict[str, Any]]:
     return {n: json.loads((models_dir(home) / n / "card.json").read_text()) for n in user_model_names(home)}
+
+
+def card_stamp(name: str, home: Path) -> int:
+    """When the added model `name` was written (ns; 0 if gone): a model removed and added again under
+    the same name, by another process, gets a new stamp, so a long-running app knows to reload it."""
+    try:
+        return (models_dir(home) / name / "card.json").stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def load_user_model(name: str, home: Path) -> ModelBundle:
@@ -171,15 +180,8 @@ def add_model(
         upload = staging / "upload"
         upload.mkdir()
         if suffix == ".zip":
-            extracted = safe_files.safe_extract_zip(model_file, upload)
-            onnx_files = [p for p in extracted if p.suffix.lower() == ".onnx"]
-            if len(onnx_files) != 1:
-                found = ", ".join(p.name for p in onnx_files) or "none"
-                raise ModelError(
-                    f"{model_label}: a model .zip must hold exactly one .onnx file (plus its external data "
-                    f"files); found {len(onnx_files)} ({found})"
-                )
-            model_path, external_base = onnx_files[0], onnx_files[0].parent
+            model_path = _onnx_in_zip(model_file, upload, model_label)
+            external_base = model_path.parent
         else:
             # Stored under a generated name; external data may only come from the model's own folder.
             model_path, external_base = upload / "model.onnx", model_file.resolve().parent
@@ -219,6 +221,28 @@ def add_model(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _onnx_in_zip(archive: Path, dest: Path, label: str) -> Path:
+    """Unpack a model .zip (checked member by member) into `dest`; the one .onnx file in it.
+
+    The metadata macOS's Finder adds to every zip it makes (``__MACOSX/``, ``._name`` files) is
+    not the user's: it is ignored, so a zipped ``model.onnx`` is not counted twice.
+    """
+    onnx_files = [
+        p
+        for p in safe_files.safe_extract_zip(archive, dest)
+        if p.suffix.lower() == ".onnx"
+        and "__MACOSX" not in p.relative_to(dest).parts
+        and not p.name.startswith("._")
+    ]
+    if len(onnx_files) != 1:
+        found = ", ".join(str(p.relative_to(dest)) for p in onnx_files) or "none"
+        raise ModelError(
+            f"{label}: a model .zip must hold exactly one .onnx file (plus its external data files); "
+            f"found {len(onnx_files)} ({found})"
+        )
+    return onnx_files[0]
+
+
 def _remove_abandoned_staging(home: Path, older_than_s: float = 24 * 3600) -> None:
     """Staging folders of adds whose process was killed: never listed, removed after a day."""
     folder = models_dir(home)
@@ -249,10 +273,20 @@ def check_upload_task(
                 Path(model_path), Path(external_base), data_path, labels, shapes, Path(out_dir)
             )
         }
+    except user_data.DataError as e:  # about the data file, which the message names first
+        return {"error": _from_file(labels.get("data") or "the data", str(e))}
     except ModelError as e:
+        return {"error": _from_file(labels.get("model") or Path(model_path).name, str(e))}
+    except Exception as e:  # a case no check foresaw: still an answer about this file, in one line
         who = labels.get("model") or Path(model_path).name
-        text = str(e)
-        return {"error": text if text.startswith(who) else f"{who}: {text}"}
+        return {
+            "error": f"{who} could not be checked ({safe_files.error_words(e)}). Expected an ONNX model "
+            "that onnx.checker and ONNX Runtime accept"
+        }
+
+
+def _from_file(who: str, text: str) -> str:
+    return text if text.startswith(who) else f"{who}: {text}"
 
 
 def _check_upload(
@@ -271,9 +305,12 @@ def _check_upload(
         raise ModelError(
             "the model has no inputs (every graph input is a weight); expected at least one input"
         )
+    _check_batch_axis(specs)
     # The data is checked before the slower preparation, so a wrong file is reported in a moment.
     if data_path is not None:
-        inputs, y = user_data.read_dataset(Path(data_path), specs, out / "data-work", labels.get("data"))
+        # Unpacked images are only read here: unpacked next to, never into, the model's folder.
+        with tempfile.TemporaryDirectory(prefix="data-work-", dir=out) as work:
+            inputs, y = user_data.read_dataset(Path(data_path), specs, Path(work), labels.get("data"))
         task = user_data.task_for(y)
         calib, eval_inputs, eval_labels = user_data.split_calibration(
             user_data.cast_to_specs(inputs, specs), y
@@ -289,7 +326,7 @@ def _check_upload(
             "inputs"
         )
     batch_fixed = any("batch dimension" in n and "fixed at 1" in n for n in notes)
-    classes = _check_labels(task, eval_labels, _first_outputs(model_bytes, eval_inputs, batch_fixed))
+    classes = _labels_fit_outputs(task, eval_labels, _first_outputs(model_bytes, eval_inputs, batch_fixed))
     layers, fp32_only = _prepared_layers(model, out, notes)
 
     (out / "model.onnx").write_bytes(model_bytes)
@@ -313,7 +350,7 @@ def _check_upload(
         "calib_size": len(next(iter(calib.values()))),
         "eval_size": len(next(iter(eval_inputs.values()))),
         "params": foreign.weight_count(model),
-        "opset": _opset(model),
+        "opset": default_opset(model),
         "layers": len(layers),
         "synthetic": synthetic,
         "fp32_only": fp32_only,
@@ -328,13 +365,24 @@ def _check_upload(
     }
 
 
+def _check_batch_axis(specs: list[user_data.InputSpec]) -> None:
+    """The first axis is the batch: evaluation runs many samples at once, latency is timed at 1 and 32.
+
+    A batch fixed at 1 was made dynamic already (foreign.free_batch_dimension); one fixed at
+    another size cannot be opened up safely, so it is refused with what to do instead.
+    """
+    for s in specs:
+        if s.shape and isinstance(s.shape[0], int) and s.shape[0] != 1:
+            raise ModelError(
+                f"input {s.name!r} fixes its first (batch) dimension at {s.shape[0]}: {s.shape_text}. "
+                "quantdash runs a model on 1 sample and on many at once; expected a dynamic batch axis "
+                "(torch.onnx.export(..., dynamic_axes={'" + s.name + "': {0: 'batch'}})) or a batch of 1"
+            )
+
+
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # numpy's stubs type **kwds of savez as its allow_pickle flag; the arrays are plain numeric.
     np.savez(path, **arrays)  # type: ignore[arg-type]
-
-
-def _opset(model: Any) -> int | None:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _sanitized_model(model_path: Path, external_base: Path, notes: list[str], label: str | None) -> Any:
@@ -378,12 +426,13 @@ def _prepared_layers(model: Any, out: Path, notes: list[str]) -> tuple[list[Any]
     except ModelError:
         raise
     except Exception as e:  # the quantizer's pre-processing on a graph it cannot handle
-        raise ModelError(f"could not prepare the model for quantization ({type(e).__name__}: {e})") from None
+        raise ModelError(
+            f"could not prepare the model for quantization ({safe_files.error_words(e)})"
+        ) from None
     prepared = onnx.load_from_string(prepared_bytes)
-    if _opset(model) != _opset(prepared):
-        notes.append(
-            f"opset upgraded from {_opset(model)} to {_opset(prepared)}, as ONNX Runtime's quantizer needs"
-        )
+    before, after = default_opset(model), default_opset(prepared)
+    if before != after:
+        notes.append(f"opset upgraded from {before} to {after}, as ONNX Runtime's quantizer needs")
     layers = layer_table(prepared_bytes)
     if not layers:
         notes.append("no Conv, MatMul or Gemm layer with stored weights: every plan of this model is FP32")
@@ -419,28 +468,24 @@ def _synthetic(
             if len(dims) != len(s.shape):
                 raise ModelError(
                     f"--shape {s.name}={'x'.join(map(str, dims))} has {len(dims)} dimensions; "
-                    f"input {s.name!r} has {len(s.shape)}: {_shape_words(s.shape)}"
+                    f"input {s.name!r} has {len(s.shape)}: {s.shape_text}"
                 )
             for d, declared in zip(dims, s.shape, strict=True):
                 if isinstance(declared, int) and declared != d:
                     raise ModelError(
                         f"--shape {s.name}={'x'.join(map(str, dims))} does not fit the declared shape "
-                        f"{_shape_words(s.shape)}; expected the fixed dimensions as declared"
+                        f"{s.shape_text}; expected the fixed dimensions as declared"
                     )
             # The batch dimension is the synthetic set's row count, whatever the user typed.
             given[s.name] = (rows, *dims[1:])
         elif any(isinstance(d, str) for d in s.shape[1:]):
             example = "x".join(str(d) if isinstance(d, int) else "N" for d in s.shape)
             raise ModelError(
-                f"input {s.name!r} has dynamic dimensions {_shape_words(s.shape)}; without data, give its "
+                f"input {s.name!r} has dynamic dimensions {s.shape_text}; without data, give its "
                 f"size to draw random inputs: --shape {s.name}={example.replace('N', '1', 1)} "
                 "(each N a number)"
             )
     return synthetic_inputs(model_bytes, rows=rows, seed=seed, shapes=given)
-
-
-def _shape_words(shape: tuple[int | str, ...]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _first_outputs(
@@ -467,7 +512,7 @@ def _first_outputs(
         ) from None
 
 
-def _check_labels(task: str, labels: np.ndarray | None, outputs: np.ndarray) -> list[str]:
+def _labels_fit_outputs(task: str, labels: np.ndarray | None, outputs: np.ndarray) -> list[str]:
     """Labels must index the model's output classes; returns class names for the card."""
     if task == "fidelity_only" or labels is None:
         return []
@@ -505,16 +550,7 @@ def declared_inputs(
     label = model_label or model_file.name
     suffix = safe_files.check_upload_file(model_file, "model", label)
     with tempfile.TemporaryDirectory(prefix="quantdash-inputs-") as tmp:
-        path = model_file
-        if suffix == ".zip":
-            onnx_files = [
-                p for p in safe_files.safe_extract_zip(model_file, Path(tmp)) if p.suffix.lower() == ".onnx"
-            ]
-            if len(onnx_files) != 1:
-                raise ModelError(
-                    f"{label}: a model .zip must hold exactly one .onnx file; found {len(onnx_files)}"
-                )
-            path = onnx_files[0]
+        path = _onnx_in_zip(model_file, Path(tmp), label) if suffix == ".zip" else model_file
         outcome = run_task(declared_inputs_task, str(path), label)
     if outcome.get("error"):
         raise ModelError(outcome["error"])
@@ -528,5 +564,7 @@ def declared_inputs_task(model_path: str, label: str) -> dict[str, Any]:
         drop_initializers_from_inputs(model)
         specs = user_data.input_specs(model)
     except ModelError as e:
-        return {"error": f"{label}: {e}"}
+        return {"error": _from_file(label, str(e))}
+    except Exception as e:  # a case no check foresaw: an answer about this file, in one line
+        return {"error": f"{label}: its inputs could not be read ({safe_files.error_words(e)})"}
     return {"inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype.name} for s in specs]}

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, state, upload_logic, widgets
-from dashboard.upload_logic import md
+from dashboard.text import md, one_line
 from engine.model_io import ModelError
 from engine.presets import preset_plan
 from engine.types import Plan, Precision
@@ -39,10 +39,6 @@ st.dataframe(
     hide_index=True,
     column_config={"FP32 accuracy (card)": st.column_config.NumberColumn(format="percent")},
 )
-
-
-def _one_line(e: Exception) -> str:
-    return f"{type(e).__name__}: {(str(e).strip() or 'no reason given').splitlines()[0]}"
 
 
 def _dimension_sizes(declared: list[dict[str, Any]]) -> dict[tuple[int, int], int | None]:
@@ -101,15 +97,21 @@ def add_section() -> None:
         )
         try:
             outcome = cached.declared_inputs(model_file.file_id, model_file.name, model_file.getvalue())
-        except Exception as e:  # the workers failed, not the file: say so, keep the page up
-            outcome = {
-                "error": f"The model's inputs could not be read ({_one_line(e)}). Press Add model to retry."
-            }
-        if "error" in outcome:
-            st.error(md(outcome["error"]))
-            unreadable = True
+        except Exception as e:  # the worker failed, not the file: not cached, so the next run tries again
+            st.warning(
+                md(
+                    f"The model's inputs could not be read ({one_line(e)}). Press Add model: the "
+                    "full check runs in a fresh worker and says what is wrong, if anything."
+                )
+            )
         else:
-            shapes, missing = upload_logic.shapes_for(outcome["inputs"], _dimension_sizes(outcome["inputs"]))
+            if "error" in outcome:  # the file was refused: adding it would be refused the same way
+                st.error(md(outcome["error"]))
+                unreadable = True
+            else:
+                shapes, missing = upload_logic.shapes_for(
+                    outcome["inputs"], _dimension_sizes(outcome["inputs"])
+                )
     if not st.button("Add model", key=state.UPLOAD_ADD, type="primary", disabled=unreadable):
         return
     if missing:
@@ -132,7 +134,7 @@ def add_section() -> None:
     except Exception as e:  # the workers failed, not the file
         st.error(
             md(
-                f"{label} could not be checked ({_one_line(e)}). Your files are kept: press Add model again; "
+                f"{label} could not be checked ({one_line(e)}). Your files are kept: press Add model again; "
                 "if it repeats, restart the app (its worker processes restart with it)."
             )
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import re
 import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import streamlit as st
 
 from dashboard import cached, state, widgets
 from dashboard.runner import explain_failure
+from dashboard.text import md, one_line
 from engine.goal import EXAMPLES, GoalError, parse_goal
 from engine.report import build_report, candidate_table, ensure_candidates
 
@@ -30,16 +30,6 @@ if cached.cards().get(model, {}).get("task") == "fidelity_only":
         "judged. Add it again with labels on the Models page to get a recommendation and a report."
     )
     st.stop()
-
-
-def _md(text: str) -> str:
-    """Plain text for st.markdown: characters Markdown would read as formatting are escaped."""
-    return re.sub(r"([\\`*\[\]$~])", r"\\\1", text)
-
-
-def _one_line(e: Exception) -> str:
-    reason = (str(e).strip() or "no reason given").splitlines()[0]
-    return f"{type(e).__name__}: {reason}"
 
 
 def _fresh_dir(root: Path, name: str) -> Path:
@@ -80,9 +70,9 @@ goal_text = st.text_input(
 try:
     goal = parse_goal(goal_text)
 except GoalError as e:
-    st.error(_md(f"This page {e}"))
+    st.error(md(f"This page {e}"))
     st.stop()
-st.caption(_md(f"Understood as: {goal.describe()}."))
+st.caption(md(f"Understood as: {goal.describe()}."))
 
 # The Models page may be measuring the FP32 baseline right now: wait for it rather than measure it twice.
 base_key = cached.baseline_key(model)
@@ -98,8 +88,8 @@ try:
     rec = cached.recommendation(model, goal_text, cached.store_version())
 except Exception as e:  # no traceback on screen: what failed and what to try
     st.error(
-        _md(
-            f"No recommendation could be made for {model} ({_one_line(e)}). Check the model's FP32 "
+        md(
+            f"No recommendation could be made for {model} ({one_line(e)}). Check the model's FP32 "
             "result on the Models page, then reload this page."
         )
     )
@@ -108,7 +98,7 @@ except Exception as e:  # no traceback on screen: what failed and what to try
 # --- too few plans measured: offer the presets ------------------------------------------------------
 note = state.get(state.REPORT_NOTE)
 if note:
-    st.warning(_md(note))
+    st.warning(md(note))
     state.put(state.REPORT_NOTE, None)
 if len(rec.candidates) < MIN_CANDIDATES:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
@@ -123,8 +113,8 @@ if len(rec.candidates) < MIN_CANDIDATES:
                 records = ensure_candidates(runner.engine, runner.model(model), runner.settings())
         except Exception as e:  # the workers failed: say so; the page stays usable
             st.error(
-                _md(
-                    f"Measuring the presets of {model} stopped ({_one_line(e)}). What was measured is "
+                md(
+                    f"Measuring the presets of {model} stopped ({one_line(e)}). What was measured is "
                     "kept: press the button again to continue; if it repeats, restart the app."
                 )
             )
@@ -140,12 +130,12 @@ if len(rec.candidates) < MIN_CANDIDATES:
 
 # --- the recommendation -----------------------------------------------------------------------------
 if rec.chosen is None:
-    st.warning(f"**{_md(rec.headline)}**  \n{_md(rec.statement)}")
+    st.warning(f"**{md(rec.headline)}**  \n{md(rec.statement)}")
 else:
-    st.subheader(_md(rec.headline))
-    st.markdown(f"**{_md(rec.statement)}**")
+    st.subheader(md(rec.headline))
+    st.markdown(f"**{md(rec.statement)}**")
 if rec.caveats:
-    st.markdown("**Caveats**\n\n" + "\n".join(f"- {_md(c)}" for c in rec.caveats))
+    st.markdown("**Caveats**\n\n" + "\n".join(f"- {md(c)}" for c in rec.caveats))
 st.markdown("#### Plans considered")
 st.dataframe(candidate_table(rec), hide_index=True)
 st.caption(
@@ -187,8 +177,8 @@ if st.button("Build report", key=state.REPORT_BUILD, type="primary"):
             status.update(label=f"Report built in {out_dir}", state="complete", expanded=False)
     if failure is not None:  # no traceback on screen: what failed and what to try
         st.error(
-            _md(
-                f"The report of {model} could not be built ({_one_line(failure)}). Check the message, "
+            md(
+                f"The report of {model} could not be built ({one_line(failure)}). Check the message, "
                 "then press Build report again."
             )
         )
@@ -213,7 +203,7 @@ if built is not None and not Path(built["html"]).is_file():
     state.set_built_report(model, None)
     built = None
 if built is not None:
-    st.caption(_md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
+    st.caption(md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
     downloads = [
         ("html", "report.html", "text/html", state.REPORT_DL_HTML),
         ("pdf", "report.pdf", "application/pdf", state.REPORT_DL_PDF),
@@ -234,4 +224,4 @@ if built is not None:
     if built["bundle"] is None:
         st.caption("No bundle.zip: no plan meets the goal, so there is no model to hand off.")
     if built["render_error"]:
-        st.warning(_md(f"No PDF or plot images: {built['render_error']}"))
+        st.warning(md(f"No PDF or plot images: {built['render_error']}"))

@@ -8,6 +8,7 @@ through a real browser).
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from dashboard import cached, state, upload_logic
+from dashboard import cached, state, text, upload_logic
 from engine.api import Engine
 from engine.datasets import sample_names
 from engine.model_io import ModelError
@@ -215,10 +216,19 @@ def test_dynamic_dimensions_become_shapes() -> None:
 def test_add_upload_names_the_users_files_and_leaves_nothing_behind(home: Path, tmp_path: Path) -> None:
     engine = _engine(home)
     model_path, data_path = _labelled(tmp_path, seed=5)
+    uploads_before = set(Path(tempfile.gettempdir()).glob("quantdash-upload-*"))
     new = upload_logic.add_upload(
         engine, ("My CNN.onnx", model_path.read_bytes()), ("evaluation set.npz", data_path.read_bytes())
     )
     assert new.name == "my-cnn" and new.card["task"] == "classification"
+    assert sorted(p.name for p in new.folder.iterdir()) == [
+        "calib.npz",
+        "card.json",
+        "eval.npz",
+        "model.onnx",
+    ]
+    assert set(Path(tempfile.gettempdir()).glob("quantdash-upload-*")) == uploads_before
+    assert not [p for p in models_dir(home).iterdir() if p.name.startswith(".")]
     assert new.card["source"] == {"model_file": "My CNN.onnx", "data_file": "evaluation set.npz"}
     text = upload_logic.added_text(new)
     assert text.startswith("Added **my-cnn** (classification; ")
@@ -247,4 +257,20 @@ def test_bad_uploads_are_refused_with_the_users_file_name(home: Path) -> None:
 
 
 def test_markdown_in_names_and_messages_stays_plain() -> None:
-    assert upload_logic.md("my_model_v2*.onnx: [x](y) $5") == r"my\_model\_v2\*.onnx: \[x\](y) \$5"
+    assert text.md("my_model_v2*.onnx: [x](y) $5") == r"my\_model\_v2\*.onnx: \[x\](y) \$5"
+
+
+def test_a_model_replaced_elsewhere_while_the_app_runs_is_reloaded(home: Path, tmp_path: Path) -> None:
+    engine = _engine(home)  # another process, as the CLI is
+    engine.add_model(_save(tiny_cnn()[0], tmp_path / "a.onnx"), name="swapped")
+    at = app(model="swapped")
+    at.run()
+    assert list(at.dataframe[1].value["layer"])[0] == "/stem/Conv"
+    engine.remove_model(
+        "swapped"
+    )  # quantdash remove-model swapped; quantdash add-model b.onnx --name swapped
+    engine.add_model(_save(with_conv_transpose(), tmp_path / "b.onnx"), name="swapped")
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[2].value["layer"]) == ["conv", "fc"]
+    assert cached.runner().model("swapped").card["fp32_only"][0]["op"] == "ConvTranspose"
