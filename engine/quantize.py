@@ -20,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from engine.measure import has_int8_dot_product
+from engine.model_io import INT4_BLOCK_SIZE
 from engine.types import CalibrationMethod, LayerInfo, Plan, PlanError, Precision
 
 # Non-layer ops that take the precision of the layers feeding them when those all agree.
@@ -35,7 +36,6 @@ ATTACHABLE_OPS = frozenset(
 ATTACHING_PRECISIONS = frozenset({Precision.INT8, Precision.FP16})
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _DYNAMIC_OPS = frozenset({"MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"})
-INT4_BLOCK = 32
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ def _stage_int4(model: onnx.ModelProto, layers: list[str]) -> onnx.ModelProto:
     quantizer = MatMulNBitsQuantizer(
         model,
         bits=4,
-        block_size=INT4_BLOCK,
+        block_size=INT4_BLOCK_SIZE,
         is_symmetric=True,
         # accuracy_level 4 (int8 compute) ran 1.86x FP32 on an MLP here; the default ran 0.33x.
         accuracy_level=4,

@@ -3,6 +3,7 @@ report built into the temporary data folder."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ PAGE = "app_pages/report.py"
 
 
 def _texts(elements: Any) -> str:
-    return "\n".join(str(e.value) for e in elements)
+    """What the page says, as read: Markdown's escapes (digits\\_cnn) removed."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in elements))
 
 
 def _open() -> Any:
