@@ -128,9 +128,11 @@ def _read_card(folder: Path) -> dict[str, Any]:
     return dict(card)
 
 
-def _eval_set(inputs: dict[str, np.ndarray], labels: np.ndarray | None, task: str) -> EvalSet:
+def _eval_set(
+    inputs: dict[str, np.ndarray], labels: np.ndarray | None, task: str, synthetic: bool = False
+) -> EvalSet:
     try:
-        return EvalSet(inputs, labels, task)
+        return EvalSet(inputs, labels, task, synthetic=synthetic)
     except ValueError as e:
         raise ModelError(f"evaluation data does not fit: {e}") from None
 
@@ -153,14 +155,23 @@ def load_sample(name: str) -> ModelBundle:
     folder = SAMPLES_DIR / name
     if not (folder / "card.json").is_file():
         raise ModelError(f"unknown sample model {name!r}; available: {', '.join(sample_names()) or 'none'}")
+    return load_model_folder(folder, name, model_bytes=load_model_bytes(folder / "model.onnx"))
+
+
+def load_model_folder(folder: Path, name: str, model_bytes: bytes) -> ModelBundle:
+    """A model's folder as a sample's is laid out: card.json, model.onnx, eval.npz, calib.npz.
+
+    `model_bytes` is read by the caller: a sample's are parsed to check them, an added model's
+    were checked when it was added and are never parsed in the app's process.
+    """
     card = _read_card(folder)
     input_names = [i["name"] for i in card["inputs"]]
     eval_inputs, labels = _load_npz(folder / "eval.npz", input_names)
     calib, _ = _load_npz(folder / "calib.npz", input_names)
     return ModelBundle(
         name=name,
-        model_bytes=load_model_bytes(folder / "model.onnx"),
-        eval_set=_eval_set(eval_inputs, labels, card["task"]),
+        model_bytes=model_bytes,
+        eval_set=_eval_set(eval_inputs, labels, card["task"], synthetic=bool(card.get("synthetic"))),
         calibration=calib,
         card=card,
         path=str(folder / "model.onnx"),

@@ -26,10 +26,8 @@ import numpy as np
 
 from engine import foreign, safe_files, user_data
 from engine.datasets import (
-    EvalSet,
     ModelBundle,
-    _load_npz,
-    _read_card,
+    load_model_folder,
     sample_names,
     synthetic_inputs,
 )
@@ -91,19 +89,8 @@ def card_stamp(name: str, home: Path) -> int:
 
 def load_user_model(name: str, home: Path) -> ModelBundle:
     folder = models_dir(home) / name
-    card = _read_card(folder)
-    names = [i["name"] for i in card["inputs"]]
-    eval_inputs, labels = _load_npz(folder / "eval.npz", names)
-    calib, _ = _load_npz(folder / "calib.npz", names)
-    return ModelBundle(
-        name=name,
-        # Raw bytes: this may be the app's process, which never parses a user's model (checked at add).
-        model_bytes=(folder / "model.onnx").read_bytes(),
-        eval_set=EvalSet(eval_inputs, labels, card["task"], synthetic=bool(card.get("synthetic"))),
-        calibration=calib,
-        card=card,
-        path=str(folder / "model.onnx"),
-    )
+    # Raw bytes: this may be the app's process, which never parses a user's model (checked at add).
+    return load_model_folder(folder, name, model_bytes=(folder / "model.onnx").read_bytes())
 
 
 def remove_model(name: str, home: Path) -> None:

@@ -207,14 +207,22 @@ def test_op_no_precision_can_take_stays_fp32_with_the_reason(tmp_path: Path) -> 
     assert [x.name for x in engine.layers(engine.model(added.name))] == ["conv", "fc"]
 
 
-def test_zip_with_external_data_is_embedded(tmp_path: Path) -> None:
-    engine = _engine(tmp_path / "home")
-    model = onnx.load_from_string(tiny_cnn()[0])
-    src = tmp_path / "src"
+def _with_external_data(src: Path) -> Path:
+    """tiny_cnn saved as src/net.onnx with its weights in src/net.weights; returns src."""
     src.mkdir()
     onnx.save_model(
-        model, str(src / "net.onnx"), save_as_external_data=True, location="net.weights", size_threshold=0
+        onnx.load_from_string(tiny_cnn()[0]),
+        str(src / "net.onnx"),
+        save_as_external_data=True,
+        location="net.weights",
+        size_threshold=0,
     )
+    return src
+
+
+def test_zip_with_external_data_is_embedded(tmp_path: Path) -> None:
+    engine = _engine(tmp_path / "home")
+    src = _with_external_data(tmp_path / "src")
     with zipfile.ZipFile(tmp_path / "net.zip", "w") as z:
         z.write(src / "net.onnx", "net/net.onnx")
         z.write(src / "net.weights", "net/net.weights")
@@ -286,12 +294,7 @@ def test_graphs_this_runtime_cannot_run_are_refused_by_name(tmp_path: Path) -> N
 
 def test_unsafe_external_data_and_zips_are_refused(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")
-    model = onnx.load_from_string(tiny_cnn()[0])
-    src = tmp_path / "src"
-    src.mkdir()
-    onnx.save_model(
-        model, str(src / "net.onnx"), save_as_external_data=True, location="net.weights", size_threshold=0
-    )
+    src = _with_external_data(tmp_path / "src")
     escaped = onnx.load(str(src / "net.onnx"), load_external_data=False)
     for t in escaped.graph.initializer:
         for entry in t.external_data:
