@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,10 @@ from engine.sensitivity import ALONE
 from engine.types import Precision
 
 OBJECTIVES = ("size", "latency")
+# How far over (max drop, max size, max latency) a prediction may be and still meet the limit:
+# float rounding, far below anything measured (a drop of 1e-9 is a billionth of a point).
+LIMIT_SLACK = (1e-9, 1e-6, 1e-9)
+MAX_CUTS = 200  # plans found a hair over a limit, cut off one by one; in practice one or two
 
 
 @dataclass(frozen=True)
@@ -111,19 +116,75 @@ class AdditivePredictor:
             constraints.append(
                 LinearConstraint(latency[None, :], -np.inf, max_latency_ms - self.base_latency_ms)
             )
-        whole = {"integrality": np.ones(n), "bounds": Bounds(0.0, 1.0)}
-        result = milp(primary, constraints=constraints, **whole)
-        if result.status != 0 or result.x is None:
+        limits = (max_drop, max_size_bytes, max_latency_ms)
+        cuts: list[LinearConstraint] = []  # plans HiGHS returned a hair over a limit (see _milp_within)
+        result = self._milp_within(primary, constraints, cuts, variables, limits)
+        if result is None:
             return None
         # Among the plans with that best cost, the one with the lowest drop, then the better
         # other cost: a second exact solve with the cost held at its optimum (lexicographic,
         # so no weighting can trade a little cost for a lot of accuracy).
-        held = LinearConstraint(primary[None, :], -np.inf, result.fun + 1e-9 * max(1.0, abs(result.fun)))
+        best = float(primary @ result.x)
+        slack = 1e-9 * max(1.0, abs(best))
+        held = LinearConstraint(primary[None, :], -np.inf, best + slack)
         other_scale = max(float(np.abs(secondary).max(initial=0.0)), 1e-12)
-        tie_break = milp(drop + 1e-6 * secondary / other_scale, constraints=[*constraints, held], **whole)
-        if tie_break.status == 0 and tie_break.x is not None:
+        tie_break = self._milp_within(
+            drop + 1e-6 * secondary / other_scale, [*constraints, held], cuts, variables, limits
+        )
+        # HiGHS holds the cost within its tolerance, not exactly: a tie-break that costs more is dropped.
+        if tie_break is not None and float(primary @ tie_break.x) <= best + slack:
             result = tie_break
-        return {v[0]: v[1] for v, x in zip(variables, result.x, strict=True) if x > 0.5}
+        return _assignment(variables, result.x)
+
+    def meets(
+        self,
+        assignment: Mapping[str, Precision],
+        limits: tuple[float | None, float | None, float | None],
+    ) -> bool:
+        """Whether the predicted drop, size and latency are within (max_drop, max_size, max_ms)."""
+        p = self.predict(assignment)
+        values = (p.accuracy_drop, p.size_bytes, p.latency_ms)
+        return all(
+            limit is None or value <= limit + slack
+            for value, limit, slack in zip(values, limits, LIMIT_SLACK, strict=True)
+        )
+
+    def _milp_within(
+        self,
+        cost: np.ndarray,
+        constraints: list[LinearConstraint],
+        cuts: list[LinearConstraint],
+        variables: list[tuple[str, Precision]],
+        limits: tuple[float | None, float | None, float | None],
+    ) -> Any:
+        """scipy's milp, checked against the limits exactly: HiGHS meets a constraint within its
+        feasibility tolerance (about 1e-7), so a plan whose drop is 1e-7 over a limit of 0 can come
+        back as feasible. Each such plan is cut off (appended to `cuts`) and the program solved
+        again; None when nothing is left."""
+        n = len(variables)
+        # HiGHS also stops within an absolute gap of 1e-6 objective units (not settable from scipy):
+        # scaled so the largest coefficient is 1e6, that gap is a millionth of any real difference.
+        scaled = cost * (1e6 / max(float(np.abs(cost).max(initial=0.0)), 1e-12))
+        for _ in range(MAX_CUTS):
+            result = milp(
+                scaled,
+                constraints=[*constraints, *cuts],
+                integrality=np.ones(n),
+                bounds=Bounds(0.0, 1.0),
+                # Exact: HiGHS stops within 0.01% of the optimum by default, which is a different plan.
+                options={"mip_rel_gap": 0.0},
+            )
+            if result.status != 0 or result.x is None:
+                return None
+            if self.meets(_assignment(variables, result.x), limits):
+                return result
+            chosen = (result.x > 0.5).astype(float)
+            cuts.append(LinearConstraint(chosen[None, :], -np.inf, len(self.options) - 1))
+        return None
+
+
+def _assignment(variables: list[tuple[str, Precision]], x: np.ndarray) -> dict[str, Precision]:
+    return {v[0]: v[1] for v, chosen in zip(variables, x, strict=True) if chosen > 0.5}
 
 
 def build_predictor(

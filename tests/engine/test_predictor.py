@@ -52,7 +52,7 @@ def test_solver_meets_every_limit_and_is_optimal(
     max_size: float | None,
     max_ms: float | None,
 ) -> None:
-    def meets(a: dict[str, Precision]) -> bool:
+    def meets(a: dict[str, Precision]) -> bool:  # spelled out here, not pred.meets: the oracle
         p = pred.predict(a)
         return (
             (max_drop is None or p.accuracy_drop <= max_drop + 1e-9)
@@ -74,6 +74,21 @@ def test_solver_meets_every_limit_and_is_optimal(
     assert meets(solved)
     best = min(cost(a) for a in feasible)
     assert cost(solved) == pytest.approx(best, rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("over", [1.192092896e-07, 5e-7])
+def test_a_plan_a_hair_over_the_drop_limit_is_not_returned(over: float) -> None:
+    """HiGHS meets limits within about 1e-7; the solver checks them exactly (found by hypothesis)."""
+    options = {"a": (Precision.FP32, Precision.FP16, Precision.INT8), "b": (Precision.FP32, Precision.FP16)}
+    drop = {("a", Precision.FP16): over, ("a", Precision.INT8): 0.0, ("b", Precision.FP16): 0.0}
+    size = {("a", Precision.FP16): -1.0, ("a", Precision.INT8): -0.0, ("b", Precision.FP16): -5.0}
+    pred = AdditivePredictor(options, drop, size, {}, base_size_bytes=100.0, base_latency_ms=1.0)
+    assert pred.solve("size", max_drop=0.0) in (
+        {"a": Precision.FP32, "b": Precision.FP16},
+        {"a": Precision.INT8, "b": Precision.FP16},
+    )
+    assert pred.solve("size", max_drop=0.0, max_size_bytes=94.5) is None
+    assert pred.solve("size", max_drop=over) == {"a": Precision.FP16, "b": Precision.FP16}
 
 
 def test_unknown_objective_is_refused() -> None:
