@@ -18,11 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 
 from engine.profile import OTHER
 from engine.sensitivity import ALONE
@@ -156,7 +155,7 @@ class AdditivePredictor:
         cuts: list[LinearConstraint],
         variables: list[tuple[str, Precision]],
         limits: tuple[float | None, float | None, float | None],
-    ) -> Any:
+    ) -> OptimizeResult | None:
         """scipy's milp, checked against the limits exactly: HiGHS meets a constraint within its
         feasibility tolerance (about 1e-7), so a plan whose drop is 1e-7 over a limit of 0 can come
         back as feasible. Each such plan is cut off (appended to `cuts`) and the program solved

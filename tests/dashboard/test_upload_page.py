@@ -230,8 +230,8 @@ def test_add_upload_names_the_users_files_and_leaves_nothing_behind(home: Path, 
     assert set(Path(tempfile.gettempdir()).glob("quantdash-upload-*")) == uploads_before
     assert not [p for p in models_dir(home).iterdir() if p.name.startswith(".")]
     assert new.card["source"] == {"model_file": "My CNN.onnx", "data_file": "evaluation set.npz"}
-    text = upload_logic.added_text(new)
-    assert text.startswith("Added **my-cnn** (classification; ")
+    message = upload_logic.added_text(new)
+    assert message.startswith("Added **my-cnn** (classification; ")
 
     path = _save(dynamic_width_model(), tmp_path / "seq.onnx")
     declared = upload_logic.read_declared(engine, "seq.onnx", path.read_bytes())
@@ -266,9 +266,8 @@ def test_a_model_replaced_elsewhere_while_the_app_runs_is_reloaded(home: Path, t
     at = app(model="swapped")
     at.run()
     assert list(at.dataframe[1].value["layer"])[0] == "/stem/Conv"
-    engine.remove_model(
-        "swapped"
-    )  # quantdash remove-model swapped; quantdash add-model b.onnx --name swapped
+    # As quantdash remove-model swapped, then quantdash add-model b.onnx --name swapped, would:
+    engine.remove_model("swapped")
     engine.add_model(_save(with_conv_transpose(), tmp_path / "b.onnx"), name="swapped")
     at.run()
     assert not at.exception
