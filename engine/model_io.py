@@ -65,7 +65,7 @@ def _name_unnamed_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def _remove_unused_initializers(model: onnx.ModelProto) -> None:
+def remove_unused_initializers(model: onnx.ModelProto) -> None:
     used = {name for node in model.graph.node for name in node.input}
     used |= {o.name for o in model.graph.output}
     keep = [t for t in model.graph.initializer if t.name in used]
@@ -103,7 +103,7 @@ def _rewrite_gemm_to_matmul(model: onnx.ModelProto) -> None:
             node.name = node.name[:-7]
         elif node.op_type == "Add" and node.name.endswith("_Add") and node.name[:-4] in gemm_names:
             node.name = node.name[:-4] + "/bias_add"
-    _remove_unused_initializers(model)
+    remove_unused_initializers(model)
 
 
 def prepare_model(model_bytes: bytes, work_dir: str | Path | None = None) -> bytes:
@@ -191,7 +191,10 @@ def is_layer(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) ->
 def _accepted(node: onnx.NodeProto, weight: np.ndarray) -> tuple[tuple[Precision, ...], dict[Precision, str]]:
     accepts = [Precision.FP32, Precision.FP16, Precision.INT8, Precision.W8A16, Precision.INT8_DYNAMIC]
     rejects: dict[Precision, str] = {}
-    if node.op_type == "MatMul" and weight.ndim == 2:
+    if node.op_type == "Conv":
+        # 4-bit weights per output channel, dequantized to float in front of the Conv (see quantize).
+        accepts.append(Precision.INT4)
+    elif node.op_type == "MatMul" and weight.ndim == 2:
         if weight.shape[0] >= INT4_BLOCK_SIZE:
             accepts.append(Precision.INT4)
         else:
@@ -205,9 +208,7 @@ def _accepted(node: onnx.NodeProto, weight: np.ndarray) -> tuple[tuple[Precision
             accepts.remove(p)
             rejects[p] = "dynamic INT8 needs a 2-D weight matrix"
     else:
-        rejects[Precision.INT4] = (
-            f"ONNX Runtime has INT4 weight-only kernels (MatMulNBits) for MatMul only, not for {node.op_type}"
-        )
+        rejects[Precision.INT4] = f"INT4 weight-only covers Conv and MatMul, not {node.op_type}"
     return tuple(accepts), rejects
 
 

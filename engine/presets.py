@@ -33,7 +33,7 @@ PRESET_DESCRIPTIONS = {
     "fp16": "every layer in 16-bit float",
     "int8": "every layer INT8 static (8-bit weights and calibrated 8-bit activations)",
     "int8-dynamic": "every layer INT8 dynamic (8-bit weights, activations quantized at run time)",
-    "int4-weights": "4-bit block-wise weights on every MatMul/Linear layer, others FP32",
+    "int4-weights": "4-bit weights on every Conv and MatMul/Linear layer that takes them, others FP32",
     "w8a16": "8-bit weights with 16-bit activations on every layer",
     "int8-except-ends": "INT8 static everywhere except the first and last layer (FP32)",
 }

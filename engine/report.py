@@ -273,9 +273,10 @@ METHOD = """
 static INT8 as QDQ with per-channel int8 weights (7-bit on CPUs without VNNI, where 8-bit weights
 saturate ONNX Runtime's u8·s8 kernels) and activations calibrated once on the model's calibration
 split; W8A16 with 8-bit weights and 16-bit activations; dynamic INT8 with activations quantized at
-run time; INT4 as block-wise 4-bit weights (MatMulNBits); FP16 with casts at the
-boundaries. After building, each layer's realized precision was read back from the graph and
-checked against the plan.</p>
+run time; INT4 as 4-bit weights, block-wise on MatMul (MatMulNBits) and per output channel on
+Conv (dequantized to float before the Conv); FP16 with casts at the boundaries. After
+building, each layer's realized precision was read back from the graph and checked against the
+plan.</p>
 <p>Size is the model file on disk. Latency is the median of repeated runs in ONNX Runtime on this
 machine's CPU after warm-up (at least 20 runs, more until the median's 95% interval is within ±5%,
 with a cap), at batch 1. Accuracy is the model's own metric on its fixed evaluation split, disjoint

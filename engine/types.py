@@ -17,7 +17,7 @@ class Precision(enum.Enum):
     FP16 = "fp16"
     INT8 = "int8"  # static W8A8 QDQ, per-channel weights, calibrated activations
     INT8_DYNAMIC = "int8-dynamic"  # int8 weights, activations quantized at run time
-    INT4 = "int4"  # weight-only, block-wise (MatMulNBits)
+    INT4 = "int4"  # weight-only: block-wise MatMulNBits for MatMul, per output channel for Conv
     W8A16 = "w8a16"  # int8 weights, 16-bit calibrated activations
 
     @property

@@ -44,20 +44,20 @@ def test_sensitivity_pass_draws_each_layer_with_intervals_and_time_share(home: P
     assert not at.exception
     wait_for_jobs(at)
     assert not at.exception
-    assert "12 of 12 probes measured" in _texts(at.caption)  # FP16, INT8 on 3 Conv; and INT4 on 2 Gemm
+    assert "15 of 15 probes measured" in _texts(at.caption)  # FP16, INT8 and INT4 on each of 5 layers
 
     figure = _figure(at)
     bars = {t["name"]: t for t in figure["data"] if t["type"] == "bar" and t.get("xaxis") != "x2"}
     dots = {t["name"]: t for t in figure["data"] if t["type"] == "scatter"}
     assert list(bars) == list(dots) == ["FP16", "INT8", "INT4"]
-    assert len(bars["INT4"]["y"]) == 2 and len(bars["INT8"]["y"]) == 5  # INT4: the two Gemm layers only
+    assert len(bars["INT4"]["y"]) == len(bars["INT8"]["y"]) == 5  # every layer takes INT4
     assert "error_x" in dots["INT8"] and "95% CI" in dots["INT8"]["hovertext"][0]
     shares = figure["data"][-1]
     assert all(s is not None and 0 < s < 100 for s in shares["x"])  # profiled at batch 1
     assert "percentage points" in figure["layout"]["xaxis"]["title"]["text"]
     assert "this machine" in figure["layout"]["xaxis2"]["title"]["text"]
     table = at.dataframe[0].value
-    assert len(table) == 17 and set(table["status"]) == {"ok"}  # and 5 kept FP32
+    assert len(table) == 20 and set(table["status"]) == {"ok"}  # and 5 kept FP32
 
     # Sorted by time share: the layers top to bottom in falling share.
     at.selectbox(key=state.SENS_SORT).set_value("latency").run()

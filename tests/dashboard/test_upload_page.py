@@ -154,6 +154,25 @@ def test_plan_page_evaluates_an_added_model(added: dict[str, str]) -> None:
     assert "Already measured: 2 INT8" in _texts(at.info)
 
 
+def test_an_edit_a_layer_cannot_take_is_reverted_with_its_reason(added: dict[str, str]) -> None:
+    at = app(model=added["labelled"])
+    at.run()
+    layer_table = at.dataframe[1].value
+    head = layer_table["cannot take"].iloc[3]
+    assert "INT4" in head and "only 16" in head  # tiny_cnn's head reads 16 features: no INT4 block
+    at.switch_page("app_pages/plan.py").run()
+    editor_key = at.data_editor[0].key
+    at.session_state[editor_key] = {
+        "edited_rows": {"3": {"precision": "INT4"}, "0": {"precision": "INT4"}},
+        "added_rows": [],
+        "deleted_rows": [],
+    }
+    at.run()
+    assert not at.exception
+    assert any("cannot be INT4" in w.value and "only 16" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Plan"] == "4 FP32 · 1 INT4"  # the Conv's edit is kept
+
+
 def test_remove_then_a_new_model_takes_the_name(home: Path, tmp_path: Path) -> None:
     engine = _engine(home)
     engine.add_model(_save(tiny_cnn()[0], tmp_path / "a.onnx"), name="reused")

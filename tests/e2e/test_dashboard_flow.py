@@ -85,7 +85,7 @@ def test_pick_plan_evaluate_click_and_download(browser: Any, tmp_path: Path, art
         click(page, "qd_apply_preset")
         page.get_by_text(re.compile(rf"^{len(layers)} INT8$")).wait_for(timeout=30_000)
 
-        # Two layers changed by hand: the first back to FP32, the last to INT4 (a Linear takes it).
+        # Two layers changed by hand: the first back to FP32, the last to INT4.
         for index, name, label in ((0, first, "FP32"), (len(layers) - 1, last, "INT4")):
             choose(page, "qd_one_layer", name)
             page.locator(f".st-key-qd_one_precision_{index} [data-testid=stSelectbox]").wait_for()

@@ -19,7 +19,7 @@ from tests.e2e.test_dashboard_flow import click, wait_idle
 
 pytestmark = pytest.mark.e2e
 MODEL = "digits_cnn"
-PINNED, PINNED_AT = "/fc2/Gemm", "INT4"  # a Linear layer: the one kind that takes INT4
+PINNED, PINNED_AT = "/fc2/Gemm", "INT4"  # the output layer, pinned to the coarsest format
 
 
 def dot_position(page: Any, precision_label: str, layer: str) -> dict[str, float] | None:
@@ -54,7 +54,7 @@ def test_sensitivity_pin_search_and_load(browser: Any, tmp_path: Path, artifacts
         wait_idle(page)
         click(page, "qd_sens_run")
         # Bars land while the pass runs, without a reload; then every probe is in.
-        page.get_by_text("12 of 12 probes measured").wait_for(timeout=300_000)
+        page.get_by_text("15 of 15 probes measured").wait_for(timeout=300_000)
         wait_idle(page)
         page.screenshot(path=str(artifacts / "e2e-search-1-sensitivity.png"), full_page=True)
 

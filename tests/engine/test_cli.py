@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.models import tiny_cnn
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,7 +46,7 @@ def test_inspect_json_has_the_layer_table(home: Path) -> None:
         layers[0]
     )
     convs = [x for x in layers if x["op_type"] == "Conv"]
-    assert convs and all("int4" in x["rejects"] for x in convs)
+    assert convs and all("int4" in x["accepts"] and not x["rejects"] for x in convs)
 
 
 def test_evaluate_preset_in_a_worker_then_results(home: Path) -> None:
@@ -78,14 +80,19 @@ def test_evaluate_text_output_names_cpu_and_ci(home: Path) -> None:
             '{"layers": {"/nope/Conv": "int8"}}',
             r"unknown layer '/nope/Conv'.*valid layer names are: /conv1/Conv",
         ),
-        ('{"layers": {"/conv1/Conv": "int4"}}', r"cannot take int4.*It accepts: fp32, fp16, int8"),
+        # On tiny_cnn (below): its first Linear reads 16 features, too few for a 32-weight INT4 block.
+        ('{"layers": {"/head/Gemm": "int4"}}', r"cannot take int4: .*only 16.*It accepts: fp32, fp16, int8"),
         ('["int8"]', r"plan must be a JSON object"),
     ],
 )
 def test_bad_plans_get_a_clear_message(home: Path, tmp_path: Path, plan_text: str, expected: str) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(plan_text)
-    out = run(home, "evaluate", "digits_cnn", "--plan", str(plan), "--inline")
+    model = "digits_cnn"
+    if "/head/" in plan_text:
+        model = str(tmp_path / "tiny_cnn.onnx")
+        Path(model).write_bytes(tiny_cnn()[0])
+    out = run(home, "evaluate", model, "--plan", str(plan), "--inline")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert re.search(expected, out.stderr), out.stderr

@@ -191,9 +191,9 @@ def test_unknown_layer_lists_valid_names(cnn: Prepared) -> None:
 
 
 def test_precision_a_layer_cannot_take_names_reason_and_choices(cnn: Prepared) -> None:
-    conv = cnn.names[0]
-    with pytest.raises(PlanError, match=rf"{conv}.*cannot take int4: .*MatMul only.*It accepts: fp32, fp16"):
-        resolve_plan(Plan(layers={conv: Precision.INT4}), cnn.layers)
+    head = cnn.names[3]  # a Linear reading 16 features: too few for one 32-weight INT4 block
+    with pytest.raises(PlanError, match=rf"{head}.*cannot take int4: .*only 16.*It accepts: fp32, fp16"):
+        resolve_plan(Plan(layers={head: Precision.INT4}), cnn.layers)
 
 
 def test_default_applies_where_accepted(cnn: Prepared) -> None:
@@ -202,6 +202,51 @@ def test_default_applies_where_accepted(cnn: Prepared) -> None:
     for name, p in assignment.items():
         assert p is (Precision.INT4 if Precision.INT4 in accepts[name] else Precision.FP32)
     assert set(assignment.values()) == {Precision.INT4, Precision.FP32}
+
+
+def test_int4_convs_store_4_bit_weights_per_output_channel(cnn: Prepared) -> None:
+    convs = [layer.name for layer in cnn.layers if layer.op_type == "Conv"]
+    plan = Plan(layers={n: Precision.INT4 for n in convs})
+    built = quantize_plan(
+        cnn.bytes, cnn.layers, plan, calibration_cache=None, method=CalibrationMethod.MINMAX
+    )
+    assert {n: built.realized[n] for n in convs} == {n: Precision.INT4 for n in convs}
+    model = onnx.load_from_string(built.model_bytes)
+    inits = {t.name: t for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for conv in (n for n in model.graph.node if n.name in convs):
+        dq = producers[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear" and inits[dq.input[0]].data_type == onnx.TensorProto.INT4
+        weight = onnx.numpy_helper.to_array(inits[dq.input[0]])
+        scales = onnx.numpy_helper.to_array(inits[dq.input[1]])
+        assert scales.shape == (weight.shape[0],)  # one scale per output channel
+        assert weight.min() >= -7 and weight.max() <= 7  # restricted symmetric range
+        assert (np.abs(weight).reshape(len(weight), -1).max(axis=1) == 7).all()  # each channel's range used
+    # The float weights are gone from the file, not kept beside their 4-bit copies.
+    float_weights = {n.input[1] for n in onnx.load_from_string(cnn.bytes).graph.node if n.name in convs}
+    assert not float_weights & inits.keys()
+    sqnr, _, _ = cnn.build(plan)
+    assert sqnr > 25  # measured 36.8 dB
+
+
+def test_int4_conv_beside_int8_and_fp16_convs_reading_its_input(cnn: Prepared) -> None:
+    # The block's first conv at INT4 reads the INT8 stem's output, which the residual Add reads too.
+    plan = Plan(layers=dict(zip(cnn.names, [Precision.INT8, Precision.INT4, Precision.FP16], strict=False)))
+    sqnr, realized, _ = cnn.build(plan)
+    assert realized == {n: plan.precision_of(n) for n in cnn.names}
+    assert sqnr > 30  # measured 52.7 dB
+
+
+@pytest.mark.parametrize("shift", range(len(Precision)))
+def test_every_precision_next_to_every_other_on_a_cnn(cnn: Prepared, shift: int) -> None:
+    # Each rotation puts each precision on another layer, so each sits next to the others
+    # (INT4 Convs beside static, dynamic and FP16 ones reading the same tensors).
+    order = list(Precision)
+    wanted = {n: order[(i + shift) % len(order)] for i, n in enumerate(cnn.names)}
+    plan = Plan(layers={n: p for n, p in wanted.items() if p in cnn.layers[cnn.names.index(n)].accepts})
+    sqnr, realized, _ = cnn.build(plan)
+    assert realized == {n: plan.precision_of(n) for n in cnn.names}
+    assert sqnr > 20  # measured 24.6 to 52.1 dB over the six rotations
 
 
 def test_static_precisions_need_calibration(cnn: Prepared) -> None:

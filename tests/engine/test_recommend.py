@@ -76,7 +76,10 @@ def test_an_impossible_goal_says_so_and_names_the_closest_plans(measured) -> Non
     rec = _recommend(engine, baseline, "smallest under 1 kB")
     assert rec.chosen is None and rec.chosen_key is None
     assert rec.headline.startswith("No measured plan of digits_cnn meets the goal")
-    assert "Closest: 5 INT8 dyn (97.52 kB over the size limit)" in rec.statement
+    # The closest three, smallest first, each with how far over the limit it is in kB.
+    assert (
+        "Closest: 5 INT4 (" in rec.statement and "5 INT8 dyn (97.52 kB over the size limit)" in rec.statement
+    )
     assert not rec.candidates["meets"].any()
 
 

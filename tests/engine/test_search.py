@@ -26,6 +26,7 @@ from engine.sensitivity import (
 )
 from engine.store import ResultStore
 from engine.types import MeasureSettings, PlanError, Precision
+from tests.models import tiny_cnn
 
 FAST = MeasureSettings(batch_sizes=(1,), max_seconds=0.2, max_runs=40, bootstrap=200)
 LOW = [Precision.FP16, Precision.INT8, Precision.INT4]
@@ -92,7 +93,7 @@ def test_layer_profile_covers_every_layer(engine: Engine, digits) -> None:  # ty
     # Shares are of the whole profiled model; every layer takes INT8, so its rows cover it all.
     for precision in ("fp32", "int8"):
         assert profile[profile["precision"] == precision]["share"].sum() == pytest.approx(1.0)
-    # INT4 is weight-only for MatMul: only those layers have an INT4 time.
+    # Every layer that takes INT4 (here all: Convs per output channel, MatMuls block-wise) has an INT4 time.
     int4_layers = set(profile[profile["precision"] == "int4"]["layer"]) - {OTHER}
     assert int4_layers == {x.name for x in engine.layers(digits) if Precision.INT4 in x.accepts}
 
@@ -127,9 +128,17 @@ def test_impossible_limits_say_so_and_name_the_closest(engine: Engine, digits) -
     assert "none of the 4 measured plans meets the limits; closest:" in result.message
 
 
-def test_bad_candidates_are_refused_with_the_valid_choices(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+def test_bad_candidates_are_refused_with_the_valid_choices(engine: Engine, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # tiny_cnn's first Linear reads 16 features: too few for a 32-weight INT4 block.
+    path, data = tmp_path / "tiny_cnn.onnx", tmp_path / "data.npz"
+    model_bytes, inputs = tiny_cnn()
+    path.write_bytes(model_bytes)
+    np.savez(data, **inputs, labels=np.arange(len(inputs["input"])) % 10)
+    tiny = engine.model(engine.add_model(path, data, name="tiny-cnn-labelled").name)
+    head = engine.layers(tiny)[3]
+    assert head.op_type == "MatMul" and Precision.INT4 not in head.accepts
     with pytest.raises(PlanError, match="cannot take int4; it accepts: fp32"):
-        run_search(engine, digits, SearchSpec({"/conv1/Conv": (Precision.INT4,)}))
+        run_search(engine, tiny, SearchSpec({head.name: (Precision.INT4,)}))
     with pytest.raises(PlanError, match="unknown layers"):
         run_search(engine, digits, SearchSpec({"nope": (Precision.INT8,)}))
     with pytest.raises(ValueError, match="max_accuracy_drop must be a number >= 0"):
