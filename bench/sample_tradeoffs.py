@@ -19,11 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import measure  # noqa: E402
 from engine.api import Engine  # noqa: E402
-from engine.datasets import ModelBundle, sample_names  # noqa: E402
+from engine.datasets import SAMPLES_DIR, EvalSet, ModelBundle, sample_names  # noqa: E402
 from engine.store import ResultStore  # noqa: E402
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision  # noqa: E402
 
@@ -57,12 +59,20 @@ def accuracy(record: dict) -> float:
     return float(record["metrics"]["accuracy"])
 
 
+def calibration_split(bundle: ModelBundle) -> ModelBundle:
+    """The model scored on its calibration split instead of its evaluation split (both labelled)."""
+    labels = np.load(SAMPLES_DIR / bundle.name / "calib.npz", allow_pickle=False)["labels"]
+    scored_on = EvalSet(bundle.calibration, labels, bundle.eval_set.task)
+    return dataclasses.replace(bundle, name=f"{bundle.name} (calibration split)", eval_set=scored_on)
+
+
 def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, settings: MeasureSettings) -> dict:
     """Loss of the uniform plan, and the smallest mixed plan found that recovers half of it.
 
     Mixed plans keep some layers FP32 and the rest at the uniform precision. Three families, k
-    layers kept for k = 1, 2, ...: the k most helpful layers (ranked one at a time: the uniform
-    plan with just that layer kept FP32), the first k layers, and the last k layers. A loss spread
+    layers kept for k = 1, 2, ...: the k most helpful layers (ranked one at a time on the
+    calibration split: the uniform plan with just that layer kept FP32), the first k layers, and
+    the last k layers. A loss spread
     over several layers (each alone harmless) is invisible to the ranking, hence the two others.
     A mixed plan counts only while it keeps at least half of the size the uniform plan saves
     against FP32 (measured), so "keep almost everything FP32" never counts as recovery.
@@ -77,8 +87,10 @@ def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, settings: 
     base_size, uni_size = (r["metrics"]["size_bytes"] for r in (base_record, uni))
     best, best_how = uni, "none"
     if loss > 0:
+        # Ranked on the calibration split, so the plan is judged on evaluation data it was not
+        # picked with (picking the best of N layers on the evaluation split flatters the pick).
         singles = engine.evaluate_many(
-            bundle,
+            calibration_split(bundle),
             [Plan(default=uniform, layers={x.name: Precision.FP32}) for x in layers],
             settings=settings,
         )
