@@ -72,8 +72,8 @@ def recovery(engine: Engine, bundle: ModelBundle, uniform: Precision, settings: 
     Mixed plans keep some layers FP32 and the rest at the uniform precision. Three families, k
     layers kept for k = 1, 2, ...: the k most helpful layers (ranked one at a time on the
     calibration split: the uniform plan with just that layer kept FP32), the first k layers, and
-    the last k layers. A loss spread
-    over several layers (each alone harmless) is invisible to the ranking, hence the two others.
+    the last k layers. A loss spread over several layers (each alone harmless) is invisible to
+    the ranking, hence the two others.
     A mixed plan counts only while it keeps at least half of the size the uniform plan saves
     against FP32 (measured), so "keep almost everything FP32" never counts as recovery.
     """
