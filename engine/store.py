@@ -417,21 +417,44 @@ class ResultStore:
             ).rowcount
 
 
+_PROC_STAT = Path("/proc/self/stat")
+
+
 def _hostname() -> str:
     return os.uname().nodename
 
 
 def process_owner() -> str:
-    """This process as a job owner: "host:pid:start time" (the start time tells a reused pid apart)."""
-    return f"{_hostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}"
+    """This process as a job owner: "host:pid:start" (the start tells a reused pid apart)."""
+    start = _process_start(os.getpid())
+    assert start is not None  # this very process is running
+    return f"{_hostname()}:{os.getpid()}:{start:.3f}"
 
 
 def _process_alive(pid: int, started: float) -> bool:
+    start = _process_start(pid)
+    return start is not None and abs(start - started) < 0.01
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started; None if it is gone or a zombie.
+
+    On Linux: clock ticks since boot, from /proc. Not psutil's create_time(), which adds the boot
+    time that Linux recomputes from the wall clock on every read: an NTP adjustment moves it by a
+    second or more, and a running job's own process then looked dead (psutil issues 2526, 2541).
+    """
+    if _PROC_STAT.exists():
+        try:
+            # Fields after the command name (which may hold spaces): state first, starttime 20th.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return None if fields[0] == "Z" else float(fields[19])
     try:
         proc = psutil.Process(pid)
-        return bool(abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
     except psutil.Error:
-        return False
+        return None
 
 
 def _record_to_row(record: dict[str, Any]) -> dict[str, Any]:

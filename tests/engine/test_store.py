@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import pytest
 
 from engine.store import (
@@ -252,6 +253,22 @@ def test_jobs_of_exited_processes_are_marked_stale_and_live_ones_kept(tmp_path: 
         states = {j["job_id"]: j["state"] for j in store.list_jobs()}
         assert states == {"dead": "stale", "mine": "running", "elsewhere": "queued", "finished": "done"}
         assert store.upsert_job("elsewhere", progress=0.5)["owner"] == "other-host:1:1.0"  # kept on update
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux: psutil adds /proc's boot time")
+def test_a_running_job_stays_running_when_the_wall_clock_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux recomputes the boot time from the wall clock on every read, so an NTP adjustment moves
+    # psutil's create_time() of every process; the job's own, live process must not look dead.
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.upsert_job("mine", state="running")
+        before = psutil.Process().create_time()
+        moved = psutil.boot_time() + 2.0
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: moved)
+        assert psutil.Process().create_time() == pytest.approx(before + 2.0, abs=0.5)  # the clock moved
+        assert store.mark_orphaned_jobs() == 0
+        assert store.get_job("mine")["state"] == "running"
 
 
 def test_store_from_before_job_owners_gains_the_column(tmp_path: Path):
