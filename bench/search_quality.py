@@ -18,9 +18,11 @@ exhaustive hypervolume with <= 10% of its evaluations.
 Then the full sensitivity pass on digits_resnet (every layer alone at every precision it takes,
 the keep-FP32 view, one latency profile per precision) from an empty store, against the same
 probes measured the naive way (each a full evaluation with latency), estimated from a sample.
+Each layer's probes run in one task that computes the FP32 part before the layer once
+(engine/prefix.py).
 
 Run: .venv/bin/python bench/search_quality.py     (QUANTDASH_HOME sets where ground truth is kept;
-     naming a case, e.g. mobilenet_case, runs only that case and skips the sensitivity timing)
+     arguments pick parts: a case's function name, e.g. mobilenet_case, and/or "sensitivity")
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from engine.search import SearchSpec, run_search, search_id  # noqa: E402
 from engine.sensitivity import candidate_precisions, layer_profile, probes, run_sensitivity  # noqa: E402
 from engine.store import ResultStore  # noqa: E402
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision  # noqa: E402
+from engine.worker_warmup import import_heavy_modules  # noqa: E402
 
 # Latency at batch 1 only, capped at 1 s a plan, so the ground truth of 5,000 plans stays affordable.
 SETTINGS = MeasureSettings(batch_sizes=(1,), max_seconds=1.0)
@@ -167,11 +170,14 @@ def sensitivity_timing(pool: WorkerPool) -> float:
         store=ResultStore(home / "results.sqlite"), pool=pool, home=home, settings=MeasureSettings()
     )
     bundle = engine.model("digits_resnet")
+    # Workers as the app has them when a user starts a pass: up, their heavy imports done (each
+    # worker starts them in the background, engine/worker_warmup.py); this waits for them.
+    pool.client.run(import_heavy_modules)
     t = time.perf_counter()
     layers = engine.layers(bundle)
     candidates = candidate_precisions(layers)
-    frame = run_sensitivity(engine, bundle, candidates=candidates)
     precisions = sorted({p for v in candidates.values() for p in v}, key=lambda p: p.value)
+    frame = run_sensitivity(engine, bundle, candidates=candidates, uniform=precisions)
     layer_profile(engine, bundle, precisions)
     seconds = time.perf_counter() - t
     n = len(frame) + 2 + len(precisions)
@@ -202,9 +208,11 @@ def main() -> None:
             ratio, fraction = search_case(engine, make(engine))
             ratios.append(ratio)
             fractions.append(fraction)
-        # Any argument (a case's function name) is a quick look at that case alone.
-        sensitivity_s = float("nan") if sys.argv[1:] else sensitivity_timing(pool)
-    worst_ratio, worst_fraction = min(ratios), max(fractions)
+        # Arguments name what to run: a case's function name, or "sensitivity" for the timing.
+        timed = not sys.argv[1:] or "sensitivity" in sys.argv[1:]
+        sensitivity_s = sensitivity_timing(pool) if timed else float("nan")
+    worst_ratio = min(ratios, default=float("nan"))
+    worst_fraction = max(fractions, default=float("nan"))
     print(
         f"RESULT hv_ratio={worst_ratio:.4f} eval_fraction={worst_fraction:.3f} "
         f"sensitivity_s={sensitivity_s:.1f}"

@@ -9,7 +9,7 @@ accept the risk).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,14 @@ from typing import Any
 from engine import __version__ as ENGINE_VERSION
 from engine import user_models
 from engine.datasets import ModelBundle, load_model
-from engine.evaluate import ModelCache, atomic_write, evaluate_task, inspect_task, layers_from_json
+from engine.evaluate import (
+    ModelCache,
+    atomic_write,
+    evaluate_task,
+    evaluate_together_task,
+    inspect_task,
+    layers_from_json,
+)
 from engine.measure import machine_fingerprint
 from engine.model_io import ModelError
 from engine.quantize import resolve_plan
@@ -148,12 +155,20 @@ class Engine:
 
     def run_task(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
         """fn(*args) in a worker (in this process without a pool); EngineError names `what` failed."""
+        return self.run_tasks([(fn, args)], what=what)[0]
+
+    def run_tasks(
+        self, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], *, what: str
+    ) -> list[Any]:
+        """Every fn(*args) at once in workers (in this process without a pool), their values in
+        order; EngineError names `what` failed if any did."""
         if self.pool is None:
-            return fn(*args)
-        outcome = self.pool.run(fn, *args, timeout_s=self.timeout_s)
-        if not outcome.ok:
-            raise EngineError(f"{what} {outcome.status}: {outcome.error}")
-        return outcome.value
+            return [fn(*args) for fn, args in calls]
+        outcomes = self.pool.map_outcomes([(fn, args, {}) for fn, args in calls], timeout_s=self.timeout_s)
+        for outcome in outcomes:
+            if not outcome.ok:
+                raise EngineError(f"{what} {outcome.status}: {outcome.error}")
+        return [outcome.value for outcome in outcomes]
 
     def layers(self, bundle: ModelBundle) -> list[LayerInfo]:
         """The model's layer table (computed once in a worker, then read from the cache)."""
@@ -200,6 +215,12 @@ class Engine:
             str(self.cache_dir),
             n_classes,
         )
+
+    def _group_args(self, bundle: ModelBundle, jobs: list[Job]) -> tuple[Any, ...]:
+        """evaluate_together_task's arguments: _task_args with the list of plans in the plan's place."""
+        args = list(self._task_args(bundle, jobs[0]))
+        args[4] = [job.plan.to_json() for job in jobs]
+        return tuple(args)
 
     def _record(
         self,
@@ -260,8 +281,15 @@ class Engine:
         source: str = "api",
         force: bool = False,
         on_done: Callable[[int, dict[str, Any]], None] | None = None,
+        together: Sequence[Sequence[int]] = (),
     ) -> list[dict[str, Any]]:
-        """Evaluate plans in parallel on the pool; on_done(index, record) as each lands in the store."""
+        """Evaluate plans in parallel on the pool; on_done(index, record) as each lands in the store.
+
+        ``together``: groups of plan indices that change the same layers (one layer's sensitivity
+        probes). Measured without latency, each group is one worker task that runs the FP32
+        beginning the plans share once (engine.prefix). A group whose task fails is measured plan
+        by plan, so the plan that crashed its worker is the one whose result says so.
+        """
         settings = settings or self.settings
         jobs = [self.job(bundle, p, settings) for p in plans]
         results: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -286,24 +314,17 @@ class Engine:
             if on_done:
                 on_done(i, record)
 
-        if self.pool is None:
-            for i in todo:
-                t = time.perf_counter()
-                try:
-                    value = evaluate_task(*self._task_args(bundle, jobs[i]))
-                except Exception as e:  # an inline failure is stored like a worker's
-                    finish(i, "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
+        def finish_group(group: list[int], entries: list[dict[str, Any]], duration: float) -> None:
+            for i, entry in zip(group, entries, strict=True):
+                if "error" in entry:
+                    finish(i, "failed", None, entry["error"], duration / len(group))
                 else:
-                    finish(i, "ok", value, None, time.perf_counter() - t)
-        elif todo:
-            calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
-                (evaluate_task, self._task_args(bundle, jobs[i]), {}) for i in todo
-            ]
+                    finish(i, "ok", entry, None, duration / len(group))
 
-            def landed(k: int, outcome: Any) -> None:
-                finish(todo[k], outcome.status, outcome.value, outcome.error, outcome.duration_s)
-
-            self.pool.map_outcomes(calls, timeout_s=self.timeout_s, on_done=landed)
+        groups = _groups(todo, together) if not settings.latency else [[i] for i in todo]
+        alone = self._run_groups(bundle, jobs, groups, finish, finish_group)
+        if alone:  # the plans of groups whose task failed, one task each this time
+            self._run_groups(bundle, jobs, [[i] for i in alone], finish, finish_group)
         # Duplicated plans share the first one's record (and are reported done too).
         by_key = {jobs[i].key: r for i, r in enumerate(results) if r is not None}
         for i, job in enumerate(jobs):
@@ -311,6 +332,75 @@ class Engine:
                 on_done(i, by_key[job.key])
         return [by_key[j.key] for j in jobs]
 
+    def _run_groups(
+        self,
+        bundle: ModelBundle,
+        jobs: list[Job],
+        groups: list[list[int]],
+        finish: Callable[[int, str, Any, str | None, float], None],
+        finish_group: Callable[[list[int], list[dict[str, Any]], float], None],
+    ) -> list[int]:
+        """Measure each group (one plan: evaluate_task; more: evaluate_together_task); returns the
+        plans of groups whose task failed as a whole."""
+        failed: list[int] = []
+        if self.pool is None:
+            for group in groups:
+                t = time.perf_counter()
+                try:
+                    if len(group) == 1:
+                        value = evaluate_task(*self._task_args(bundle, jobs[group[0]]))
+                    else:
+                        entries = evaluate_together_task(*self._group_args(bundle, [jobs[i] for i in group]))
+                except Exception as e:  # an inline failure is stored like a worker's
+                    if len(group) > 1:
+                        failed += group
+                    else:
+                        finish(group[0], "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
+                else:
+                    if len(group) == 1:
+                        finish(group[0], "ok", value, None, time.perf_counter() - t)
+                    else:
+                        finish_group(group, entries, time.perf_counter() - t)
+            return failed
+        if not groups:
+            return failed
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
+            (evaluate_task, self._task_args(bundle, jobs[g[0]]), {})
+            if len(g) == 1
+            else (evaluate_together_task, self._group_args(bundle, [jobs[i] for i in g]), {})
+            for g in groups
+        ]
+
+        def landed(k: int, outcome: Any) -> None:
+            group = groups[k]
+            if len(group) == 1:
+                finish(group[0], outcome.status, outcome.value, outcome.error, outcome.duration_s)
+            elif outcome.ok:
+                finish_group(group, outcome.value, outcome.duration_s)
+            else:
+                failed.extend(group)
+
+        # A group does the work of its plans: it gets their time limits added up.
+        self.pool.map_outcomes(calls, timeout_s=[self.timeout_s * len(g) for g in groups], on_done=landed)
+        return failed
+
     def baseline(self, bundle: ModelBundle, settings: MeasureSettings | None = None) -> dict[str, Any]:
         """The FP32 result of a model (evaluated on first use)."""
         return self.evaluate(bundle, Plan(default=Precision.FP32), settings=settings, source="baseline")
+
+
+def _groups(todo: list[int], together: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The plans to measure as groups (each plan in one at most) and the rest one by one, in the
+    order of each group's first plan: callers put their longest work first, so the last worker is
+    not left with it."""
+    group_of: dict[int, list[int]] = {}
+    for group in together:
+        members = [i for i in dict.fromkeys(group) if i in todo and i not in group_of]
+        for i in members:
+            group_of[i] = members
+    groups: list[list[int]] = []
+    for i in todo:
+        group = group_of.get(i, [i])
+        if group[0] == i:
+            groups.append(group)
+    return groups

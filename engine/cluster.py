@@ -248,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         host="127.0.0.1",
         scheduler_port=0,
         dashboard_address=args.dashboard,
+        preload=["engine.worker_warmup"],  # the heavy imports, before the first task needs them
     ) as cluster:
         write_address(args.address_file, cluster.scheduler_address)
         log.info(

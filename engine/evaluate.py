@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from engine import measure
 from engine.calibrate import calibrate, calibration_key
 from engine.datasets import EvalSet
 from engine.model_io import layer_table, prepare_model, sha256_bytes
+from engine.prefix import FP32Model, run_variants
 from engine.quantize import quantize_plan
 from engine.types import CalibrationMethod, LayerInfo, MeasureSettings, Plan, Precision, stable_hash
 
@@ -224,6 +225,63 @@ def _accuracy_metrics(
     return result
 
 
+@dataclass
+class _Built:
+    model_bytes: bytes
+    realized: Mapping[str, Precision]
+    stage_seconds: dict[str, float]
+
+
+def _build(
+    model_bytes: bytes,
+    calibration: dict[str, np.ndarray],
+    data_hash: str,
+    plan: Plan,
+    settings: MeasureSettings,
+    cache: ModelCache,
+) -> _Built:
+    """Quantize the plan's model (the prepared model, layer table and ranges come from the cache)."""
+    t0 = time.perf_counter()
+    prepared_path = cache.prepared(model_bytes)
+    layers = cache.layers(model_bytes)
+    needs_ranges = any(
+        p in (Precision.INT8, Precision.W8A16) for p in plan.resolve([x.name for x in layers]).values()
+    )
+    ranges = (
+        cache.calibration(model_bytes, calibration, data_hash, settings.calibration) if needs_ranges else None
+    )
+    t_prep = time.perf_counter()
+    with quiet_ort_logging():
+        built = quantize_plan(
+            _prepared_proto(prepared_path),
+            layers,
+            plan,
+            calibration_cache=ranges,
+            method=settings.calibration,
+            work_dir=None,
+        )
+    t_quant = time.perf_counter()
+    stages = {**built.stage_seconds, "prepare_and_calibrate": t_prep - t0, "quantize": t_quant - t_prep}
+    return _Built(built.model_bytes, built.realized, stages)
+
+
+def _prepared_proto(path: Path) -> onnx.ModelProto:
+    memo_key = f"prepared:{path}"
+    if memo_key not in _MEMO:  # parsed once per worker; quantize_plan works on a copy
+        _MEMO[memo_key] = onnx.load(str(path))
+    return _MEMO[memo_key]  # type: ignore[no-any-return]
+
+
+def _task_value(built: _Built, metrics: dict[str, Any], measure_s: float, threads: int) -> dict[str, Any]:
+    metrics["realized"] = {n: p.value for n, p in built.realized.items()}
+    metrics["stage_seconds"] = {**built.stage_seconds, "measure": measure_s}
+    return {
+        "metrics": metrics,
+        "model_bytes": built.model_bytes,
+        "environment": measure.environment_info(threads),
+    }
+
+
 def evaluate_task(
     model_bytes: bytes,
     eval_set: EvalSet,
@@ -235,45 +293,66 @@ def evaluate_task(
     n_classes: int | None = None,
 ) -> dict[str, Any]:
     """Worker task: build the plan's model and measure it. Returns metrics, realized plan, model bytes."""
-    t0 = time.perf_counter()
     settings = MeasureSettings.from_json(settings_json)
-    plan = Plan.from_json(plan_json)
     cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
-    prepared_path = cache.prepared(model_bytes)
-    layers = cache.layers(model_bytes)
-    needs_ranges = any(
-        p in (Precision.INT8, Precision.W8A16) for p in plan.resolve([x.name for x in layers]).values()
-    )
-    ranges = (
-        cache.calibration(model_bytes, calibration, data_hash, settings.calibration) if needs_ranges else None
-    )
-    t_prep = time.perf_counter()
-    memo_key = f"prepared:{prepared_path}"
-    if memo_key not in _MEMO:  # parsed once per worker; quantize_plan works on a copy
-        _MEMO[memo_key] = onnx.load(str(prepared_path))
-    with quiet_ort_logging():
-        built = quantize_plan(
-            _MEMO[memo_key],
-            layers,
-            plan,
-            calibration_cache=ranges,
-            method=settings.calibration,
-            work_dir=None,
-        )
-    t_quant = time.perf_counter()
+    built = _build(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+    t = time.perf_counter()
     metrics = measure_built_model(built.model_bytes, model_bytes, eval_set, settings, cache, n_classes)
-    metrics["realized"] = {n: p.value for n, p in built.realized.items()}
-    metrics["stage_seconds"] = {
-        **built.stage_seconds,
-        "prepare_and_calibrate": t_prep - t0,
-        "quantize": t_quant - t_prep,
-        "measure": time.perf_counter() - t_quant,
-    }
-    return {
-        "metrics": metrics,
-        "model_bytes": built.model_bytes,
-        "environment": measure.environment_info(settings.threads),
-    }
+    return _task_value(built, metrics, time.perf_counter() - t, settings.threads)
+
+
+def evaluate_together_task(
+    model_bytes: bytes,
+    eval_set: EvalSet,
+    calibration: dict[str, np.ndarray],
+    data_hash: str,
+    plans_json: list[dict[str, Any]],
+    settings_json: dict[str, Any],
+    cache_dir: str,
+    n_classes: int | None = None,
+) -> list[dict[str, Any]]:
+    """Worker task: several plans that change the same layers (a layer's sensitivity probes), their
+    unchanged FP32 beginning run once (engine.prefix). Accuracy and fidelity only: latency needs
+    each whole model, so plans measured with latency go through evaluate_task.
+
+    One entry per plan: evaluate_task's value, or {"error": ...} for a plan that failed alone.
+    """
+    settings = MeasureSettings.from_json(settings_json)
+    if settings.latency:
+        raise ValueError("plans measured together are measured without latency")
+    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
+    entries: list[dict[str, Any]] = []
+    built: list[tuple[int, _Built]] = []
+    for plan_json in plans_json:
+        try:
+            one = _build(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+        except Exception as e:  # this plan fails alone, as it would in a task of its own
+            entries.append({"error": f"{type(e).__name__}: {e}"})
+        else:
+            built.append((len(entries), one))
+            entries.append({})
+    t = time.perf_counter()
+    fp32 = _fp32_model(cache.prepared(model_bytes))
+    outputs = run_variants(fp32, [b.model_bytes for _, b in built], eval_set.inputs, settings.threads)
+    shared_s = (time.perf_counter() - t) / max(len(built), 1)  # each plan's share of the inference
+    for (index, one), out in zip(built, outputs, strict=True):
+        t = time.perf_counter()
+        try:
+            metrics = measure_built_model(
+                one.model_bytes, model_bytes, eval_set, settings, cache, n_classes, outputs=out
+            )
+        except Exception as e:
+            entries[index] = {"error": f"{type(e).__name__}: {e}"}
+        else:
+            entries[index] = _task_value(one, metrics, shared_s + time.perf_counter() - t, settings.threads)
+    return entries
+
+
+def _fp32_model(prepared_path: Path) -> FP32Model:
+    memo_key = f"fp32-index:{prepared_path}"
+    if memo_key not in _MEMO:
+        _MEMO[memo_key] = FP32Model(_prepared_proto(prepared_path))
+    return _MEMO[memo_key]  # type: ignore[no-any-return]
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -287,16 +366,24 @@ def measure_built_model(
     settings: MeasureSettings,
     cache: ModelCache | None = None,
     n_classes: int | None = None,
+    outputs: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Size, accuracy and fidelity vs FP32, and latency at each batch size, of a built model."""
+    """Size, accuracy and fidelity vs FP32, and latency at each batch size, of a built model.
+
+    ``outputs``: its first output over the eval set when already computed (engine.prefix), else
+    it is run here."""
     cache = cache or ModelCache(Path(tempfile.gettempdir()) / "quantdash-cache", sha256_bytes(model_bytes))
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         path = Path(tmp) / "model.onnx"
         path.write_bytes(built_bytes)
         size = measure.model_size_bytes(path)
     fp32_size = measure.model_size_bytes(cache.prepared(model_bytes))
-    session = measure.make_session(built_bytes, settings.threads)
-    outputs = measure.run_batched(session, eval_set.inputs)
+    session = (
+        measure.make_session(built_bytes, settings.threads) if outputs is None or settings.latency else None
+    )
+    if outputs is None:
+        assert session is not None
+        outputs = measure.run_batched(session, eval_set.inputs)
     ref = cache.reference(model_bytes, eval_set, settings.threads)
     finite = bool(np.isfinite(outputs).all())
     metrics: dict[str, Any] = {
@@ -315,6 +402,7 @@ def measure_built_model(
     metrics.update(_accuracy_metrics(eval_set, outputs, ref, settings, n_classes))
     latency = {}
     for batch in settings.batch_sizes if settings.latency else ():
+        assert session is not None
         stats = measure.measure_latency(
             session,
             measure.make_feeds(eval_set.inputs, batch),

@@ -238,10 +238,12 @@ class WorkerPool:
     def map_outcomes(
         self,
         calls: Sequence[Call],
-        timeout_s: float,
+        timeout_s: float | Sequence[float],
         on_done: Callable[[int, TaskOutcome], None] | None = None,
     ) -> list[TaskOutcome]:
         """Run every ``(fn, args, kwargs)``; return their outcomes in order.
+
+        ``timeout_s``: one time limit for every call, or one per call.
 
         ``on_done(index, outcome)`` is called as each call ends, in this (the submitting) thread:
         that is what lets the submitting process be the single writer of the store.
@@ -251,10 +253,13 @@ class WorkerPool:
         handles: list[JobHandle] = []
         index_of: dict[int, int] = {}
         results: list[TaskOutcome | None] = [None] * len(calls)
+        limits = [timeout_s] * len(calls) if isinstance(timeout_s, int | float) else list(timeout_s)
+        if len(limits) != len(calls):
+            raise ValueError(f"{len(limits)} time limits for {len(calls)} calls")
         try:
             for index, (fn, args, kwargs) in enumerate(calls):
                 key = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex}"
-                handle = JobHandle(self, (fn, tuple(args), dict(kwargs)), float(timeout_s), key)
+                handle = JobHandle(self, (fn, tuple(args), dict(kwargs)), float(limits[index]), key)
                 handle._listeners.append(finished.put)
                 handles.append(handle)
                 index_of[id(handle)] = index

@@ -195,6 +195,13 @@ def run_batched(
     session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int = 256
 ) -> np.ndarray:
     """The model's first output over the whole eval set, concatenated along axis 0."""
+    return run_batched_all(session, inputs, batch_size)[0]
+
+
+def run_batched_all(
+    session: ort.InferenceSession, inputs: dict[str, np.ndarray], batch_size: int = 256
+) -> list[np.ndarray]:
+    """Every output of the model over the whole eval set, each concatenated along axis 0."""
     names = [i.name for i in session.get_inputs()]
     missing = [n for n in names if n not in inputs]
     if missing:
@@ -205,11 +212,11 @@ def run_batched(
     total = rows.pop()
     if total == 0:
         raise ValueError("eval set is empty")
-    outs = []
+    batches = []
     for start in range(0, total, batch_size):
         feeds = {n: inputs[n][start : start + batch_size] for n in names}
-        outs.append(np.asarray(session.run(None, feeds)[0]))
-    return np.concatenate(outs, axis=0)
+        batches.append([np.asarray(o) for o in session.run(None, feeds)])
+    return [np.concatenate(column, axis=0) for column in zip(*batches, strict=True)]
 
 
 # --- task metrics ------------------------------------------------------------------------------

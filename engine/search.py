@@ -296,6 +296,7 @@ class _Search:
         def sensitivity_progress(done: int, total: int) -> None:
             self.progress(f"sensitivity: {done} of {total} plans")
 
+        precisions = sorted({p for ps in self.spec.candidates.values() for p in ps}, key=lambda p: p.value)
         sensitivity = run_sensitivity(
             self.engine,
             self.bundle,
@@ -303,9 +304,9 @@ class _Search:
             candidates,
             views=(ALONE,),
             on_progress=sensitivity_progress,
+            uniform=precisions,  # the profile's plans, measured beside the probes
         )
         self.phase = "profile"
-        precisions = sorted({p for ps in self.spec.candidates.values() for p in ps}, key=lambda p: p.value)
         self.progress("profiling each layer's time per precision")
         profile = layer_profile(self.engine, self.bundle, precisions, self.settings)
         # Plans measured before the search proper: the probes, their FP32 baseline, one per profile.

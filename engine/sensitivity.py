@@ -106,15 +106,20 @@ def run_sensitivity(
     candidates: Mapping[str, tuple[Precision, ...]] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     views: tuple[str, ...] = (ALONE, KEEP_FP32),
+    uniform: Iterable[Precision] = (),
 ) -> pd.DataFrame:
     """Measure every probe of the given views (stored ones are not measured again);
-    on_progress(done, total). Returns the sensitivity frame of those views."""
+    on_progress(done, total). Returns the sensitivity frame of those views.
+
+    ``uniform``: precisions whose uniform plans are measured in the same go, for layer_profile to
+    profile next (so they run beside the probes instead of after them)."""
     settings = sensitivity_settings(settings or engine.settings)
     layers = engine.layers(bundle)
     candidates = candidates or candidate_precisions(layers)
     chosen = [p for p in probes(layers, candidates) if p.view in views]
     references = [reference_plan(layers)] if KEEP_FP32 in views else []
-    plans = [Plan(), *references, *(p.plan for p in chosen)]
+    uniforms = [uniform_plan(layers, p) for p in dict.fromkeys(uniform) if p is not Precision.FP32]
+    plans = [Plan(), *references, *uniforms, *(p.plan for p in chosen)]
     done = 0
 
     def landed(_: int, __: dict[str, Any]) -> None:
@@ -123,7 +128,20 @@ def run_sensitivity(
         if on_progress:
             on_progress(done, len(plans))
 
-    engine.evaluate_many(bundle, plans, settings=settings, source="sensitivity", on_done=landed)
+    # One layer's probes share the FP32 model up to that layer: measured together, it runs once.
+    first = len(plans) - len(chosen)
+    by_layer: dict[str, list[int]] = {}
+    for index, probe in enumerate(chosen, start=first):
+        if probe.view == ALONE:
+            by_layer.setdefault(probe.layer, []).append(index)
+    engine.evaluate_many(
+        bundle,
+        plans,
+        settings=settings,
+        source="sensitivity",
+        on_done=landed,
+        together=list(by_layer.values()),
+    )
     frame = sensitivity_frame(engine, bundle, settings, candidates)
     return frame[frame["view"].isin(views)].reset_index(drop=True)
 
@@ -221,25 +239,34 @@ def layer_profile(
     records = engine.evaluate_many(
         bundle, [uniform_plan(layers, p) for p in wanted], settings=settings, source="sensitivity"
     )
-    rows = []
-    for precision, record in zip(wanted, records, strict=True):
-        if record["status"] != "ok":
-            continue
-        path = cache.folder / f"profile-{stable_hash([record['key'], runs, settings.threads])[:24]}.json"
-        if path.is_file():
-            profile = json.loads(path.read_text())
-        else:
-            profile = engine.run_task(
+    measured = [(p, r) for p, r in zip(wanted, records, strict=True) if r["status"] == "ok"]
+    paths = {
+        p: cache.folder / f"profile-{stable_hash([r['key'], runs, settings.threads])[:24]}.json"
+        for p, r in measured
+    }
+    missing = [(p, r) for p, r in measured if not paths[p].is_file()]
+    # Each precision's model profiled at once, one worker each.
+    profiled = engine.run_tasks(
+        [
+            (
                 profile_task,
-                Path(record["artifact_path"]).read_bytes(),
-                measure.make_feeds(bundle.eval_set.inputs, 1),
-                names,
-                runs,
-                settings.threads,
-                what=f"profiling the {precision.label} model",
+                (
+                    Path(r["artifact_path"]).read_bytes(),
+                    measure.make_feeds(bundle.eval_set.inputs, 1),
+                    names,
+                    runs,
+                    settings.threads,
+                ),
             )
-            atomic_write(path, json.dumps(profile).encode())
-        times = profile["us_per_run"]
+            for _, r in missing
+        ],
+        what="profiling each precision's model",
+    )
+    for (p, _), profile in zip(missing, profiled, strict=True):
+        atomic_write(paths[p], json.dumps(profile).encode())
+    rows = []
+    for precision, _ in measured:
+        times = json.loads(paths[precision].read_text())["us_per_run"]
         total = sum(times.values())
         for name in [*names, OTHER]:
             # A layer the uniform plan left FP32 (it refuses this precision) is not this precision's.

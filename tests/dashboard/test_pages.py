@@ -27,8 +27,9 @@ def test_models_page_shows_card_layers_and_measured_baseline(home: Path) -> None
     assert not "".join(layer_table["cannot take"])
     wait_for_jobs(at)  # the page started the FP32 baseline in the background
     assert not at.exception
-    # What the page says instead of the figures, should they be missing (a failed or lost baseline).
-    said = _texts([*at.warning, *at.info, *at.error])
+    # What the page and the jobs say instead of the figures, should they be missing.
+    jobs = [(j["state"], j["message"]) for j in cached.runner().store.list_jobs()]
+    said = f"page: {_texts([*at.warning, *at.info, *at.error])!r}; jobs: {jobs}"
     assert any(m.label == "Size" for m in at.metric), said
     assert any(c.value.startswith("Latency at batch 1:") and "ONNX Runtime" in c.value for c in at.caption)
 

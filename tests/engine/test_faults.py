@@ -21,11 +21,14 @@ from typing import Any
 import psutil
 import pytest
 
+from engine import api
 from engine.api import Engine
 from engine.cluster import executing_probe
 from engine.jobs import WorkerPool
+from engine.sensitivity import sensitivity_settings
 from engine.store import ResultStore
 from engine.types import MeasureSettings, Plan, Precision
+from tests.engine import jobs_tasks
 
 FAST = MeasureSettings(batch_sizes=(1,), max_seconds=0.3, max_runs=60, bootstrap=200)
 # Latency never converges (±0.01% is out of reach), so it runs until its 8 s cap: long enough to be
@@ -152,3 +155,23 @@ def test_sigkill_worker_mid_evaluation_keeps_the_store_whole(pool: WorkerPool, t
     assert statuses == {first["key"]: "ok", killed_key: "ok"}
     assert _rows(db, "PRAGMA integrity_check") == [("ok",)]
     assert engine.store.integrity_ok()
+
+
+def test_a_group_that_kills_its_worker_is_measured_plan_by_plan(
+    pool: WorkerPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A layer's probes measured together in one task (engine.prefix); that task's worker dies. Each
+    # probe is then measured in a task of its own, so a crash is only ever stored for its own plan.
+    monkeypatch.setattr(api, "evaluate_together_task", jobs_tasks.exit_hard_whatever)
+    engine = Engine(
+        store=ResultStore(tmp_path / "r.sqlite"),
+        pool=pool,
+        home=tmp_path,
+        settings=sensitivity_settings(FAST),
+    )
+    bundle = engine.model("digits_cnn")
+    layer = engine.layers(bundle)[1]
+    plans = [Plan(layers={layer.name: p}) for p in (Precision.INT8, Precision.FP16, Precision.INT4)]
+    records = engine.evaluate_many(bundle, plans, together=[[0, 1, 2]])
+    assert [r["status"] for r in records] == ["ok"] * 3, [r["error"] for r in records]
+    assert {r["metrics"]["realized"][layer.name] for r in records} == {"int8", "fp16", "int4"}

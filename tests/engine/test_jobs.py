@@ -129,6 +129,16 @@ def test_time_limit_counts_from_start_not_from_submit(healthy: WorkerPool) -> No
 
 
 @pytest.mark.timeout(60)
+def test_map_outcomes_takes_a_time_limit_per_call(healthy: WorkerPool) -> None:
+    calls = [(tasks.sleep_then, (4, "short limit"), {}), (tasks.sleep_then, (4, "long limit"), {})]
+    outcomes = healthy.map_outcomes(calls, timeout_s=[1.5, 30])
+    assert [o.status for o in outcomes] == ["timeout", "ok"]
+    assert outcomes[1].value == "long limit"
+    with pytest.raises(ValueError, match="1 time limits for 2 calls"):
+        healthy.map_outcomes(calls, timeout_s=[30])
+
+
+@pytest.mark.timeout(60)
 def test_map_outcomes_reports_each_index_once(healthy: WorkerPool) -> None:
     seen: list[tuple[int, str]] = []
     calls = [
