@@ -58,7 +58,8 @@ class FP32Model:
         )
         self.nodes = {n.name: n for n in model.graph.node}
         self.initializers = {t.name: t for t in model.graph.initializer}
-        self.inputs = {i.name for i in model.graph.input}
+        # Fed inputs only: an older model may also list its initializers as graph inputs.
+        self.inputs = {i.name for i in model.graph.input} - set(self.initializers)
         self._arrays: dict[str, np.ndarray] = {}
         inferred = onnx.shape_inference.infer_shapes(model)
         self.value_info = {
@@ -87,7 +88,11 @@ class FP32Model:
         if not self.usable or _has_subgraphs(variant):
             return None
         variant_inits = {t.name: t for t in variant.graph.initializer}
-        same: dict[str, str] = {i.name: i.name for i in variant.graph.input if i.name in self.inputs}
+        same = {
+            i.name: i.name
+            for i in variant.graph.input
+            if i.name in self.inputs and i.name not in variant_inits
+        }
         changed = []
         for node in variant.graph.node:  # graph nodes are in topological order
             base = self.nodes.get(node.name) if node.name else None
