@@ -314,17 +314,10 @@ class Engine:
             if on_done:
                 on_done(i, record)
 
-        def finish_group(group: list[int], entries: list[dict[str, Any]], duration: float) -> None:
-            for i, entry in zip(group, entries, strict=True):
-                if "error" in entry:
-                    finish(i, "failed", None, entry["error"], duration / len(group))
-                else:
-                    finish(i, "ok", entry, None, duration / len(group))
-
         groups = _groups(todo, together) if not settings.latency else [[i] for i in todo]
-        alone = self._run_groups(bundle, jobs, groups, finish, finish_group)
+        alone = self._run_groups(bundle, jobs, groups, finish)
         if alone:  # the plans of groups whose task failed, one task each this time
-            self._run_groups(bundle, jobs, [[i] for i in alone], finish, finish_group)
+            self._run_groups(bundle, jobs, [[i] for i in alone], finish)
         # Duplicated plans share the first one's record (and are reported done too).
         by_key = {jobs[i].key: r for i, r in enumerate(results) if r is not None}
         for i, job in enumerate(jobs):
@@ -338,50 +331,45 @@ class Engine:
         jobs: list[Job],
         groups: list[list[int]],
         finish: Callable[[int, str, Any, str | None, float], None],
-        finish_group: Callable[[list[int], list[dict[str, Any]], float], None],
     ) -> list[int]:
         """Measure each group (one plan: evaluate_task; more: evaluate_together_task); returns the
         plans of groups whose task failed as a whole."""
         failed: list[int] = []
+
+        def task(group: list[int]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+            if len(group) == 1:
+                return evaluate_task, self._task_args(bundle, jobs[group[0]])
+            return evaluate_together_task, self._group_args(bundle, [jobs[i] for i in group])
+
+        def settle(group: list[int], status: str, value: Any, error: str | None, duration: float) -> None:
+            if len(group) == 1:
+                finish(group[0], status, value, error, duration)
+            elif status != "ok":
+                failed.extend(group)
+            else:
+                for i, entry in zip(group, value, strict=True):
+                    if "error" in entry:
+                        finish(i, "failed", None, entry["error"], duration / len(group))
+                    else:
+                        finish(i, "ok", entry, None, duration / len(group))
+
         if self.pool is None:
             for group in groups:
+                fn, args = task(group)
                 t = time.perf_counter()
                 try:
-                    if len(group) == 1:
-                        value = evaluate_task(*self._task_args(bundle, jobs[group[0]]))
-                    else:
-                        entries = evaluate_together_task(*self._group_args(bundle, [jobs[i] for i in group]))
+                    value = fn(*args)
                 except Exception as e:  # an inline failure is stored like a worker's
-                    if len(group) > 1:
-                        failed += group
-                    else:
-                        finish(group[0], "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
+                    settle(group, "failed", None, f"{type(e).__name__}: {e}", time.perf_counter() - t)
                 else:
-                    if len(group) == 1:
-                        finish(group[0], "ok", value, None, time.perf_counter() - t)
-                    else:
-                        finish_group(group, entries, time.perf_counter() - t)
-            return failed
-        if not groups:
-            return failed
-        calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = [
-            (evaluate_task, self._task_args(bundle, jobs[g[0]]), {})
-            if len(g) == 1
-            else (evaluate_together_task, self._group_args(bundle, [jobs[i] for i in g]), {})
-            for g in groups
-        ]
-
-        def landed(k: int, outcome: Any) -> None:
-            group = groups[k]
-            if len(group) == 1:
-                finish(group[0], outcome.status, outcome.value, outcome.error, outcome.duration_s)
-            elif outcome.ok:
-                finish_group(group, outcome.value, outcome.duration_s)
-            else:
-                failed.extend(group)
-
-        # A group does the work of its plans: it gets their time limits added up.
-        self.pool.map_outcomes(calls, timeout_s=[self.timeout_s * len(g) for g in groups], on_done=landed)
+                    settle(group, "ok", value, None, time.perf_counter() - t)
+        elif groups:
+            self.pool.map_outcomes(
+                [(*task(g), {}) for g in groups],
+                # A group does the work of its plans: it gets their time limits added up.
+                timeout_s=[self.timeout_s * len(g) for g in groups],
+                on_done=lambda k, o: settle(groups[k], o.status, o.value, o.error, o.duration_s),
+            )
         return failed
 
     def baseline(self, bundle: ModelBundle, settings: MeasureSettings | None = None) -> dict[str, Any]:

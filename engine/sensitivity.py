@@ -262,11 +262,13 @@ def layer_profile(
         ],
         what="profiling each precision's model",
     )
+    profiles = {p: json.loads(paths[p].read_text()) for p, _ in measured if paths[p].is_file()}
     for (p, _), profile in zip(missing, profiled, strict=True):
         atomic_write(paths[p], json.dumps(profile).encode())
+        profiles[p] = profile
     rows = []
     for precision, _ in measured:
-        times = json.loads(paths[precision].read_text())["us_per_run"]
+        times = profiles[precision]["us_per_run"]
         total = sum(times.values())
         for name in [*names, OTHER]:
             # A layer the uniform plan left FP32 (it refuses this precision) is not this precision's.
