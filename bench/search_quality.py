@@ -18,8 +18,8 @@ exhaustive hypervolume with <= 10% of its evaluations.
 Then the full sensitivity pass on digits_resnet (every layer alone at every precision it takes,
 the keep-FP32 view, one latency profile per precision) from an empty store, against the same
 probes measured the naive way (each a full evaluation with latency), estimated from a sample.
-Each layer's probes run in one task that computes the FP32 part before the layer once
-(engine/prefix.py).
+Two neighbouring layers' probes run in one task that computes the FP32 part before them once
+(engine/prefix.py); each profile builds its precision's model without evaluating it.
 
 Run: .venv/bin/python bench/search_quality.py     (QUANTDASH_HOME sets where ground truth is kept;
      arguments pick parts: a case's function name, e.g. mobilenet_case, and/or "sensitivity")
@@ -177,7 +177,7 @@ def sensitivity_timing(pool: WorkerPool) -> float:
     layers = engine.layers(bundle)
     candidates = candidate_precisions(layers)
     precisions = sorted({p for v in candidates.values() for p in v}, key=lambda p: p.value)
-    frame = run_sensitivity(engine, bundle, candidates=candidates, uniform=precisions)
+    frame = run_sensitivity(engine, bundle, candidates=candidates)
     layer_profile(engine, bundle, precisions)
     seconds = time.perf_counter() - t
     n = len(frame) + 2 + len(precisions)

@@ -158,17 +158,30 @@ class Engine:
         return self.run_tasks([(fn, args)], what=what)[0]
 
     def run_tasks(
-        self, calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], *, what: str
+        self,
+        calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]],
+        *,
+        what: str,
+        skip_failed: bool = False,
     ) -> list[Any]:
         """Every fn(*args) at once in workers (in this process without a pool), their values in
-        order; EngineError names `what` failed if any did."""
+        order; EngineError names `what` failed if any did, or with ``skip_failed`` a failed call's
+        value is None."""
         if self.pool is None:
-            return [fn(*args) for fn, args in calls]
+            values = []
+            for fn, args in calls:
+                try:
+                    values.append(fn(*args))
+                except Exception:
+                    if not skip_failed:
+                        raise
+                    values.append(None)
+            return values
         outcomes = self.pool.map_outcomes([(fn, args, {}) for fn, args in calls], timeout_s=self.timeout_s)
         for outcome in outcomes:
-            if not outcome.ok:
+            if not outcome.ok and not skip_failed:
                 raise EngineError(f"{what} {outcome.status}: {outcome.error}")
-        return [outcome.value for outcome in outcomes]
+        return [outcome.value if outcome.ok else None for outcome in outcomes]
 
     def layers(self, bundle: ModelBundle) -> list[LayerInfo]:
         """The model's layer table (computed once in a worker, then read from the cache)."""
@@ -285,10 +298,11 @@ class Engine:
     ) -> list[dict[str, Any]]:
         """Evaluate plans in parallel on the pool; on_done(index, record) as each lands in the store.
 
-        ``together``: groups of plan indices that change the same layers (one layer's sensitivity
-        probes). Measured without latency, each group is one worker task that runs the FP32
-        beginning the plans share once (engine.prefix). A group whose task fails is measured plan
-        by plan, so the plan that crashed its worker is the one whose result says so.
+        ``together``: groups of plan indices that change the same or neighbouring layers (the
+        sensitivity probes of a layer or two). Measured without latency, each group is one worker
+        task that runs the FP32 beginning the plans share once (engine.prefix). A group whose task
+        fails is measured plan by plan, so the plan that crashed its worker is the one whose result
+        says so.
         """
         settings = settings or self.settings
         jobs = [self.job(bundle, p, settings) for p in plans]

@@ -226,20 +226,22 @@ def _accuracy_metrics(
 
 
 @dataclass
-class _Built:
+class BuiltPlan:
+    """A plan's quantized model, the precision each layer got, and how long each step took."""
+
     model_bytes: bytes
     realized: Mapping[str, Precision]
     stage_seconds: dict[str, float]
 
 
-def _build(
+def build_plan(
     model_bytes: bytes,
     calibration: dict[str, np.ndarray],
     data_hash: str,
     plan: Plan,
     settings: MeasureSettings,
     cache: ModelCache,
-) -> _Built:
+) -> BuiltPlan:
     """Quantize the plan's model (the prepared model, layer table and ranges come from the cache)."""
     t0 = time.perf_counter()
     prepared_path = cache.prepared(model_bytes)
@@ -262,7 +264,7 @@ def _build(
         )
     t_quant = time.perf_counter()
     stages = {**built.stage_seconds, "prepare_and_calibrate": t_prep - t0, "quantize": t_quant - t_prep}
-    return _Built(built.model_bytes, built.realized, stages)
+    return BuiltPlan(built.model_bytes, built.realized, stages)
 
 
 def _prepared_proto(path: Path) -> onnx.ModelProto:
@@ -272,7 +274,7 @@ def _prepared_proto(path: Path) -> onnx.ModelProto:
     return _MEMO[memo_key]  # type: ignore[no-any-return]
 
 
-def _task_value(built: _Built, metrics: dict[str, Any], measure_s: float, threads: int) -> dict[str, Any]:
+def _task_value(built: BuiltPlan, metrics: dict[str, Any], measure_s: float, threads: int) -> dict[str, Any]:
     metrics["realized"] = {n: p.value for n, p in built.realized.items()}
     metrics["stage_seconds"] = {**built.stage_seconds, "measure": measure_s}
     return {
@@ -295,9 +297,14 @@ def evaluate_task(
     """Worker task: build the plan's model and measure it. Returns metrics, realized plan, model bytes."""
     settings = MeasureSettings.from_json(settings_json)
     cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
-    built = _build(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+    built = build_plan(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
     t = time.perf_counter()
-    metrics = measure_built_model(built.model_bytes, model_bytes, eval_set, settings, cache, n_classes)
+    # An all-FP32 plan builds the prepared model unchanged: its outputs are the FP32 reference.
+    unchanged = all(p is Precision.FP32 for p in built.realized.values())
+    outputs = cache.reference(model_bytes, eval_set, settings.threads) if unchanged else None
+    metrics = measure_built_model(
+        built.model_bytes, model_bytes, eval_set, settings, cache, n_classes, outputs=outputs
+    )
     return _task_value(built, metrics, time.perf_counter() - t, settings.threads)
 
 
@@ -311,9 +318,10 @@ def evaluate_together_task(
     cache_dir: str,
     n_classes: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Worker task: several plans that change the same layers (a layer's sensitivity probes), their
-    unchanged FP32 beginning run once (engine.prefix). Accuracy and fidelity only: latency needs
-    each whole model, so plans measured with latency go through evaluate_task.
+    """Worker task: several plans that change the same or neighbouring layers (the sensitivity
+    probes of a layer or two), the FP32 beginning they leave unchanged run once (engine.prefix).
+    Accuracy and fidelity only: latency needs each whole model, so plans measured with latency go
+    through evaluate_task.
 
     One entry per plan: evaluate_task's value, or {"error": ...} for a plan that failed alone.
     """
@@ -322,10 +330,10 @@ def evaluate_together_task(
         raise ValueError("plans measured together are measured without latency")
     cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
     entries: list[dict[str, Any]] = []
-    built: list[tuple[int, _Built]] = []
+    built: list[tuple[int, BuiltPlan]] = []
     for plan_json in plans_json:
         try:
-            one = _build(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+            one = build_plan(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
         except Exception as e:  # this plan fails alone, as it would in a task of its own
             entries.append({"error": f"{type(e).__name__}: {e}"})
         else:

@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from engine.evaluate import ModelCache, build_plan
+from engine.model_io import sha256_bytes
+from engine.types import MeasureSettings, Plan
+
 OTHER = "(other ops)"
 
 
@@ -65,3 +69,22 @@ def profile_task(
         "threads": threads,
         "ort_version": ort.__version__,
     }
+
+
+def profile_plan_task(
+    model_bytes: bytes,
+    calibration: dict[str, np.ndarray],
+    data_hash: str,
+    plan_json: dict[str, Any],
+    settings_json: dict[str, Any],
+    cache_dir: str,
+    feeds: dict[str, np.ndarray],
+    layer_names: list[str],
+    runs: int,
+) -> dict[str, Any]:
+    """Worker task: build a plan's model and profile it (profile_task). The plan is not evaluated:
+    a profile needs only the model, and evaluating it would cost a pass over the evaluation set."""
+    settings = MeasureSettings.from_json(settings_json)
+    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
+    built = build_plan(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+    return profile_task(built.model_bytes, feeds, layer_names, runs, settings.threads)

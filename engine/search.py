@@ -304,12 +304,12 @@ class _Search:
             candidates,
             views=(ALONE,),
             on_progress=sensitivity_progress,
-            uniform=precisions,  # the profile's plans, measured beside the probes
         )
         self.phase = "profile"
         self.progress("profiling each layer's time per precision")
         profile = layer_profile(self.engine, self.bundle, precisions, self.settings)
-        # Plans measured before the search proper: the probes, their FP32 baseline, one per profile.
+        # Plans run before the search proper: the probes, their FP32 baseline, one per profile (built
+        # and profiled, not evaluated, but counted as the work of a plan).
         n_probes = len(sensitivity) + 1 + profile["precision"].nunique()
         predictor = build_predictor(
             self.spec.candidates, sensitivity, profile, fp32["size_bytes"], fp32["latency_ms"]

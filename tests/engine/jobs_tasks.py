@@ -58,3 +58,13 @@ def hog_memory(step_mb: int = 100, total_mb: int = 4000) -> int:
 def takes_reserved_kwargs(priority: int, workers: str) -> str:
     """Keyword names that Client.submit would take for itself."""
     return f"{priority}-{workers}"
+
+
+def environment_variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def loaded_modules(names: list[str]) -> list[str]:
+    import sys
+
+    return [n for n in names if n in sys.modules]

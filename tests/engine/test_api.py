@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import evaluate, measure
 from engine.api import Engine
 from engine.datasets import load_sample, sample_names
 from engine.evaluate import ModelCache
@@ -43,6 +44,22 @@ def test_fp32_baseline_matches_the_card(engine: Engine, digits) -> None:  # type
     assert lat["ci_low_ms"] <= lat["median_ms"] <= lat["ci_high_ms"] and lat["runs"] >= FAST.min_runs
     env = record["environment"]
     assert env["onnxruntime"] and env["cpu"] and env["threads"] == 1
+
+
+def test_an_all_fp32_plan_runs_the_model_once_on_a_cold_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its outputs are the FP32 reference's: computed once, not a second time for the plan."""
+    cold = Engine(store=ResultStore(tmp_path / "results.sqlite"), home=tmp_path, settings=FAST)
+    digits = cold.model("digits_cnn")
+    monkeypatch.setattr(evaluate, "_MEMO", evaluate._Memo())  # no reference kept from other tests
+    runs = []
+    real = measure.run_batched
+    monkeypatch.setattr(measure, "run_batched", lambda *a, **k: runs.append(1) or real(*a, **k))
+    record = cold.evaluate(digits, Plan(), settings=dataclasses.replace(FAST, latency=False))
+    assert record["status"] == "ok", record["error"]
+    assert len(runs) == 1
+    assert record["metrics"]["accuracy"] == pytest.approx(digits.card["fp32_metrics"]["accuracy"], abs=1e-6)
 
 
 def test_int8_is_smaller_and_close_with_a_ci(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]

@@ -75,6 +75,23 @@ def test_local_pool_runs_a_task(healthy: WorkerPool) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_workers_keep_glibc_malloc_thresholds_and_are_warmed(healthy: WorkerPool) -> None:
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold low:
+    # every large array a fresh mapping faulted in page by page (engine/cluster.py). Unset here.
+    values = healthy.client.run(tasks.environment_variable, "MALLOC_TRIM_THRESHOLD_")
+    assert len(values) == 2 and set(values.values()) == {None}, values
+    # The preload imports what a first build needs, the float16 converter's shape inference too.
+    heavy = ["engine.evaluate", "onnxruntime.tools.symbolic_shape_infer"]
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        loaded = healthy.client.run(tasks.loaded_modules, heavy)
+        if all(sorted(v) == sorted(heavy) for v in loaded.values()):
+            break
+        time.sleep(0.5)
+    assert all(sorted(v) == sorted(heavy) for v in loaded.values()), loaded
+
+
+@pytest.mark.timeout(60)
 def test_submit_passes_keys_and_reserved_kwarg_names(healthy: WorkerPool) -> None:
     handle = healthy.submit(tasks.add, 2, b=3, timeout_s=30, key="add-two-three")
     assert handle.key == "add-two-three"

@@ -6,12 +6,14 @@ import multiprocessing
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.api import Engine
+from engine.evaluate import ModelCache
 from engine.profile import OTHER
 from engine.search import Constraints, SearchProgress, SearchSpec, default_candidates, run_search, search_id
 from engine.sensitivity import (
@@ -96,6 +98,38 @@ def test_layer_profile_covers_every_layer(engine: Engine, digits) -> None:  # ty
     # Every layer that takes INT4 (here all: Convs per output channel, MatMuls block-wise) has an INT4 time.
     int4_layers = set(profile[profile["precision"] == "int4"]["layer"]) - {OTHER}
     assert int4_layers == {x.name for x in engine.layers(digits) if Precision.INT4 in x.accepts}
+
+
+def test_layer_profile_builds_and_profiles_without_evaluating(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    digits = engine.model("digits_cnn")
+    profile = layer_profile(engine, digits, [Precision.INT8, Precision.INT8_DYNAMIC])
+    assert set(profile["precision"]) == {"fp32", "int8", "int8-dynamic"}
+    # A profile needs the built model only: no plan was measured over the evaluation set.
+    assert engine.store.count() == 0
+    # Profiles are kept: asked again, nothing is built or run.
+    folder = ModelCache(engine.cache_dir, digits.model_hash).folder
+    kept = {p: p.stat().st_mtime_ns for p in folder.glob("profile-*.json")}
+    assert len(kept) == 3
+    again = layer_profile(engine, digits, [Precision.INT8, Precision.INT8_DYNAMIC])
+    assert again.equals(profile)
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("profile-*.json")} == kept
+
+
+def test_a_profile_that_cannot_be_built_is_left_out(tmp_path: Path) -> None:
+    engine = _engine(tmp_path)
+    digits = engine.model("digits_cnn")
+    # Static INT8 needs calibration data: without it that precision's model cannot be built.
+    broken = replace(digits, calibration={})
+    profile = layer_profile(engine, broken, [Precision.INT8, Precision.FP16])
+    assert set(profile["precision"]) == {"fp32", "fp16"}
+
+
+def test_run_tasks_can_give_none_for_a_failed_call(engine: Engine) -> None:
+    calls = [(int, ("7",)), (int, ("seven",))]
+    assert engine.run_tasks(calls, what="parsing", skip_failed=True) == [7, None]
+    with pytest.raises(ValueError):
+        engine.run_tasks(calls, what="parsing")
 
 
 def test_search_recommends_a_measured_plan_within_the_limit(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
