@@ -267,6 +267,21 @@ def build_plan(
     return BuiltPlan(built.model_bytes, built.realized, stages)
 
 
+def build_plan_from_json(
+    model_bytes: bytes,
+    calibration: dict[str, np.ndarray],
+    data_hash: str,
+    plan_json: dict[str, Any],
+    settings_json: dict[str, Any],
+    cache_dir: str,
+) -> tuple[MeasureSettings, ModelCache, BuiltPlan]:
+    """build_plan from a worker task's arguments; also gives the settings and cache it used."""
+    settings = MeasureSettings.from_json(settings_json)
+    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
+    built = build_plan(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+    return settings, cache, built
+
+
 def _prepared_proto(path: Path) -> onnx.ModelProto:
     memo_key = f"prepared:{path}"
     if memo_key not in _MEMO:  # parsed once per worker; quantize_plan works on a copy
@@ -295,9 +310,9 @@ def evaluate_task(
     n_classes: int | None = None,
 ) -> dict[str, Any]:
     """Worker task: build the plan's model and measure it. Returns metrics, realized plan, model bytes."""
-    settings = MeasureSettings.from_json(settings_json)
-    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
-    built = build_plan(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+    settings, cache, built = build_plan_from_json(
+        model_bytes, calibration, data_hash, plan_json, settings_json, cache_dir
+    )
     t = time.perf_counter()
     # An all-FP32 plan builds the prepared model unchanged: its outputs are the FP32 reference.
     unchanged = all(p is Precision.FP32 for p in built.realized.values())

@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from engine.evaluate import ModelCache, build_plan
-from engine.model_io import sha256_bytes
-from engine.types import MeasureSettings, Plan
+from engine.evaluate import build_plan_from_json
 
 OTHER = "(other ops)"
 
@@ -84,7 +82,7 @@ def profile_plan_task(
 ) -> dict[str, Any]:
     """Worker task: build a plan's model and profile it (profile_task). The plan is not evaluated:
     a profile needs only the model, and evaluating it would cost a pass over the evaluation set."""
-    settings = MeasureSettings.from_json(settings_json)
-    cache = ModelCache(Path(cache_dir), sha256_bytes(model_bytes))
-    built = build_plan(model_bytes, calibration, data_hash, Plan.from_json(plan_json), settings, cache)
+    settings, _, built = build_plan_from_json(
+        model_bytes, calibration, data_hash, plan_json, settings_json, cache_dir
+    )
     return profile_task(built.model_bytes, feeds, layer_names, runs, settings.threads)
