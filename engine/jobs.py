@@ -24,6 +24,7 @@ from typing import Any
 
 import dask
 from distributed import Client, Future
+from distributed.protocol import pickle as dask_pickle
 from distributed.scheduler import KilledWorker
 
 from engine.cluster import ClusterProcess, allowed_failures_probe, executing_probe, spawn, worker_killer
@@ -58,8 +59,20 @@ class TaskOutcome:
         return self.status == "ok"
 
 
-def _timed_call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Any, float]:
-    """Run on a worker: call fn, and measure how long it ran there rather than in the queue."""
+def _pickled_call(call: Call) -> bytes:
+    """A call as bytes the scheduler passes on without reading.
+
+    Dask's scheduler unpickles every task it is sent, so a task that names a function of
+    engine.evaluate, or carries an EvalSet, made it import onnx, ONNX Runtime and the quantizers
+    (3 to 5 s, its event loop stalled meanwhile) on the first such task after it started.
+    """
+    fn, args, kwargs = call
+    return bytes(dask_pickle.dumps((fn, tuple(args), dict(kwargs))))
+
+
+def _timed_call(payload: bytes) -> tuple[Any, float]:
+    """Run on a worker: call the pickled fn, and measure how long it ran here rather than in the queue."""
+    fn, args, kwargs = dask_pickle.loads(payload)
     start = time.perf_counter()
     value = fn(*args, **kwargs)
     return value, time.perf_counter() - start
@@ -80,7 +93,7 @@ class JobHandle:
         self._first_key = key
         self.timeout_s = timeout_s
         self._pool = pool
-        self._call = call
+        self._payload = _pickled_call(call)  # once: a resubmission sends the same bytes
         self._lock = threading.Lock()
         self._settled = threading.Event()
         self._outcome: TaskOutcome | None = None
@@ -309,14 +322,13 @@ class WorkerPool:
     # -- internals shared with JobHandle --
 
     def _launch(self, handle: JobHandle) -> None:
-        fn, args, kwargs = handle._call
         if handle._future is not None:
             handle._future.release()
         with self._lock:
             self._pending.add(handle)
         handle._processing_since = None
         # Our own wrapper, so that task kwargs cannot clash with submit's (priority, workers ...).
-        future = self.client.submit(_timed_call, fn, args, kwargs, key=handle.key, pure=False)
+        future = self.client.submit(_timed_call, handle._payload, key=handle.key, pure=False)
         handle._future = future
         future.add_done_callback(handle._on_future_done)
 

@@ -15,6 +15,10 @@ def matrix_trace(n: int, seed: int = 0) -> float:
     return float(np.trace(a @ a.T))
 
 
+def sum_of(values: np.ndarray) -> float:
+    return float(np.sum(values))
+
+
 def add(a: int, b: int) -> int:
     return a + b
 

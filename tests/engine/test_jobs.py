@@ -104,6 +104,17 @@ def test_submit_passes_keys_and_reserved_kwarg_names(healthy: WorkerPool) -> Non
 
 
 @pytest.mark.timeout(60)
+def test_the_scheduler_does_not_import_what_a_task_names(healthy: WorkerPool) -> None:
+    # Dask's scheduler unpickles the tasks it is sent; a task naming engine.evaluate once made it
+    # import onnx and ONNX Runtime (seconds, its event loop stalled). The call travels as bytes.
+    assert healthy.run(tasks.sum_of, np.arange(3.0), timeout_s=30).value == 3.0
+    # A lambda travels by value: looking does not import the module looked for.
+    imported = lambda name: name in sys.modules  # noqa: E731
+    assert all(healthy.client.run(imported, tasks.__name__).values())
+    assert not healthy.client.run_on_scheduler(imported, tasks.__name__)
+
+
+@pytest.mark.timeout(60)
 def test_exception_is_failed_with_its_message(healthy: WorkerPool) -> None:
     outcome = healthy.run(tasks.bad_plan, timeout_s=30)
     assert outcome.status == "failed"
