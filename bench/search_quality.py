@@ -82,7 +82,7 @@ def objectives(record: dict) -> tuple[float, float, float]:
     return float(m["accuracy"]), float(m["size_bytes"]), float(m["latency"]["1"]["median_ms"])
 
 
-def exhaustive(engine: Engine, bundle: ModelBundle, case: Case) -> tuple[list[Plan], np.ndarray]:
+def exhaustive(engine: Engine, bundle: ModelBundle, case: Case) -> tuple[list[Plan], list[dict]]:
     names = list(case.candidates)
     plans = [
         Plan(layers=dict(zip(names, combo, strict=True)))
@@ -102,10 +102,10 @@ def exhaustive(engine: Engine, bundle: ModelBundle, case: Case) -> tuple[list[Pl
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         raise SystemExit(f"{len(failed)} ground-truth plans failed, e.g. {failed[0]['error']}")
-    return plans, np.array([objectives(r) for r in records])
+    return plans, records
 
 
-def second_enumeration(engine: Engine, bundle: ModelBundle, case: Case, plans: list[Plan]) -> np.ndarray:
+def second_enumeration(engine: Engine, bundle: ModelBundle, case: Case, plans: list[Plan]) -> list[dict]:
     """Every plan measured a second time: the same models, new latency runs (kept in the store too).
 
     The exhaustive front is the best of every plan, latencies with their luck included. Judged by
@@ -115,7 +115,16 @@ def second_enumeration(engine: Engine, bundle: ModelBundle, case: Case, plans: l
     records = engine.evaluate_many(bundle, plans, settings=again, source="bench:retest")
     if any(r["status"] != "ok" for r in records):
         raise SystemExit("a plan of the second enumeration failed")
-    return np.array([objectives(r) for r in records])
+    return records
+
+
+def latency_ci_coverage(first: list[dict], second: list[dict]) -> tuple[int, np.ndarray]:
+    """How many second batch-1 medians fall inside the first measurement's 95% CI, and the ratios
+    second / first: how far a record's interval can be trusted from one run to the next here."""
+    a = [r["metrics"]["latency"]["1"] for r in first]
+    b = [r["metrics"]["latency"]["1"] for r in second]
+    inside = sum(x["ci_low_ms"] <= y["median_ms"] <= x["ci_high_ms"] for x, y in zip(a, b, strict=True))
+    return inside, np.array([y["median_ms"] / x["median_ms"] for x, y in zip(a, b, strict=True)])
 
 
 def normalized_hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
@@ -130,7 +139,8 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
     bundle = engine.model(case.model)
     n_plans = int(np.prod([len(v) for v in case.candidates.values()]))
     print(f"{case.model}: {n_plans} plans in the space; calibration {case.settings.calibration.label}")
-    plans, truth = exhaustive(engine, bundle, case)
+    plans, records = exhaustive(engine, bundle, case)
+    truth = np.array([objectives(r) for r in records])
     lo, hi = truth.min(axis=0), truth.max(axis=0)
     hv_truth = normalized_hypervolume(truth, lo, hi)
     front = non_dominated(truth, [True, False, False])
@@ -176,7 +186,8 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
             f"latency {100 * (err[:, 2] / measured[:, 2]).mean():.1f}%"
         )
     if "retest" in sys.argv[1:]:
-        again = second_enumeration(engine, bundle, case, plans)
+        second = second_enumeration(engine, bundle, case, plans)
+        again = np.array([objectives(r) for r in second])
         index = {engine.job(bundle, p, case.settings).key: i for i, p in enumerate(plans)}
         found = [index[k] for k in result.trials["result_key"] if k in index]
         lo2, hi2 = again.min(axis=0), again.max(axis=0)
@@ -186,6 +197,12 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
             f"keeps {100 * normalized_hypervolume(again[front], lo2, hi2) / hv_again:.1f}% of its "
             f"hypervolume, the search's {len(found)} plans "
             f"{100 * normalized_hypervolume(again[found], lo2, hi2) / hv_again:.1f}%"
+        )
+        inside, ratios = latency_ci_coverage(records, second)
+        p5, p50, p95 = np.percentile(ratios, [5, 50, 95])
+        print(
+            f"  latency at batch 1, second / first: {p5:.2f} {p50:.2f} {p95:.2f} (5th, 50th, 95th "
+            f"percentile); {inside} of {len(plans)} second medians inside the first's 95% CI"
         )
     return ratio, fraction
 
