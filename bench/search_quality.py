@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.api import Engine  # noqa: E402
 from engine.datasets import ModelBundle  # noqa: E402
 from engine.jobs import WorkerPool  # noqa: E402
+from engine.latency_compare import comparable_latency  # noqa: E402
 from engine.pareto import hypervolume, non_dominated  # noqa: E402
 from engine.search import SearchSpec, run_search, search_id  # noqa: E402
 from engine.sensitivity import candidate_precisions, layer_profile, probes, run_sensitivity  # noqa: E402
@@ -79,7 +80,7 @@ def mobilenet_case(engine: Engine) -> Case:
 
 def objectives(record: dict) -> tuple[float, float, float]:
     m = record["metrics"]
-    return float(m["accuracy"]), float(m["size_bytes"]), float(m["latency"]["1"]["median_ms"])
+    return float(m["accuracy"]), float(m["size_bytes"]), comparable_latency(m["latency"]["1"])[0]
 
 
 def exhaustive(engine: Engine, bundle: ModelBundle, case: Case) -> tuple[list[Plan], list[dict]]:
@@ -119,12 +120,13 @@ def second_enumeration(engine: Engine, bundle: ModelBundle, case: Case, plans: l
 
 
 def latency_ci_coverage(first: list[dict], second: list[dict]) -> tuple[int, np.ndarray]:
-    """How many second batch-1 medians fall inside the first measurement's 95% CI, and the ratios
-    second / first: how far a record's interval can be trusted from one run to the next here."""
-    a = [r["metrics"]["latency"]["1"] for r in first]
-    b = [r["metrics"]["latency"]["1"] for r in second]
-    inside = sum(x["ci_low_ms"] <= y["median_ms"] <= x["ci_high_ms"] for x, y in zip(a, b, strict=True))
-    return inside, np.array([y["median_ms"] / x["median_ms"] for x, y in zip(a, b, strict=True)])
+    """How many second batch-1 latencies (as plans are compared: engine.latency_compare) fall inside
+    the first measurement's 95% CI, and the ratios second / first: how far a record's interval can
+    be trusted from one run to the next here."""
+    a = [comparable_latency(r["metrics"]["latency"]["1"]) for r in first]
+    b = [comparable_latency(r["metrics"]["latency"]["1"])[0] for r in second]
+    inside = sum(low <= y <= high for (_, low, high), y in zip(a, b, strict=True))
+    return inside, np.array([y / x for (x, _, _), y in zip(a, b, strict=True)])
 
 
 def normalized_hypervolume(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
@@ -202,7 +204,7 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
         p5, p50, p95 = np.percentile(ratios, [5, 50, 95])
         print(
             f"  latency at batch 1, second / first: {p5:.2f} {p50:.2f} {p95:.2f} (5th, 50th, 95th "
-            f"percentile); {inside} of {len(plans)} second medians inside the first's 95% CI"
+            f"percentile); {inside} of {len(plans)} second latencies inside the first's 95% CI"
         )
     return ratio, fraction
 

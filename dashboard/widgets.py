@@ -8,6 +8,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import cached, state
+from engine.latency_compare import latency_words
 
 _RECENT = timedelta(minutes=10)  # how long a failure stays on screen after a reload
 
@@ -84,8 +85,7 @@ def latency_text(record: dict[str, Any], batch: str = "1") -> str:
         return "not measured"
     env = record.get("environment") or {}
     return (
-        f"{lat['median_ms']:.3f} ms (95% CI {lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}, "
-        f"{lat['runs']} runs) on {env.get('cpu', '?')}, ONNX Runtime {env.get('onnxruntime', '?')}, "
+        f"{latency_words(lat)} on {env.get('cpu', '?')}, ONNX Runtime {env.get('onnxruntime', '?')}, "
         f"{lat.get('threads', '?')} thread(s)"
     )
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from engine.latency_compare import comparable_latency, latency_words
 from engine.pareto import non_dominated
 from engine.types import Precision
 
@@ -42,7 +43,7 @@ OBJECTIVES: dict[str, Objective] = {
         "size", "size_mb", "size_change_pct", "Model size (MB)", "Size change vs FP32 (%)", False,
     ),
     "latency": Objective(
-        "latency", "latency_ms_b1", "latency_change_pct", "Latency, batch 1 (ms, median)",
+        "latency", "latency_ms_b1", "latency_change_pct", "Latency, batch 1 (ms, median, timed against FP32)",
         "Latency change vs FP32 (%)", False,
     ),
 }  # fmt: skip
@@ -118,10 +119,7 @@ def hover_text(row: Mapping[str, Any]) -> str:
             f"{env.get('cpu', 'CPU ?')}, ONNX Runtime {env.get('onnxruntime', '?')}, "
             f"{lat.get('threads', '?')} thread(s)"
         )
-        lines.append(
-            f"latency b1 {lat['median_ms']:.3f} ms (95% CI {lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}, "
-            f"{lat.get('runs', '?')} runs) on {where}"
-        )
+        lines.append(f"latency b1 {latency_words(lat)}<br>on {where}")
         speed = row.get("speedup")
         if _finite(speed) and not row.get("baseline"):
             word = "faster" if speed >= 1 else "slower"
@@ -434,8 +432,8 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
                 "plan": r.get("plan_summary"),
                 "model": r.get("model_name"),
                 "size_mb": (m.get("size_bytes") or np.nan) / 1e6,
-                "latency_ms_b1": lat.get("median_ms", np.nan),
-                "latency_ci_ms": f"{lat['ci_low_ms']:.3f}–{lat['ci_high_ms']:.3f}" if lat else "",
+                "latency_ms_b1": comparable_latency(lat)[0] if lat else np.nan,
+                "latency_ci_ms": "{1:.3f}–{2:.3f}".format(*comparable_latency(lat)) if lat else "",
                 "accuracy_pct": float(m["accuracy"]) * 100 if _finite(m.get("accuracy")) else np.nan,
                 "accuracy_change_pp": _pp(m.get("accuracy_delta")),
                 "accuracy_change_ci_pp": (

@@ -17,12 +17,13 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from engine import measure
 from engine.calibrate import calibrate, calibration_key
@@ -36,7 +37,7 @@ from engine.types import CalibrationMethod, LayerInfo, MeasureSettings, Plan, Pr
 class _Memo(collections.OrderedDict[str, Any]):
     """A small LRU: a long-lived worker keeps the few models it is working on, not every one seen."""
 
-    def __init__(self, size: int = 6) -> None:
+    def __init__(self, size: int = 8) -> None:
         super().__init__()
         self.size = size
 
@@ -47,7 +48,7 @@ class _Memo(collections.OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-_MEMO = _Memo()  # per worker process: parsed prepared models, FP32 reference outputs
+_MEMO = _Memo()  # per worker process: parsed prepared models, FP32 reference outputs and sessions
 
 
 @contextlib.contextmanager
@@ -72,6 +73,22 @@ def atomic_write(path: Path, data: bytes) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+def write_once(path: Path, data: bytes) -> bytes:
+    """Write the file unless it exists; either way return what it holds. When two workers race,
+    the first file to land wins and both go on with it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)  # fails if the file exists, unlike a rename
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return path.read_bytes()
 
 
 def layers_to_json(layers: list[LayerInfo]) -> list[dict[str, Any]]:
@@ -183,6 +200,28 @@ class ModelCache:
             atomic_write(path, buf.getvalue())
         _MEMO[memo_key] = ref
         return np.asarray(ref)
+
+    def fp32_latency_ms(
+        self, model_bytes: bytes, feeds: dict[str, np.ndarray], settings: MeasureSettings
+    ) -> float:
+        """The FP32 model's median latency at this batch size, measured once for the model (kept in
+        the cache): the one scale that every plan's ratio to FP32 is put on (comparable_ms), so plans
+        timed hours apart compare by their ratios, not by the host's state at the time."""
+        # Keyed by the inputs' shapes and types (a language model's sequence length counts, not its data).
+        shapes = stable_hash({k: [list(v.shape), str(v.dtype)] for k, v in sorted(feeds.items())})[:16]
+        path = self.folder / f"fp32-latency-b{measure.batch_of(feeds)}-t{settings.threads}-{shapes}.json"
+        if not path.is_file():
+            stats = measure.measure_latency(
+                _fp32_session(self.prepared(model_bytes), settings.threads),
+                feeds,
+                threads=settings.threads,
+                min_runs=settings.min_runs,
+                max_runs=settings.max_runs,
+                max_seconds=settings.max_seconds,
+                rel_ci=settings.rel_ci,
+            )
+            write_once(path, json.dumps(stats.to_json()).encode())
+        return float(json.loads(path.read_text())["median_ms"])
 
 
 def inspect_task(model_bytes: bytes, cache_dir: str) -> list[dict[str, Any]]:
@@ -378,6 +417,14 @@ def _fp32_model(prepared_path: Path) -> FP32Model:
     return _MEMO[memo_key]  # type: ignore[no-any-return]
 
 
+def _fp32_session(prepared_path: Path, threads: int) -> ort.InferenceSession:
+    """The FP32 model every plan of this model is timed against (created once per worker)."""
+    memo_key = f"fp32-session:{threads}:{prepared_path}"
+    if memo_key not in _MEMO:
+        _MEMO[memo_key] = measure.make_session(prepared_path, threads)
+    return _MEMO[memo_key]
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
@@ -424,17 +471,22 @@ def measure_built_model(
     }
     metrics.update(_accuracy_metrics(eval_set, outputs, ref, settings, n_classes))
     latency = {}
+    fp32 = _fp32_session(cache.prepared(model_bytes), settings.threads) if settings.interleave_fp32 else None
     for batch in settings.batch_sizes if settings.latency else ():
         assert session is not None
+        feeds = measure.make_feeds(eval_set.inputs, batch)
         stats = measure.measure_latency(
             session,
-            measure.make_feeds(eval_set.inputs, batch),
+            feeds,
             threads=settings.threads,
             min_runs=settings.min_runs,
             max_runs=settings.max_runs,
             max_seconds=settings.max_seconds,
             rel_ci=settings.rel_ci,
+            fp32=fp32,
         )
+        if fp32 is not None:
+            stats = replace(stats, fp32_ms=cache.fp32_latency_ms(model_bytes, feeds, settings))
         latency[str(batch)] = stats.to_json()
     metrics["latency"] = latency
     return metrics

@@ -80,7 +80,12 @@ def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency of one batch size: median with its 95% CI, p90, and how it was obtained."""
+    """Latency of one batch size: median with its 95% CI, p90, and how it was obtained.
+
+    vs_fp32*: this model's time over the FP32 model's, the two run alternately in one loop, as the
+    median of the per-pair ratios with its 95% CI. The absolute median moves with this shared
+    host's state (by +-25% between runs minutes apart here); the ratio moves by a few percent, so
+    it is what plans are compared by. None when no FP32 model was interleaved."""
 
     batch: int
     median_ms: float
@@ -90,15 +95,32 @@ class LatencyStats:
     runs: int
     threads: int
     converged: bool  # the CI met rel_ci before a run or time cap stopped the loop
+    vs_fp32: float | None = None
+    vs_fp32_ci_low: float | None = None
+    vs_fp32_ci_high: float | None = None
+    # The FP32 model's median measured once for the model (engine.evaluate.ModelCache): the scale
+    # engine.latency_compare puts vs_fp32 on.
+    fp32_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.runs < 1 or self.threads < 1:
             raise ValueError("batch, runs and threads must be >= 1")
         if not self.ci_low_ms <= self.median_ms <= self.ci_high_ms:
             raise ValueError("median must lie within its confidence interval")
+        ratio = (self.vs_fp32_ci_low, self.vs_fp32, self.vs_fp32_ci_high)
+        if any(x is None for x in ratio) != all(x is None for x in ratio):
+            raise ValueError("vs_fp32 and its CI bounds are given together or not at all")
+        if self.vs_fp32 is not None and not ratio[0] <= ratio[1] <= ratio[2]:  # type: ignore[operator]
+            raise ValueError("vs_fp32 must lie within its confidence interval")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.vs_fp32 is None:  # records measured without it keep their old shape
+            for name in ("vs_fp32", "vs_fp32_ci_low", "vs_fp32_ci_high"):
+                del out[name]
+        if self.fp32_ms is None:
+            del out["fp32_ms"]
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LatencyStats:
@@ -115,23 +137,38 @@ def measure_latency(
     max_seconds: float = 3.0,
     rel_ci: float = 0.05,
     warmup: int = 5,
+    fp32: ort.InferenceSession | None = None,
 ) -> LatencyStats:
-    """Time session.run until the median's 95% CI is within ±rel_ci, or a run/time cap is hit."""
+    """Time session.run until the median's 95% CI is within +-rel_ci, or a run/time cap is hit.
+
+    With an fp32 session, every run of the model is paired with one of the FP32 model, in
+    alternating order (so neither always runs on a warmer cache), and the loop also waits for the
+    ratio's CI to meet rel_ci. The time cap then covers both models' runs."""
     if not 1 <= min_runs <= max_runs:
         raise ValueError("need 1 <= min_runs <= max_runs")
     deadline = time.perf_counter_ns() + int(max_seconds * 1e9)
     for _ in range(warmup):
         session.run(None, feeds)
+        if fp32 is not None:
+            fp32.run(None, feeds)
     times_ns: list[int] = []
+    ratios: list[float] = []
     while len(times_ns) < max_runs:
+        if fp32 is not None and len(times_ns) % 2:
+            ref_ns = _timed_run(fp32, feeds)
         start = time.perf_counter_ns()
         session.run(None, feeds)
         end = time.perf_counter_ns()
         times_ns.append(end - start)
+        if fp32 is not None:
+            if len(times_ns) % 2:  # this pair's FP32 run comes second
+                ref_ns = _timed_run(fp32, feeds)
+                end = time.perf_counter_ns()
+            ratios.append(times_ns[-1] / max(ref_ns, 1))
         n = len(times_ns)
         if n < min_runs:
             continue
-        if (n - min_runs) % _CHECK_EVERY == 0 and _ci_within(np.asarray(times_ns, dtype=np.float64), rel_ci):
+        if (n - min_runs) % _CHECK_EVERY == 0 and _converged(times_ns, ratios, rel_ci):
             break
         if end >= deadline:
             break
@@ -139,15 +176,36 @@ def measure_latency(
     median = float(np.median(ms))
     low, high = median_ci(ms)
     return LatencyStats(
-        batch=_batch_of(feeds),
+        batch=batch_of(feeds),
         median_ms=median,
         p90_ms=float(np.percentile(ms, 90)),
         ci_low_ms=min(low, median),
         ci_high_ms=max(high, median),
         runs=len(ms),
         threads=threads,
-        converged=_ci_within(ms, rel_ci),
+        converged=_converged(times_ns, ratios, rel_ci),
+        **_ratio_fields(ratios),
     )
+
+
+def _timed_run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> int:
+    start = time.perf_counter_ns()
+    session.run(None, feeds)
+    return time.perf_counter_ns() - start
+
+
+def _converged(times_ns: list[int], ratios: list[float], rel_ci: float) -> bool:
+    if not _ci_within(np.asarray(times_ns, dtype=np.float64), rel_ci):
+        return False
+    return not ratios or _ci_within(np.asarray(ratios), rel_ci)
+
+
+def _ratio_fields(ratios: list[float]) -> dict[str, float]:
+    if not ratios:
+        return {}
+    median = float(np.median(ratios))
+    low, high = median_ci(np.asarray(ratios))
+    return {"vs_fp32": median, "vs_fp32_ci_low": min(low, median), "vs_fp32_ci_high": max(high, median)}
 
 
 def median_ci(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -169,7 +227,7 @@ def _ci_within(samples: np.ndarray, rel_ci: float) -> bool:
     return low >= med * (1 - rel_ci) and high <= med * (1 + rel_ci)
 
 
-def _batch_of(feeds: dict[str, np.ndarray]) -> int:
+def batch_of(feeds: dict[str, np.ndarray]) -> int:
     first = next(iter(feeds.values()), None)
     if first is None or np.ndim(first) == 0:
         return 1

@@ -18,6 +18,7 @@ import pandas as pd
 from engine import pareto
 from engine.charts import precision_mix
 from engine.goal import Goal, decimal_bytes
+from engine.latency_compare import comparable_latency
 from engine.search import objective_point
 
 # Ties on the objective are broken by the other two, in this order.
@@ -128,8 +129,7 @@ def _points(x: float) -> str:
 
 
 def _latency_ci(record: Mapping[str, Any]) -> tuple[float, float, float]:
-    lat = record["metrics"]["latency"]["1"]
-    return float(lat["median_ms"]), float(lat["ci_low_ms"]), float(lat["ci_high_ms"])
+    return comparable_latency(record["metrics"]["latency"]["1"])
 
 
 def speed_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.latency_compare import comparable_latency
 from engine.types import LayerInfo, Precision
 
 
@@ -55,13 +56,15 @@ def ratio_words(base: float, new: float, more: str, less: str) -> str:
 
 
 def _latency(stats: dict[str, Any]) -> str:
-    return f"{stats['median_ms']:.3f} ms [{stats['ci_low_ms']:.3f}-{stats['ci_high_ms']:.3f}]"
+    value, low, high = comparable_latency(stats)
+    return f"{value:.3f} ms [{low:.3f}-{high:.3f}]"
 
 
 def _latency_change(base: dict[str, Any], new: dict[str, Any]) -> str:
     # Overlapping 95% intervals: the medians' ratio is within noise, so say so instead of a ratio.
-    ratio = ratio_words(base["median_ms"], new["median_ms"], "faster", "slower")
-    if base["ci_low_ms"] <= new["ci_high_ms"] and new["ci_low_ms"] <= base["ci_high_ms"]:
+    (old, old_low, old_high), (value, low, high) = comparable_latency(base), comparable_latency(new)
+    ratio = ratio_words(old, value, "faster", "slower")
+    if old_low <= high and low <= old_high:
         return f"no clear difference (95% intervals overlap; medians {ratio})"
     return ratio
 

@@ -29,6 +29,7 @@ import pandas as pd
 from engine import pareto
 from engine.api import Engine, Job
 from engine.datasets import ModelBundle
+from engine.latency_compare import comparable_ms
 from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_predictor
 from engine.sensitivity import ALONE, candidate_precisions, layer_profile, run_sensitivity
 from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
@@ -173,15 +174,15 @@ def check_candidates(engine: Engine, bundle: ModelBundle, spec: SearchSpec) -> N
 
 
 def _objectives(record: dict[str, Any]) -> tuple[float, float, float] | None:
-    """(accuracy, size bytes, latency ms at batch 1) of an ok result, else None."""
+    """(accuracy, size bytes, latency ms at batch 1 as plans compare by it) of an ok result, else None."""
     if record.get("status") != "ok":
         return None
     m = record["metrics"]
     latency = (m.get("latency") or {}).get("1") or {}
-    accuracy, size, median = m.get("accuracy"), m.get("size_bytes"), latency.get("median_ms")
-    if accuracy is None or size is None or median is None:
+    accuracy, size = m.get("accuracy"), m.get("size_bytes")
+    if accuracy is None or size is None or latency.get("median_ms") is None:
         return None
-    return float(accuracy), float(size), float(median)
+    return float(accuracy), float(size), comparable_ms(latency)
 
 
 def objective_point(record: dict[str, Any] | None) -> dict[str, float] | None:

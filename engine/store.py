@@ -17,6 +17,8 @@ from typing import Any
 import pandas as pd
 import psutil
 
+from engine.latency_compare import comparable_ms
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "timeout", "crashed")
 JOB_STATES = ("queued", "running", "done", "failed", "stale")
@@ -485,7 +487,10 @@ def _flatten(metrics: dict[str, Any]) -> dict[str, float | None]:
     latency = metrics.get("latency") or {}
     # JSON keys are strings; accept an int key from a record that has not been through JSON yet.
     b1 = latency.get("1", latency.get(1)) if isinstance(latency, dict) else None
-    out["latency_ms_b1"] = _number(b1.get("median_ms")) if isinstance(b1, dict) else None
+    # The latency plans are compared by (engine.latency_compare): ratio to FP32 on the model's FP32 scale.
+    out["latency_ms_b1"] = None
+    if isinstance(b1, dict) and _number(b1.get("median_ms")) is not None:
+        out["latency_ms_b1"] = comparable_ms(b1)
     return out
 
 

@@ -199,6 +199,9 @@ class MeasureSettings:
     seed: int = 0
     # False: accuracy, fidelity and size only (a sensitivity pass needs no timing of every plan).
     latency: bool = True
+    # Time each plan in alternation with the FP32 model and keep the ratio (LatencyStats.vs_fp32):
+    # plans are compared by it, as it does not move with the host's state the way absolute times do.
+    interleave_fp32: bool = True
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -209,6 +212,8 @@ class MeasureSettings:
             raise ValueError("need 1 <= min_runs <= max_runs")
         object.__setattr__(self, "calibration", CalibrationMethod(self.calibration))
         object.__setattr__(self, "batch_sizes", tuple(int(b) for b in self.batch_sizes))
+        if not self.latency:  # nothing is timed, so nothing is interleaved
+            object.__setattr__(self, "interleave_fp32", False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -223,12 +228,14 @@ class MeasureSettings:
             "seed": self.seed,
             # Spelled only when off, so the settings (and result keys) stored before it existed stay valid.
             **({} if self.latency else {"latency": False}),
+            # Spelled when on: results timed without it keep their keys, and are not mixed with these.
+            **({"interleave_fp32": True} if self.interleave_fp32 else {}),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MeasureSettings:
         """The settings a result stored (to_json's output); __post_init__ restores the types."""
-        return cls(**data)
+        return cls(**{"interleave_fp32": False, **data})  # absent: stored before it existed
 
     @property
     def hash(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +312,83 @@ def test_environment_info_fields():
     assert env["logical_cores"] >= 1
     assert set(env["cpu_flags"]) <= {"avx2", "avx512f", "avx512_vnni", "avx_vnni"}
     assert {"onnx", "numpy", "python"} <= set(env)
+
+
+# --- latency against FP32, timed alternately ---
+
+
+def build_matmul_chain(depth: int, width: int = 192, seed: int = 0) -> onnx.ModelProto:
+    """x[N,width] through `depth` MatMuls: compute grows with depth, so depth 4 costs ~4x depth 1."""
+    rng = np.random.default_rng(seed)
+    inits, nodes, name = [], [], "x"
+    for i in range(depth):
+        w = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [name, f"w{i}"], [f"h{i}"], name=f"mm{i}"))
+        name = f"h{i}"
+    nodes.append(helper.make_node("Identity", [name], ["y"], name="out"))
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", width])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _chain_session(depth: int):
+    return measure.make_session(build_matmul_chain(depth).SerializeToString(), threads=1)
+
+
+CHAIN_FEEDS = {"x": np.random.default_rng(1).standard_normal((64, 192)).astype(np.float32)}
+
+
+def test_ratio_to_fp32_reflects_the_work_each_model_does():
+    fp32 = _chain_session(1)
+    heavy = measure.measure_latency(_chain_session(4), CHAIN_FEEDS, threads=1, fp32=fp32, min_runs=40)
+    same = measure.measure_latency(_chain_session(1), CHAIN_FEEDS, threads=1, fp32=fp32, min_runs=40)
+    assert heavy.vs_fp32 is not None and same.vs_fp32 is not None
+    assert 2.5 < heavy.vs_fp32 < 5.5, heavy
+    assert 0.8 < same.vs_fp32 < 1.25, same
+    assert heavy.vs_fp32_ci_low <= heavy.vs_fp32 <= heavy.vs_fp32_ci_high
+    assert LatencyStats.from_json(heavy.to_json()) == heavy
+
+
+class _HostThatSlowsDown:
+    """A real session on a host that becomes 3x slower halfway through (it sleeps twice each run's
+    own time): what a noisy neighbour does to every model timed on it at that moment."""
+
+    def __init__(self, session, clock: list[int], slow_after: int) -> None:
+        self.session, self.clock, self.slow_after = session, clock, slow_after
+
+    def run(self, names, feeds):
+        start = time.perf_counter()
+        out = self.session.run(names, feeds)
+        self.clock[0] += 1
+        if self.clock[0] > self.slow_after:
+            time.sleep(2 * (time.perf_counter() - start))
+        return out
+
+
+def test_the_ratio_holds_when_the_host_slows_down_midway():
+    clock = [0]
+    model = _HostThatSlowsDown(_chain_session(2), clock, slow_after=100)
+    fp32 = _HostThatSlowsDown(_chain_session(1), clock, slow_after=100)
+    stats = measure.measure_latency(
+        model, CHAIN_FEEDS, threads=1, fp32=fp32, min_runs=100, max_runs=100, warmup=0, rel_ci=0.0
+    )
+    # Half the runs (of both models) were 3x slower: timing the model alone before the FP32 model,
+    # or all of one then all of the other, would put the ratio near 0.7 or 6, not near 2.
+    assert stats.vs_fp32 is not None and 1.4 < stats.vs_fp32 < 2.8, stats
+    assert stats.runs == 100
+
+
+def test_latency_stats_keep_the_old_shape_without_a_ratio(mlp: onnx.ModelProto, eval_x: np.ndarray):
+    sess = measure.make_session(mlp.SerializeToString())
+    stats = measure.measure_latency(sess, measure.make_feeds({"x": eval_x}, 1), threads=1)
+    assert stats.vs_fp32 is None and "vs_fp32" not in stats.to_json() and "fp32_ms" not in stats.to_json()
+    with pytest.raises(ValueError, match="together"):
+        LatencyStats(1, 1.0, 1.0, 1.0, 1.0, 1, 1, True, vs_fp32=1.0)
+    with pytest.raises(ValueError, match="within"):
+        LatencyStats(1, 1.0, 1.0, 1.0, 1.0, 1, 1, True, vs_fp32=2.0, vs_fp32_ci_low=0.9, vs_fp32_ci_high=1.1)

@@ -1,0 +1,55 @@
+"""How plans' latencies are compared: by their ratio to FP32, timed alternately in one loop.
+
+On this kind of shared host a model's absolute median moves by +-25% between runs minutes apart
+(the host's state, not the model), while its ratio to the FP32 model timed in alternation moves by
+a few percent. A result measured with `MeasureSettings.interleave_fp32` stores that ratio
+(`vs_fp32`, with its 95% CI) and the FP32 model's median measured once for the model (`fp32_ms`).
+Their product is the latency plots, the search and the recommendations compare: every plan of a
+model on the same scale. Results stored before the ratio existed fall back to their absolute
+median. This module reads record dicts only, so the store and the dashboard can use it without
+importing ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+def has_ratio(stats: Mapping[str, Any]) -> bool:
+    return stats.get("vs_fp32") is not None and stats.get("fp32_ms") is not None
+
+
+def comparable_ms(stats: Mapping[str, Any]) -> float:
+    """The value alone of comparable_latency (a record may lack the absolute median's CI)."""
+    if not has_ratio(stats):
+        return float(stats["median_ms"])
+    return float(stats["vs_fp32"]) * float(stats["fp32_ms"])
+
+
+def comparable_latency(stats: Mapping[str, Any]) -> tuple[float, float, float]:
+    """(value, 95% CI low, high) in ms of one batch size's latency stats: vs_fp32 x fp32_ms when the
+    result has them, else the absolute median and its CI."""
+    if not has_ratio(stats):
+        return float(stats["median_ms"]), float(stats["ci_low_ms"]), float(stats["ci_high_ms"])
+    scale = float(stats["fp32_ms"])
+    return (
+        float(stats["vs_fp32"]) * scale,
+        float(stats["vs_fp32_ci_low"]) * scale,
+        float(stats["vs_fp32_ci_high"]) * scale,
+    )
+
+
+def latency_words(stats: Mapping[str, Any]) -> str:
+    """The figure with its interval, and how it was obtained:
+    '0.234 ms (95% CI 0.229–0.240) = 0.45× FP32 timed alternately with it, 70 runs; this run's own
+    median 0.236 ms' or, for an older result, '0.236 ms (95% CI 0.229–0.248), 70 runs'."""
+    value, low, high = comparable_latency(stats)
+    head = f"{value:.3f} ms (95% CI {low:.3f}–{high:.3f})"
+    runs = stats.get("runs", "?")
+    if not has_ratio(stats):
+        return f"{head}, {runs} runs"
+    return (
+        f"{head} = {float(stats['vs_fp32']):.2f}× FP32 ({float(stats['fp32_ms']):.3f} ms) timed alternately "
+        f"with it, {runs} runs; this run's own median {float(stats['median_ms']):.3f} ms"
+    )
