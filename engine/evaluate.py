@@ -211,15 +211,7 @@ class ModelCache:
         shapes = stable_hash({k: [list(v.shape), str(v.dtype)] for k, v in sorted(feeds.items())})[:16]
         path = self.folder / f"fp32-latency-b{measure.batch_of(feeds)}-t{settings.threads}-{shapes}.json"
         if not path.is_file():
-            stats = measure.measure_latency(
-                _fp32_session(self.prepared(model_bytes), settings.threads),
-                feeds,
-                threads=settings.threads,
-                min_runs=settings.min_runs,
-                max_runs=settings.max_runs,
-                max_seconds=settings.max_seconds,
-                rel_ci=settings.rel_ci,
-            )
+            stats = timed(_fp32_session(self.prepared(model_bytes), settings.threads), feeds, settings)
             write_once(path, json.dumps(stats.to_json()).encode())
         return float(json.loads(path.read_text())["median_ms"])
 
@@ -417,6 +409,25 @@ def _fp32_model(prepared_path: Path) -> FP32Model:
     return _MEMO[memo_key]  # type: ignore[no-any-return]
 
 
+def timed(
+    session: ort.InferenceSession,
+    feeds: dict[str, np.ndarray],
+    settings: MeasureSettings,
+    fp32: ort.InferenceSession | None = None,
+) -> measure.LatencyStats:
+    """measure_latency with the settings' run and time caps."""
+    return measure.measure_latency(
+        session,
+        feeds,
+        threads=settings.threads,
+        min_runs=settings.min_runs,
+        max_runs=settings.max_runs,
+        max_seconds=settings.max_seconds,
+        rel_ci=settings.rel_ci,
+        fp32=fp32,
+    )
+
+
 def _fp32_session(prepared_path: Path, threads: int) -> ort.InferenceSession:
     """The FP32 model every plan of this model is timed against (created once per worker)."""
     memo_key = f"fp32-session:{threads}:{prepared_path}"
@@ -475,16 +486,7 @@ def measure_built_model(
     for batch in settings.batch_sizes if settings.latency else ():
         assert session is not None
         feeds = measure.make_feeds(eval_set.inputs, batch)
-        stats = measure.measure_latency(
-            session,
-            feeds,
-            threads=settings.threads,
-            min_runs=settings.min_runs,
-            max_runs=settings.max_runs,
-            max_seconds=settings.max_seconds,
-            rel_ci=settings.rel_ci,
-            fp32=fp32,
-        )
+        stats = timed(session, feeds, settings, fp32)
         if fp32 is not None:
             stats = replace(stats, fp32_ms=cache.fp32_latency_ms(model_bytes, feeds, settings))
         latency[str(batch)] = stats.to_json()
