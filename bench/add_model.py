@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.api import Engine  # noqa: E402
 from engine.datasets import SAMPLES_DIR  # noqa: E402
 from engine.jobs import WorkerPool  # noqa: E402
+from engine.latency_compare import comparable_ms  # noqa: E402
 from engine.store import ResultStore  # noqa: E402
 from engine.types import Plan, Precision  # noqa: E402
 
@@ -63,8 +64,8 @@ def main() -> None:
     print(
         f"{sample} uploaded without data: add {add_s:.1f} s, FP32 + INT8 measured {eval_s:.1f} s -> "
         f"{upload_s:.1f} s to the first comparison (size {b['size_bytes'] / 1e6:.2f} -> "
-        f"{q['size_bytes'] / 1e6:.2f} MB, batch-1 latency {b['latency']['1']['median_ms']:.3f} -> "
-        f"{q['latency']['1']['median_ms']:.3f} ms, SQNR {q['sqnr_db']:.1f} dB on synthetic inputs)"
+        f"{q['size_bytes'] / 1e6:.2f} MB, batch-1 latency {comparable_ms(b['latency']['1']):.3f} -> "
+        f"{comparable_ms(q['latency']['1']):.3f} ms, SQNR {q['sqnr_db']:.1f} dB on synthetic inputs)"
     )
     print(f"the bundled sample by name, same two evaluations: {sample_s:.1f} s")
     shutil.rmtree(work, ignore_errors=True)

@@ -7,8 +7,9 @@ with onnxruntime.quantization from the same MinMax ranges:
   * qdq-u8s8-full: the same with full 8-bit weights (saturates u8*s8 kernels without VNNI);
   * qdq-s8s8: int8 activations and weights;
   * dynamic: int8 weights, activations quantized at run time (ConvInteger).
-Latency: rounds in which every model is timed in turn (the machine is noisy); SQNR of the
-final output against FP32 on 256 evaluation images.
+Latency: rounds in which every model is timed in turn, each run paired with one of FP32 (the
+machine is noisy; the ratio holds when its speed changes); SQNR of the final output against
+FP32 on 256 evaluation images.
 
 Run: .venv/bin/python bench/int8_formats.py
 """
@@ -72,20 +73,25 @@ def main() -> None:
     sessions = {name: measure.make_session(data, 1) for name, data in variants.items()}
     feeds = measure.make_feeds(bundle.eval_set.inputs, 1)
     medians: dict[str, list[float]] = {name: [] for name in variants}
+    ratios: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(5):
         for name, session in sessions.items():
-            stats = measure.measure_latency(session, feeds, threads=1, min_runs=50, max_runs=200)
+            # Each run paired with one of FP32 (engine/latency_compare.py): the ratio holds when the
+            # host's speed changes between one format's timing and the next.
+            stats = measure.measure_latency(
+                session, feeds, threads=1, min_runs=50, max_runs=200, fp32=sessions["fp32"]
+            )
             medians[name].append(stats.median_ms)
-    base = statistics.median(medians["fp32"])
+            ratios[name].append(stats.vs_fp32 or float("nan"))
     env = measure.environment_info(1)
     flags = " ".join(env["cpu_flags"])
     print(f"digits_resnet, batch 1, 1 thread, {env['cpu']} (flags: {flags}), ORT {env['onnxruntime']}")
     speed = {}
     for name in variants:
         med = statistics.median(medians[name])
-        speed[name] = base / med
+        speed[name] = 1 / statistics.median(ratios[name])
         print(
-            f"  {name:16s} {med:7.3f} ms  {speed[name]:5.2f}x FP32   output SQNR "
+            f"  {name:16s} {med:7.3f} ms  {speed[name]:5.2f}x FP32 (timed alternately)   output SQNR "
             f"{'inf' if name == 'fp32' else f'{sqnr[name]:5.1f}'} dB"
         )
     print(
