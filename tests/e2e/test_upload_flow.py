@@ -127,7 +127,12 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         upload(page, 1, data)
         click(page, "qd_upload_add")
         refused = page.locator("[data-testid=stAlertContentError]", has_text=re.compile(r"^bad\.onnx"))
-        refused.first.wait_for(timeout=60_000)
+        try:  # the check runs in a worker, as adding a model does above: the same 120 s
+            refused.first.wait_for(timeout=120_000)
+        except Exception:  # what the page showed instead, for whoever reads the failure
+            page.screenshot(path=str(artifacts / "e2e-upload-4-refused-FAILED.png"), full_page=True)
+            print("page when the refusal did not come:", page.inner_text("body")[-3000:])
+            raise
         text = refused.first.inner_text()
         assert re.search(r"not a readable ONNX model|holds no ONNX graph", text), text
         print("refused on Add model:", text)
