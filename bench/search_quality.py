@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.api import Engine  # noqa: E402
 from engine.datasets import ModelBundle  # noqa: E402
 from engine.jobs import WorkerPool  # noqa: E402
-from engine.latency_compare import comparable_latency  # noqa: E402
+from engine.latency_compare import comparable_latency, comparable_ms  # noqa: E402
 from engine.pareto import hypervolume, non_dominated  # noqa: E402
 from engine.search import SearchSpec, run_search, search_id  # noqa: E402
 from engine.sensitivity import candidate_precisions, layer_profile, probes, run_sensitivity  # noqa: E402
@@ -81,7 +81,7 @@ def mobilenet_case(engine: Engine) -> Case:
 
 def objectives(record: dict) -> tuple[float, float, float]:
     m = record["metrics"]
-    return float(m["accuracy"]), float(m["size_bytes"]), comparable_latency(m["latency"]["1"])[0]
+    return float(m["accuracy"]), float(m["size_bytes"]), comparable_ms(m["latency"]["1"])
 
 
 def exhaustive(engine: Engine, bundle: ModelBundle, case: Case) -> tuple[list[Plan], list[dict]]:
@@ -125,7 +125,7 @@ def latency_ci_coverage(first: list[dict], second: list[dict]) -> tuple[int, np.
     the first measurement's 95% CI, and the ratios second / first: how far a record's interval can
     be trusted from one run to the next here."""
     a = [comparable_latency(r["metrics"]["latency"]["1"]) for r in first]
-    b = [comparable_latency(r["metrics"]["latency"]["1"])[0] for r in second]
+    b = [comparable_ms(r["metrics"]["latency"]["1"]) for r in second]
     inside = sum(low <= y <= high for (_, low, high), y in zip(a, b, strict=True))
     return inside, np.array([y / x for (x, _, _), y in zip(a, b, strict=True)])
 

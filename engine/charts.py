@@ -426,14 +426,15 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
     for r in records:
         m = r.get("metrics") or {}
         lat = _latency(m)
+        latency = comparable_latency(lat) if lat else None
         env = r.get("environment") or {}
         rows.append(
             {
                 "plan": r.get("plan_summary"),
                 "model": r.get("model_name"),
                 "size_mb": (m.get("size_bytes") or np.nan) / 1e6,
-                "latency_ms_b1": comparable_latency(lat)[0] if lat else np.nan,
-                "latency_ci_ms": "{1:.3f}–{2:.3f}".format(*comparable_latency(lat)) if lat else "",
+                "latency_ms_b1": latency[0] if latency else np.nan,
+                "latency_ci_ms": f"{latency[1]:.3f}–{latency[2]:.3f}" if latency else "",
                 "accuracy_pct": float(m["accuracy"]) * 100 if _finite(m.get("accuracy")) else np.nan,
                 "accuracy_change_pp": _pp(m.get("accuracy_delta")),
                 "accuracy_change_ci_pp": (

@@ -154,17 +154,15 @@ def measure_latency(
     times_ns: list[int] = []
     ratios: list[float] = []
     while len(times_ns) < max_runs:
-        if fp32 is not None and len(times_ns) % 2:
-            ref_ns = _timed_run(fp32, feeds)
-        start = time.perf_counter_ns()
-        session.run(None, feeds)
-        end = time.perf_counter_ns()
-        times_ns.append(end - start)
-        if fp32 is not None:
-            if len(times_ns) % 2:  # this pair's FP32 run comes second
-                ref_ns = _timed_run(fp32, feeds)
-                end = time.perf_counter_ns()
+        if fp32 is None:
+            times_ns.append(_timed_run(session, feeds))
+        else:
+            fp32_first = len(times_ns) % 2 == 1  # every other pair
+            ref_ns = _timed_run(fp32, feeds) if fp32_first else 0
+            times_ns.append(_timed_run(session, feeds))
+            ref_ns = ref_ns if fp32_first else _timed_run(fp32, feeds)
             ratios.append(times_ns[-1] / max(ref_ns, 1))
+        end = time.perf_counter_ns()
         n = len(times_ns)
         if n < min_runs:
             continue

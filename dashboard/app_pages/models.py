@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import cached, state, upload_logic, widgets
 from dashboard.text import md, one_line
-from engine.latency_compare import comparable_latency
+from engine.latency_compare import comparable_ms
 from engine.model_io import ModelError
 from engine.presets import preset_plan
 from engine.types import Plan, Precision
@@ -243,7 +243,7 @@ if base is not None:
         cols[1].metric("Accuracy", f"{m['accuracy']:.2%}")
     else:
         cols[1].metric("Quality", widgets.accuracy_text(base))
-    cols[2].metric("Latency, batch 1 (median)", f"{comparable_latency(m['latency']['1'])[0]:.3f} ms")
+    cols[2].metric("Latency, batch 1 (median)", f"{comparable_ms(m['latency']['1']):.3f} ms")
     for batch in m.get("latency", {}):
         st.caption(f"Latency at batch {batch}: {widgets.latency_text(base, batch)}")
 
@@ -262,7 +262,7 @@ if is_added and base is not None and any(Precision.INT8 in x.accepts for x in la
             delta=f"{q['size_bytes'] / b['size_bytes'] - 1:+.0%} vs FP32",
             delta_color="inverse",
         )
-        lat, base_lat = comparable_latency(q["latency"]["1"])[0], comparable_latency(b["latency"]["1"])[0]
+        lat, base_lat = comparable_ms(q["latency"]["1"]), comparable_ms(b["latency"]["1"])
         cols[1].metric(
             "Latency, batch 1 (median)",
             f"{lat:.3f} ms",
