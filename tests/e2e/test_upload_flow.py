@@ -125,6 +125,10 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         no_traceback(page)
         # With data given, the same file is refused on Add model; the uploads stay for a retry.
         upload(page, 1, data)
+        # With data given the button is enabled again: click it once the rerun that enables it is
+        # drawn, not while it runs (twice, in full runs only, the click led to no check at all).
+        page.locator(".st-key-qd_upload_add button:not([disabled])").wait_for(timeout=60_000)
+        wait_idle(page)
         click(page, "qd_upload_add")
         refused = page.locator("[data-testid=stAlertContentError]", has_text=re.compile(r"^bad\.onnx"))
         try:  # the check runs in a worker, as adding a model does above: the same 120 s
