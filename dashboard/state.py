@@ -19,6 +19,7 @@ SELECTED = "qd_selected_result"  # result key selected on Explore (chart click o
 WATCHED = "qd_watched_jobs"  # job ids this session saw running: their end triggers a rerun
 DISMISSED = "qd_dismissed_jobs"  # failed jobs whose message the user closed
 EDIT_NOTES = "qd_edit_notes"  # messages about rejected edits, shown once
+PLAN_OUTCOME = "qd_plan_outcome"  # why Evaluate did not submit the plan (widgets.keep_outcome)
 COMPARE = "qd_compare"  # widget key: results picked on Compare
 
 # Widget keys (each widget gets a key, all spelled here).
@@ -49,10 +50,12 @@ SEARCH_BUDGET = "qd_search_budget"
 SEARCH_SECONDS = "qd_search_seconds"
 SEARCH_RUN = "qd_search_run"
 SEARCH_LOAD = "qd_search_load"
+SEARCH_OUTCOME = "qd_search_outcome"  # why Find best plans did not start a search
 # Report page.
 REPORT_GOAL = "qd_report_goal"
 REPORT_MEASURE = "qd_report_measure"
 REPORT_BUILD = "qd_report_build"
+REPORT_OUTCOME = "qd_report_outcome"  # why Build report failed
 REPORT_NOTE = "qd_report_note"  # what measuring the presets left to say, shown once
 REPORT_DL_HTML = "qd_report_dl_html"
 REPORT_DL_PDF = "qd_report_dl_pdf"
@@ -61,6 +64,7 @@ REPORT_DL_IMAGES = "qd_report_dl_images"
 # Models page: adding your own model.
 UPLOAD_ADD = "qd_upload_add"
 MODELS_NOTE = "qd_models_note"  # (model, markdown): what adding it said, shown while it is the model
+UPLOAD_OUTCOME = "qd_upload_outcome"  # why Add model refused the uploads (widgets.keep_outcome)
 REMOVE_MODEL = "qd_remove_model"
 _UPLOAD_VERSION = "qd_upload_version"
 _NEXT_MODEL = "qd_next_model"

@@ -1,4 +1,4 @@
-"""Pieces several pages share: the running-jobs panel and number formatting."""
+"""Pieces several pages share: the running-jobs panel, what a button press said, number formatting."""
 
 from __future__ import annotations
 
@@ -62,6 +62,19 @@ def _failures() -> None:
         if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
             state.put(state.DISMISSED, dismissed | {job["job_id"]})
             st.rerun(scope="app")
+
+
+def keep_outcome(key: str, attempt: object, message: str | None, kind: str = "error") -> None:
+    """Remember what pressing a button on `attempt` (what the press acted on) said; None: nothing to say."""
+    state.put(key, None if message is None else (attempt, kind, message))
+
+
+def show_outcome(key: str, attempt: object) -> None:
+    """What the last press said, while what it acted on is unchanged, drawn on every rerun and not only in
+    the press's own: a background job ending reruns the app, which would wipe it the moment it appeared."""
+    kept = state.get(key)
+    if kept is not None and kept[0] == attempt:
+        {"error": st.error, "warning": st.warning}[kept[1]](kept[2])
 
 
 def _ago(iso: str) -> str:

@@ -113,13 +113,26 @@ def add_section() -> None:
                 shapes, missing = upload_logic.shapes_for(
                     outcome["inputs"], _dimension_sizes(outcome["inputs"])
                 )
-    if not st.button("Add model", key=state.UPLOAD_ADD, type="primary", disabled=unreadable):
-        return
-    if missing:
-        st.error(
-            md("Give a size for each open input dimension first: " + "; ".join(d.label for d in missing))
+    # What this press of Add model tries: the same files, name and sizes are the same attempt.
+    attempt = (model_file.file_id, data_file and data_file.file_id, name, tuple(sorted(shapes.items())))
+    if st.button("Add model", key=state.UPLOAD_ADD, type="primary", disabled=unreadable):
+        widgets.keep_outcome(
+            state.UPLOAD_OUTCOME, attempt, _refusal(model_file, data_file, name, shapes, missing)
         )
-        return
+    widgets.show_outcome(state.UPLOAD_OUTCOME, attempt)
+
+
+def _refusal(
+    model_file: Any,
+    data_file: Any,
+    name: str,
+    shapes: dict[str, tuple[int, ...]],
+    missing: list[upload_logic.DynamicDim],
+) -> str | None:
+    """Add the uploads as a model (then rerun, showing it), or say in markdown why they were not added."""
+    label = upload_logic.label(model_file.name)
+    if missing:
+        return md("Give a size for each open input dimension first: " + "; ".join(d.label for d in missing))
     try:
         with st.spinner("Checking the model in a worker process (reading it, repairing it, running it) ..."):
             new = upload_logic.add_upload(
@@ -130,21 +143,18 @@ def add_section() -> None:
                 shapes=shapes,
             )
     except ModelError as e:  # refused: the message names what is wrong; the uploads stay for a retry
-        st.error(md(str(e)))
-        return
+        return md(str(e))
     except Exception as e:  # the workers failed, not the file
-        st.error(
-            md(
-                f"{label} could not be checked ({one_line(e)}). Your files are kept: press Add model again; "
-                "if it repeats, restart the app (its worker processes restart with it)."
-            )
+        return md(
+            f"{label} could not be checked ({one_line(e)}). Your files are kept: press Add model again; "
+            "if it repeats, restart the app (its worker processes restart with it)."
         )
-        return
     cached.models_changed(new.name)
     state.put(state.MODELS_NOTE, (new.name, upload_logic.added_text(new)))
     state.clear_upload()
     state.show_model(new.name)
     st.rerun()
+    return None  # not reached: st.rerun raises
 
 
 with st.expander("Add your own model", icon=":material/upload_file:"):

@@ -132,10 +132,15 @@ known = runner.engine.cached(runner.engine.job(runner.model(model), plan, runner
 if st.button("Evaluate", key="qd_evaluate", type="primary"):
     try:
         runner.submit(model, plan, calibration=calibration)
+    except PlanError as e:
+        widgets.keep_outcome(
+            state.PLAN_OUTCOME, (model, plan, calibration), f"This plan does not fit {model}: {e}"
+        )
+    else:
+        widgets.keep_outcome(state.PLAN_OUTCOME, (model, plan, calibration), None)
         st.toast("Submitted: it runs in a worker process. This page stays usable; Explore shows the result.")
         st.rerun()
-    except PlanError as e:
-        st.error(f"This plan does not fit {model}: {e}")
+widgets.show_outcome(state.PLAN_OUTCOME, (model, plan, calibration))
 if known is not None:
     st.info(f"Already measured: {known['plan_summary']} · {widgets.accuracy_text(known)}.")
     if st.button("Show it on Explore", key="qd_show_known"):

@@ -175,14 +175,17 @@ if st.button("Build report", key=state.REPORT_BUILD, type="primary"):
             status.update(label="The report could not be built", state="error", expanded=False)
         else:
             status.update(label=f"Report built in {out_dir}", state="complete", expanded=False)
-    if failure is not None:  # no traceback on screen: what failed and what to try
-        st.error(
-            md(
-                f"The report of {model} could not be built ({one_line(failure)}). Check the message, "
-                "then press Build report again."
-            )
-        )
-    else:
+    widgets.keep_outcome(
+        state.REPORT_OUTCOME,
+        (model, goal_text),
+        None
+        if failure is None  # else no traceback on screen: what failed and what to try
+        else md(
+            f"The report of {model} could not be built ({one_line(failure)}). Check the message, "
+            "then press Build report again."
+        ),
+    )
+    if failure is None:
         state.set_built_report(
             model,
             {
@@ -196,6 +199,7 @@ if st.button("Build report", key=state.REPORT_BUILD, type="primary"):
                 "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             },
         )
+widgets.show_outcome(state.REPORT_OUTCOME, (model, goal_text))
 
 built = state.built_report(model)
 if built is not None and not Path(built["html"]).is_file():

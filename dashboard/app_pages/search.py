@@ -275,7 +275,10 @@ with st.form(state.SEARCH_FORM, border=True):
         key=state.SEARCH_SECONDS,
     )
     submitted = st.form_submit_button("Find best plans", type="primary", key=state.SEARCH_RUN)
+# What a press of Find best plans acted on: the model, and whether a search on it was running then.
+attempt = (model, bool(_running("search")))
 if submitted:
+    kind, message = "error", None
     try:
         candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
         spec = SearchSpec(
@@ -286,18 +289,23 @@ if submitted:
             max_seconds=seconds,
         )
     except (ValueError, PlanError) as e:
-        st.error(f"These settings cannot start a search: {e}")
+        message = f"These settings cannot start a search: {e}"
     else:
-        if _running("search"):
-            st.warning("A search on this model is still running: wait for it to end, then press again.")
+        if attempt[1]:
+            kind, message = (
+                "warning",
+                "A search on this model is still running: wait for it to end, then press again.",
+            )
         else:
             try:
                 runner.submit_search(model, spec, calibration)
             except PlanError as e:  # e.g. a pin no longer fits the model's layers
-                st.error(f"These settings cannot start a search: {e}")
-            else:
-                state.show_search(model, spec, calibration.value)
-                st.rerun()
+                message = f"These settings cannot start a search: {e}"
+    widgets.keep_outcome(state.SEARCH_OUTCOME, attempt, message, kind)
+    if message is None:
+        state.show_search(model, spec, calibration.value)
+        st.rerun()
+widgets.show_outcome(state.SEARCH_OUTCOME, attempt)
 
 shown = state.shown_search(model)
 if shown is None:

@@ -129,5 +129,6 @@ def test_a_build_that_fails_says_why_and_the_page_stays_usable(home: Path, monke
     error = _texts(at.error)
     assert "could not be built (OSError: No space left on device)" in error and "second line" not in error
     assert f"qd_report::{MODEL}" not in at.session_state and not at.get("download_button")
-    at.run()  # and it keeps working
+    at.run()  # and it keeps working, and keeps saying why (a job ending elsewhere reruns the app like this)
     assert not at.exception and "Recommended" in _texts(at.subheader)
+    assert "could not be built (OSError: No space left on device)" in _texts(at.error)

@@ -52,6 +52,18 @@ def picked_model(page: Any) -> str:
     )
 
 
+def rerun_app(page: Any, sent: list[object]) -> None:
+    """Rerun the whole app as a background job ending does (Streamlit's R key), and wait for it to end."""
+    before = len(sent)
+    page.evaluate("document.activeElement && document.activeElement.blur()")  # R typed in an input is text
+    page.keyboard.press("r")
+    deadline = time.monotonic() + 10
+    while len(sent) == before:  # the rerun request went out over the websocket
+        assert time.monotonic() < deadline, "pressing R sent no rerun request"
+        page.wait_for_timeout(50)
+    wait_idle(page)
+
+
 def no_traceback(page: Any) -> None:
     assert page.locator("[data-testid=stException]").count() == 0, page.inner_text("body")[-2000:]
 
@@ -71,6 +83,8 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
 
     server = start_server(home, {"QUANTDASH_QUICK": "1"})
     page = browser.new_page(viewport={"width": 1500, "height": 1300})
+    sent: list[object] = []  # messages the page sent the app: each rerun request is one
+    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
     try:
         page.goto(server.url)
         page.locator(".st-key-qd_model [data-testid=stSelectbox]").wait_for(timeout=120_000)
@@ -140,6 +154,9 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         text = refused.first.inner_text()
         assert re.search(r"not a readable ONNX model|holds no ONNX graph", text), text
         print("refused on Add model:", text)
+        # The refusal outlives reruns (a job ending elsewhere reruns the app) while the files stay.
+        rerun_app(page, sent)
+        assert refused.first.is_visible()
         no_traceback(page)
         assert page.locator("[data-testid=stFileUploader]").nth(0).get_by_text("bad.onnx").is_visible()
         assert page.locator("[data-testid=stFileUploader]").nth(1).get_by_text(data.name).is_visible()
@@ -156,7 +173,10 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         size = page.get_by_label(re.compile(r"size of 'length'"))
         size.wait_for(timeout=60_000)
         click(page, "qd_upload_add")
-        page.get_by_text(re.compile("Give a size for each open input dimension")).wait_for(timeout=30_000)
+        ask = page.get_by_text(re.compile("Give a size for each open input dimension"))
+        ask.wait_for(timeout=30_000)
+        rerun_app(page, sent)
+        assert ask.is_visible()
         size.fill("100")
         size.press("Enter")
         wait_idle(page)
