@@ -126,3 +126,19 @@ def test_a_search_that_cannot_run_is_refused_at_once_in_plain_words(home: Path) 
     ):
         runner.submit_search(MODEL, SearchSpec(candidates={"/no/such/Conv": (Precision.INT8,)}))
     assert len(runner.store.list_jobs()) == jobs_before  # nothing queued that can only fail
+
+
+def test_a_press_while_a_search_runs_is_told_to_wait_until_it_ends(home: Path) -> None:
+    store = cached.runner().store
+    store.upsert_job(
+        "search-elsewhere", kind="search", model_name=MODEL, state="running", message="searching"
+    )
+    at = _open()
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert not at.exception
+    assert "A search on this model is still running" in _texts(at.warning)
+    at.run()  # any rerun (a job ending elsewhere reruns the app) keeps saying it, not only the press's own
+    assert "A search on this model is still running" in _texts(at.warning)
+    store.upsert_job("search-elsewhere", state="done")
+    at.run()  # once the search has ended the advice no longer holds
+    assert not at.exception and "still running" not in _texts(at.warning)
