@@ -18,7 +18,7 @@ MODEL = "qd_model"  # the model picked in the sidebar (a widget key)
 SELECTED = "qd_selected_result"  # result key selected on Explore (chart click or list)
 WATCHED = "qd_watched_jobs"  # job ids this session saw running: their end triggers a rerun
 DISMISSED = "qd_dismissed_jobs"  # failed jobs whose message the user closed
-EDIT_NOTES = "qd_edit_notes"  # messages about rejected edits, shown once
+EDIT_NOTES = "qd_edit_notes"  # (model, plan, notes): what the plan's last edit left to say
 PLAN_OUTCOME = "qd_plan_outcome"  # why Evaluate did not submit the plan (widgets.keep_outcome)
 COMPARE = "qd_compare"  # widget key: results picked on Compare
 
@@ -56,7 +56,7 @@ REPORT_GOAL = "qd_report_goal"
 REPORT_MEASURE = "qd_report_measure"
 REPORT_BUILD = "qd_report_build"
 REPORT_OUTCOME = "qd_report_outcome"  # why Build report failed
-REPORT_NOTE = "qd_report_note"  # what measuring the presets left to say, shown once
+REPORT_NOTE = "qd_report_note"  # what measuring the presets left to say (widgets.keep_outcome)
 REPORT_DL_HTML = "qd_report_dl_html"
 REPORT_DL_PDF = "qd_report_dl_pdf"
 REPORT_DL_BUNDLE = "qd_report_dl_bundle"

@@ -29,8 +29,11 @@ st.header(f"Plan · {model}")
 widgets.jobs_panel()
 
 
-def _set(new: dict[str, str]) -> None:
+def _set(new: dict[str, str], notes: list[str] | None = None) -> None:
+    """Make `new` the plan; `notes`: what the edit left to say, shown while the plan stays this one
+    (every rerun draws them: a background job ending reruns the app, which would wipe a one-off)."""
     state.set_plan_assignment(model, new)
+    state.put(state.EDIT_NOTES, (model, dict(new), notes or []))
 
 
 # --- presets, op types, one layer --------------------------------------------------------------
@@ -52,11 +55,10 @@ with c2:
     op_prec = st.selectbox("set to", offered, key=state.op_precision_key(op), format_func=lambda p: p.label)
     if st.button(f"Set all {op}", key="qd_apply_op"):
         new, changed, skipped = set_op_type(layers, assignment, op, op_prec.value)
-        _set(new)
         note = f"{changed} {op} layer(s) set to {op_prec.label}."
         if skipped:
             note += f" {skipped} cannot take {op_prec.label} and were left as they were."
-        state.put(state.EDIT_NOTES, [note])
+        _set(new, [note])
         st.rerun()
 with c3:
     one = st.selectbox("One layer", [x.name for x in layers], key=state.ONE_LAYER)
@@ -94,12 +96,12 @@ changes = {
 }
 if changes:
     new, notes = apply_edits(layers, assignment, changes)
-    _set(new)  # a new editor key: rejected rows show their old value again
-    state.put(state.EDIT_NOTES, ["Not applied: " + n for n in notes])
+    _set(new, ["Not applied: " + n for n in notes])  # a new editor key: rejected rows show their old value
     st.rerun()
-for note in state.get(state.EDIT_NOTES) or []:
-    st.warning(note)
-state.put(state.EDIT_NOTES, [])
+edit_notes = state.get(state.EDIT_NOTES)
+if edit_notes is not None and edit_notes[:2] == (model, assignment):
+    for note in edit_notes[2]:
+        st.warning(note)
 
 # --- estimate and evaluate ----------------------------------------------------------------------
 precisions = {n: Precision(v) for n, v in assignment.items()}

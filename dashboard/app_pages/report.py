@@ -96,10 +96,7 @@ except Exception as e:  # no traceback on screen: what failed and what to try
     st.stop()
 
 # --- too few plans measured: offer the presets ------------------------------------------------------
-note = state.get(state.REPORT_NOTE)
-if note:
-    st.warning(md(note))
-    state.put(state.REPORT_NOTE, None)
+widgets.show_outcome(state.REPORT_NOTE, model)
 if len(rec.candidates) < MIN_CANDIDATES:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.info(
@@ -112,21 +109,28 @@ if len(rec.candidates) < MIN_CANDIDATES:
             with st.spinner(f"Quantizing and measuring the preset plans of {model}..."):
                 records = ensure_candidates(runner.engine, runner.model(model), runner.settings())
         except Exception as e:  # the workers failed: say so; the page stays usable
-            st.error(
+            widgets.keep_outcome(
+                state.REPORT_NOTE,
+                model,
                 md(
                     f"Measuring the presets of {model} stopped ({one_line(e)}). What was measured is "
                     "kept: press the button again to continue; if it repeats, restart the app."
-                )
+                ),
             )
         else:
             failed = [r for r in records if r.get("status") != "ok"]
-            if failed:
-                state.put(
-                    state.REPORT_NOTE,
+            widgets.keep_outcome(
+                state.REPORT_NOTE,
+                model,
+                md(
                     f"{len(failed)} of {len(records)} preset plans could not be measured, so they are not "
-                    "candidates: " + " ".join(explain_failure(r) for r in failed),
+                    "candidates: " + " ".join(explain_failure(r) for r in failed)
                 )
-            st.rerun()
+                if failed
+                else None,
+                kind="warning",
+            )
+        st.rerun()
 
 # --- the recommendation -----------------------------------------------------------------------------
 if rec.chosen is None:

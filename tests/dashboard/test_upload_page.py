@@ -171,6 +171,10 @@ def test_an_edit_a_layer_cannot_take_is_reverted_with_its_reason(added: dict[str
     assert not at.exception
     assert any("cannot be INT4" in w.value and "only 16" in w.value for w in at.warning)
     assert {m.label: m.value for m in at.metric}["Plan"] == "4 FP32 · 1 INT4"  # the Conv's edit is kept
+    at.run()  # the reason outlives any rerun (a job ending elsewhere reruns the app) while the plan stays
+    assert any("cannot be INT4" in w.value for w in at.warning)
+    at.button(key="qd_apply_preset").click().run()  # another edit: its own notes (none) replace it
+    assert not any("cannot be INT4" in w.value for w in at.warning)
 
 
 def test_remove_then_a_new_model_takes_the_name(home: Path, tmp_path: Path) -> None:
