@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from streamlit.proto.BackMsg_pb2 import BackMsg
 
 from engine.store import ResultStore
 from tests.dashboard.test_upload_page import _labelled
@@ -52,15 +53,33 @@ def picked_model(page: Any) -> str:
     )
 
 
+def app_rerun_requests(sent: list[object]) -> int:
+    """How many of the page's messages asked for a rerun of the whole app (not a fragment's tick)."""
+    count = 0
+    for payload in sent:
+        if not isinstance(payload, bytes):
+            continue
+        message = BackMsg.FromString(payload)
+        if message.WhichOneof("type") == "rerun_script" and not message.rerun_script.fragment_id:
+            count += 1
+    return count
+
+
 def rerun_app(page: Any, sent: list[object]) -> None:
-    """Rerun the whole app as a background job ending does (Streamlit's R key), and wait for it to end."""
-    before = len(sent)
-    page.evaluate("document.activeElement && document.activeElement.blur()")  # R typed in an input is text
-    page.keyboard.press("r")
-    deadline = time.monotonic() + 10
-    while len(sent) == before:  # the rerun request went out over the websocket
-        assert time.monotonic() < deadline, "pressing R sent no rerun request"
-        page.wait_for_timeout(50)
+    """Rerun the whole app as a background job ending does (Streamlit's R key), and wait for it to end.
+
+    Streamlit ignores R while a run is going (a fragment's tick, or the rerun a job's end asked for),
+    so press until the page asks for a whole-app rerun, each press once the page is idle.
+    """
+    before = app_rerun_requests(sent)
+    deadline = time.monotonic() + 60
+    while app_rerun_requests(sent) == before:
+        assert time.monotonic() < deadline, "pressing R sent no rerun request in 60 s"
+        wait_idle(page)
+        # R typed in an input is text, not a rerun.
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.keyboard.press("r")
+        page.wait_for_timeout(1000)
     wait_idle(page)
 
 
