@@ -50,13 +50,15 @@ SEARCH_BUDGET = "qd_search_budget"
 SEARCH_SECONDS = "qd_search_seconds"
 SEARCH_RUN = "qd_search_run"
 SEARCH_LOAD = "qd_search_load"
-SEARCH_OUTCOME = "qd_search_outcome"  # why Find best plans did not start a search
+SEARCH_OUTCOME = "qd_search_outcome"  # why Find best plans refused its settings (widgets.keep_outcome)
+SEARCH_BUSY = "qd_search_busy"  # Find best plans pressed while a search on the model runs
 # Report page.
 REPORT_GOAL = "qd_report_goal"
 REPORT_MEASURE = "qd_report_measure"
 REPORT_BUILD = "qd_report_build"
 REPORT_OUTCOME = "qd_report_outcome"  # why Build report failed
-REPORT_NOTE = "qd_report_note"  # what measuring the presets left to say (widgets.keep_outcome)
+REPORT_NOTE = "qd_report_note"  # ((model, failed result keys), kind, text): presets a press could not measure
+REPORT_PRESETS_ERROR = "qd_report_presets_error"  # why measuring the presets stopped (widgets.keep_outcome)
 REPORT_DL_HTML = "qd_report_dl_html"
 REPORT_DL_PDF = "qd_report_dl_pdf"
 REPORT_DL_BUNDLE = "qd_report_dl_bundle"
@@ -197,9 +199,22 @@ def settle_model(models: list[str]) -> None:
         st.session_state[MODEL] = models[0] if models else None
 
 
+# What buttons said, each kept with what it acted on (its model among it); see widgets.keep_outcome.
+_OUTCOMES = (
+    MODELS_NOTE, UPLOAD_OUTCOME, PLAN_OUTCOME, EDIT_NOTES, SEARCH_OUTCOME, SEARCH_BUSY, REPORT_OUTCOME,
+    REPORT_NOTE, REPORT_PRESETS_ERROR,
+)  # fmt: skip
+
+
 def forget_model(model: str) -> None:
-    """Drop a removed model's page state (its plan, pins, search, report): a new model may take its name."""
+    """Drop a removed model's page state (its plan, pins, search, report): a new model may take its name.
+
+    What buttons said goes too, whichever model it was about: their attempts name a model only by its
+    name, so a new model of the same name would be shown the old one's messages; a removal is rare.
+    """
     for key in (_plan_key(model), f"qd_pins::{model}", f"qd_search::{model}", f"qd_report::{model}"):
+        st.session_state.pop(key, None)
+    for key in _OUTCOMES:
         st.session_state.pop(key, None)
 
 

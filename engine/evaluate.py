@@ -86,9 +86,20 @@ def write_once(path: Path, data: bytes) -> bytes:
         os.link(tmp, path)  # fails if the file exists, unlike a rename
     except FileExistsError:
         pass
+    except OSError:  # a filesystem without hard links: claim the name by creating it exclusively
+        _create_exclusively(path, data)
     finally:
         os.unlink(tmp)
     return path.read_bytes()
+
+
+def _create_exclusively(path: Path, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def layers_to_json(layers: list[LayerInfo]) -> list[dict[str, Any]]:
@@ -207,9 +218,12 @@ class ModelCache:
         """The FP32 model's median latency at this batch size, measured once for the model (kept in
         the cache): the one scale that every plan's ratio to FP32 is put on (comparable_ms), so plans
         timed hours apart compare by their ratios, not by the host's state at the time."""
-        # Keyed by the inputs' shapes and types (a language model's sequence length counts, not its data).
+        # Keyed by the inputs' shapes and types (a language model's sequence length counts, not its data),
+        # and by how long it is timed: a quick measurement must not become the scale of thorough ones.
         shapes = stable_hash({k: [list(v.shape), str(v.dtype)] for k, v in sorted(feeds.items())})[:16]
-        path = self.folder / f"fp32-latency-b{measure.batch_of(feeds)}-t{settings.threads}-{shapes}.json"
+        caps = stable_hash([settings.min_runs, settings.max_runs, settings.max_seconds, settings.rel_ci])[:8]
+        name = f"fp32-latency-b{measure.batch_of(feeds)}-t{settings.threads}-{shapes}-{caps}.json"
+        path = self.folder / name
         if not path.is_file():
             stats = timed(_fp32_session(self.prepared(model_bytes), settings.threads), feeds, settings)
             write_once(path, json.dumps(stats.to_json()).encode())

@@ -490,7 +490,10 @@ def _flatten(metrics: dict[str, Any]) -> dict[str, float | None]:
     # The latency plans are compared by (engine.latency_compare): ratio to FP32 on the model's FP32 scale.
     out["latency_ms_b1"] = None
     if isinstance(b1, dict) and _number(b1.get("median_ms")) is not None:
-        out["latency_ms_b1"] = comparable_ms(b1)
+        try:
+            out["latency_ms_b1"] = comparable_ms(b1)
+        except (TypeError, ValueError):  # a ratio that is no number: the run's own median
+            out["latency_ms_b1"] = float(b1["median_ms"])
     return out
 
 

@@ -228,7 +228,7 @@ class MeasureSettings:
             "seed": self.seed,
             # Spelled only when off, so the settings (and result keys) stored before it existed stay valid.
             **({} if self.latency else {"latency": False}),
-            # Spelled when on: results timed without it keep their keys, and are not mixed with these.
+            # Spelled when on: results timed without it keep their keys (none is served for these settings).
             **({"interleave_fp32": True} if self.interleave_fp32 else {}),
         }
 

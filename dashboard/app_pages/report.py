@@ -95,8 +95,19 @@ except Exception as e:  # no traceback on screen: what failed and what to try
     )
     st.stop()
 
+
 # --- too few plans measured: offer the presets ------------------------------------------------------
-widgets.show_outcome(state.REPORT_NOTE, model)
+def show_preset_failures() -> None:
+    """Which presets the last press could not measure, until each of them has been measured since."""
+    kept = state.get(state.REPORT_NOTE)
+    if kept is None:
+        return
+    (noted_model, failed_keys), _, message = kept
+    if noted_model == model and not all(runner.store.get_ok(k) for k in failed_keys):
+        st.warning(message)
+
+
+show_preset_failures()
 if len(rec.candidates) < MIN_CANDIDATES:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.info(
@@ -104,13 +115,15 @@ if len(rec.candidates) < MIN_CANDIDATES:
         "and every preset plan first (each is really quantized and measured; plans already measured are "
         "served from the store): about a minute, then the choice is among all of them."
     )
+    # Shown beside the button only: once enough plans are measured (here or elsewhere) it has no use.
+    widgets.show_outcome(state.REPORT_PRESETS_ERROR, model)
     if c2.button("Measure the presets first", key=state.REPORT_MEASURE, type="primary"):
         try:
             with st.spinner(f"Quantizing and measuring the preset plans of {model}..."):
                 records = ensure_candidates(runner.engine, runner.model(model), runner.settings())
         except Exception as e:  # the workers failed: say so; the page stays usable
             widgets.keep_outcome(
-                state.REPORT_NOTE,
+                state.REPORT_PRESETS_ERROR,
                 model,
                 md(
                     f"Measuring the presets of {model} stopped ({one_line(e)}). What was measured is "
@@ -118,10 +131,11 @@ if len(rec.candidates) < MIN_CANDIDATES:
                 ),
             )
         else:
+            widgets.keep_outcome(state.REPORT_PRESETS_ERROR, model, None)
             failed = [r for r in records if r.get("status") != "ok"]
             widgets.keep_outcome(
                 state.REPORT_NOTE,
-                model,
+                (model, tuple(r["key"] for r in failed)),
                 md(
                     f"{len(failed)} of {len(records)} preset plans could not be measured, so they are not "
                     "candidates: " + " ".join(explain_failure(r) for r in failed)

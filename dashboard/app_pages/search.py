@@ -275,10 +275,12 @@ with st.form(state.SEARCH_FORM, border=True):
         key=state.SEARCH_SECONDS,
     )
     submitted = st.form_submit_button("Find best plans", type="primary", key=state.SEARCH_RUN)
-# What a press of Find best plans acted on: the model, and whether a search on it was running then.
-attempt = (model, bool(_running("search")))
+# What a press of Find best plans acted on: the settings it was given (a form: they change only on a
+# press), and whether a search on the model was running then. Each message stays while its own is so.
+given = (model, allowed, dict(pins), max_drop, unit, max_kb, max_ms, objective, budget, seconds, calibration)
+busy = (model, bool(_running("search")))
 if submitted:
-    kind, message = "error", None
+    refusal, wait = None, None
     try:
         candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
         spec = SearchSpec(
@@ -289,23 +291,22 @@ if submitted:
             max_seconds=seconds,
         )
     except (ValueError, PlanError) as e:
-        message = f"These settings cannot start a search: {e}"
+        refusal = f"These settings cannot start a search: {e}"
     else:
-        if attempt[1]:
-            kind, message = (
-                "warning",
-                "A search on this model is still running: wait for it to end, then press again.",
-            )
+        if busy[1]:
+            wait = "A search on this model is still running: wait for it to end, then press again."
         else:
             try:
                 runner.submit_search(model, spec, calibration)
             except PlanError as e:  # e.g. a pin no longer fits the model's layers
-                message = f"These settings cannot start a search: {e}"
-    widgets.keep_outcome(state.SEARCH_OUTCOME, attempt, message, kind)
-    if message is None:
+                refusal = f"These settings cannot start a search: {e}"
+    widgets.keep_outcome(state.SEARCH_OUTCOME, given, refusal)
+    widgets.keep_outcome(state.SEARCH_BUSY, busy, wait, kind="warning")
+    if refusal is None and wait is None:
         state.show_search(model, spec, calibration.value)
         st.rerun()
-widgets.show_outcome(state.SEARCH_OUTCOME, attempt)
+widgets.show_outcome(state.SEARCH_OUTCOME, given)
+widgets.show_outcome(state.SEARCH_BUSY, busy)
 
 shown = state.shown_search(model)
 if shown is None:

@@ -56,6 +56,64 @@ def test_measuring_the_presets_gives_a_recommendation_with_intervals_and_caveats
     assert chosen in headline
 
 
+def _only_the_baseline() -> None:
+    """Take the model's plans but its FP32 baseline out of the store: the page offers the presets again."""
+    r = cached.runner()
+    for key in r.store.to_frame(MODEL, status=None)["key"]:
+        if key != r.baseline_key(MODEL):
+            r.store.delete(key)
+
+
+def test_presets_that_stop_say_why_beside_the_button_until_enough_plans_are_measured(
+    home: Path, monkeypatch: Any
+) -> None:
+    import engine.report
+
+    def workers_gone(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the worker pool shut down\nsecond line")
+
+    _only_the_baseline()
+    at = _open()
+    monkeypatch.setattr(engine.report, "ensure_candidates", workers_gone)
+    at.button(key=state.REPORT_MEASURE).click().run()
+    assert not at.exception
+    said = f"Measuring the presets of {MODEL} stopped (RuntimeError: the worker pool shut down)"
+    assert said in _texts(at.error)
+    at.run()  # a job ending elsewhere reruns the app like this: the reason stays beside the button
+    assert said in _texts(at.error) and state.REPORT_MEASURE in [b.key for b in at.button]
+    monkeypatch.undo()
+    _measured()  # measured elsewhere (the Plan page, another tab): the button and its error go
+    at.run()
+    assert not at.exception and "stopped" not in _texts(at.error)
+    assert state.REPORT_MEASURE not in [b.key for b in at.button]
+
+
+def test_presets_that_failed_are_named_until_they_are_measured(home: Path, monkeypatch: Any) -> None:
+    import engine.report
+
+    real = engine.report.ensure_candidates
+
+    def one_fails(engine: Any, bundle: Any, settings: Any = None) -> list[dict[str, Any]]:
+        records = real(engine, bundle, settings)
+        lost = next(r for r in records if r["plan_summary"].endswith(" INT8"))  # uniform INT8
+        engine.store.delete(lost["key"])  # as if it had failed: not in the store as measured
+        return [dict(r, status="failed", error="out of memory") if r is lost else r for r in records]
+
+    _only_the_baseline()
+    at = _open()
+    monkeypatch.setattr(engine.report, "ensure_candidates", one_fails)
+    at.button(key=state.REPORT_MEASURE).click().run(timeout=600)
+    assert not at.exception
+    assert "1 of 7 preset plans could not be measured" in _texts(at.warning)
+    assert "out of memory" in _texts(at.warning)
+    at.run()
+    assert "1 of 7 preset plans could not be measured" in _texts(at.warning)
+    monkeypatch.undo()
+    _measured()  # the failed preset measured since: nothing left to warn about
+    at.run()
+    assert not at.exception and "could not be measured" not in _texts(at.warning)
+
+
 def test_a_goal_it_cannot_read_is_refused_in_plain_words(home: Path) -> None:
     at = _open()
     at.text_input(key=state.REPORT_GOAL).set_value("make it good").run()

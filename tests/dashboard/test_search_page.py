@@ -142,3 +142,37 @@ def test_a_press_while_a_search_runs_is_told_to_wait_until_it_ends(home: Path) -
     store.upsert_job("search-elsewhere", state="done")
     at.run()  # once the search has ended the advice no longer holds
     assert not at.exception and "still running" not in _texts(at.warning)
+
+
+def test_settings_that_cannot_start_a_search_are_refused_until_they_change(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.search
+
+    real = engine.search.default_candidates
+
+    def refusing(engine_: Any, bundle: Any, allowed: list[Precision]) -> Any:
+        if Precision.INT4 in allowed:  # as a model whose layers no longer take what the page offers
+            raise PlanError("layer '/conv1/Conv' cannot take int4; it accepts: fp32, int8")
+        return real(engine_, bundle, allowed)
+
+    monkeypatch.setattr(engine.search, "default_candidates", refusing)
+    store = cached.runner().store
+    at = _open()
+    at.multiselect(key=state.SEARCH_PRECISIONS).select(Precision.INT4.value)
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert not at.exception
+    refused = "These settings cannot start a search: layer '/conv1/Conv' cannot take int4"
+    assert refused in _texts(at.error)
+    # A search starting and ending elsewhere reruns the page: the settings are still the ones refused.
+    store.upsert_job("search-meanwhile", kind="search", model_name=MODEL, state="running", message="busy")
+    at.run()
+    assert refused in _texts(at.error)
+    store.upsert_job("search-meanwhile", state="done")
+    at.run()
+    assert refused in _texts(at.error)
+    at.multiselect(key=state.SEARCH_PRECISIONS).unselect(Precision.INT4.value)
+    at.number_input(key=state.SEARCH_BUDGET).set_value(1)
+    at.button(key=state.SEARCH_RUN).click().run()  # other settings: a search starts, nothing refused
+    wait_for_jobs(at)
+    assert not at.exception and "cannot start a search" not in _texts(at.error)

@@ -184,9 +184,17 @@ def test_remove_then_a_new_model_takes_the_name(home: Path, tmp_path: Path) -> N
     at.run()
     assert list(at.dataframe[1].value["layer"])[0] == "/stem/Conv"
     assert at.button(key=state.REMOVE_MODEL).disabled  # until confirmed
+    # What buttons said about it: a new model under its name must not be shown these.
+    said = {
+        state.REPORT_PRESETS_ERROR: ("reused", "error", "stopped"),
+        state.SEARCH_BUSY: (("reused", True), "warning", "wait"),
+    }
+    for key, kept in said.items():
+        at.session_state[key] = kept
     at.checkbox(key=state.remove_confirm_key("reused")).check().run()
     at.button(key=state.REMOVE_MODEL).click().run()
     assert not at.exception
+    assert not [key for key in said if key in at.session_state], "what buttons said outlived the removal"
     assert "reused" not in user_model_names(home) and not (models_dir(home) / "reused").exists()
     assert "reused" not in at.selectbox(key=state.MODEL).options
     assert state.MODEL in at.session_state and at.session_state[state.MODEL] == sample_names()[0]

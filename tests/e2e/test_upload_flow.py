@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from engine.store import ResultStore
 from tests.dashboard.test_upload_page import _labelled
@@ -53,33 +54,54 @@ def picked_model(page: Any) -> str:
     )
 
 
-def app_rerun_requests(sent: list[object]) -> int:
-    """How many of the page's messages asked for a rerun of the whole app (not a fragment's tick)."""
-    count = 0
-    for payload in sent:
-        if not isinstance(payload, bytes):
-            continue
-        message = BackMsg.FromString(payload)
-        if message.WhichOneof("type") == "rerun_script" and not message.rerun_script.fragment_id:
-            count += 1
-    return count
+class AppRuns:
+    """What the page and the app said over the websocket: whole-app rerun requests the page sent (a
+    fragment's tick is not one), and whole-app runs the app finished."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.finished = 0
+
+    def watch(self, ws: Any) -> None:
+        ws.on("framesent", self._sent)
+        ws.on("framereceived", self._received)
+
+    def _sent(self, payload: object) -> None:
+        if isinstance(payload, bytes):
+            message = BackMsg.FromString(payload)
+            if message.WhichOneof("type") == "rerun_script" and not message.rerun_script.fragment_id:
+                self.requests += 1
+
+    def _received(self, payload: object) -> None:
+        if isinstance(payload, bytes):
+            message = ForwardMsg.FromString(payload)
+            if (
+                message.WhichOneof("type") == "script_finished"
+                and message.script_finished == ForwardMsg.FINISHED_SUCCESSFULLY
+            ):
+                self.finished += 1
 
 
-def rerun_app(page: Any, sent: list[object]) -> None:
+def rerun_app(page: Any, runs: AppRuns) -> None:
     """Rerun the whole app as a background job ending does (Streamlit's R key), and wait for it to end.
 
     Streamlit ignores R while a run is going (a fragment's tick, or the rerun a job's end asked for),
-    so press until the page asks for a whole-app rerun, each press once the page is idle.
+    so press until the page asks for a whole-app rerun, each press once the page is idle; then wait
+    until the app has finished a whole run begun after the press.
     """
-    before = app_rerun_requests(sent)
+    requested = runs.requests
     deadline = time.monotonic() + 60
-    while app_rerun_requests(sent) == before:
+    while runs.requests == requested:
         assert time.monotonic() < deadline, "pressing R sent no rerun request in 60 s"
         wait_idle(page)
+        finished = runs.finished
         # R typed in an input is text, not a rerun.
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.keyboard.press("r")
         page.wait_for_timeout(1000)
+    while runs.finished == finished:
+        assert time.monotonic() < deadline, "the rerun R asked for did not finish in 60 s"
+        page.wait_for_timeout(100)
     wait_idle(page)
 
 
@@ -102,8 +124,8 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
 
     server = start_server(home, {"QUANTDASH_QUICK": "1"})
     page = browser.new_page(viewport={"width": 1500, "height": 1300})
-    sent: list[object] = []  # messages the page sent the app: each rerun request is one
-    page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(frame)))
+    runs = AppRuns()
+    page.on("websocket", runs.watch)
     try:
         page.goto(server.url)
         page.locator(".st-key-qd_model [data-testid=stSelectbox]").wait_for(timeout=120_000)
@@ -174,7 +196,7 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         assert re.search(r"not a readable ONNX model|holds no ONNX graph", text), text
         print("refused on Add model:", text)
         # The refusal outlives reruns (a job ending elsewhere reruns the app) while the files stay.
-        rerun_app(page, sent)
+        rerun_app(page, runs)
         assert refused.first.is_visible()
         no_traceback(page)
         assert page.locator("[data-testid=stFileUploader]").nth(0).get_by_text("bad.onnx").is_visible()
@@ -194,7 +216,7 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         click(page, "qd_upload_add")
         ask = page.get_by_text(re.compile("Give a size for each open input dimension"))
         ask.wait_for(timeout=30_000)
-        rerun_app(page, sent)
+        rerun_app(page, runs)
         assert ask.is_visible()
         size.fill("100")
         size.press("Enter")

@@ -100,6 +100,19 @@ def test_write_once_keeps_the_first_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]  # no temporary files left
 
 
+def test_write_once_where_the_filesystem_has_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what os.link raises on such a filesystem
+
+    monkeypatch.setattr(evaluate.os, "link", no_links)
+    path = tmp_path / "scale.json"
+    assert evaluate.write_once(path, b"first") == b"first"
+    assert evaluate.write_once(path, b"second") == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]
+
+
 def test_settings_stored_before_the_ratio_existed_keep_their_keys() -> None:
     """Results timed without FP32 alongside keep their keys (and are not mixed with new ones)."""
     old = {k: v for k, v in MeasureSettings().to_json().items() if k != "interleave_fp32"}

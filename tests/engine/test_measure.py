@@ -380,7 +380,7 @@ def test_the_ratio_holds_when_the_host_slows_down_midway():
     )
     # Half the runs (of both models) were 3x slower: timing the model alone before the FP32 model,
     # or all of one then all of the other, would put the ratio near 0.7 or 6, not near 2.
-    assert stats.vs_fp32 is not None and 1.4 < stats.vs_fp32 < 2.8, stats
+    assert stats.vs_fp32 is not None and 1.2 < stats.vs_fp32 < 2.8, stats
     assert stats.runs == 100
 
 

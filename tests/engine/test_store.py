@@ -105,6 +105,13 @@ def test_put_rejects_bad_records(store: ResultStore):
     assert store.count() == 0
 
 
+def test_a_malformed_ratio_falls_back_to_the_runs_own_median(store: ResultStore):
+    record = make_record()
+    record["metrics"]["latency"]["1"].update(vs_fp32="fast", fp32_ms=0.4)
+    store.put(record)
+    assert store.to_frame().iloc[0]["latency_ms_b1"] == 0.5
+
+
 def test_to_frame_columns_flattening_and_filters(store: ResultStore):
     store.put(make_record("mlp", seed=1, created_at="2026-01-01T00:00:00+00:00"))
     store.put(make_record("mlp", seed=2, created_at="2026-01-02T00:00:00+00:00"))
