@@ -10,6 +10,8 @@ from typing import Any
 
 import streamlit as st
 
+from engine.types import Precision
+
 # Query parameters: a copied link reopens the same model and result.
 QP_MODEL = "model"
 QP_RESULT = "result"
@@ -114,8 +116,10 @@ def editor_key(model: str) -> str:
 
 
 def pins(model: str) -> dict[str, str]:
-    """Layers pinned from the sensitivity chart: layer name -> precision value (the search keeps them)."""
-    return dict(st.session_state.get(f"qd_pins::{model}") or {})
+    """Layers pinned from the sensitivity chart: layer name -> precision value (the search keeps them).
+    A value that names no precision (kept in a session from another version) is dropped, not shown."""
+    known = {p.value for p in Precision}
+    return {n: v for n, v in dict(st.session_state.get(f"qd_pins::{model}") or {}).items() if v in known}
 
 
 def set_pins(model: str, pinned: dict[str, str]) -> None:

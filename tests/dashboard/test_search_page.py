@@ -176,3 +176,13 @@ def test_settings_that_cannot_start_a_search_are_refused_until_they_change(
     at.button(key=state.SEARCH_RUN).click().run()  # other settings: a search starts, nothing refused
     wait_for_jobs(at)
     assert not at.exception and "cannot start a search" not in _texts(at.error)
+
+
+def test_a_pin_that_names_no_precision_is_dropped_not_a_traceback(home: Path) -> None:
+    layers = [x.name for x in cached.runner().engine.layers(cached.runner().model(MODEL))]
+    at = _open()
+    at.session_state[f"qd_pins::{MODEL}"] = {layers[0]: "int3", layers[1]: Precision.FP16.value}
+    at.run()
+    assert not at.exception
+    pinned = _texts(at.success)
+    assert f"`{layers[1]}` at {Precision.FP16.label}" in pinned and layers[0] not in pinned
