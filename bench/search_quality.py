@@ -47,7 +47,7 @@ from engine.datasets import ModelBundle  # noqa: E402
 from engine.jobs import WorkerPool  # noqa: E402
 from engine.latency_compare import comparable_latency, comparable_ms  # noqa: E402
 from engine.pareto import hypervolume, non_dominated  # noqa: E402
-from engine.search import SearchSpec, run_search, search_id  # noqa: E402
+from engine.search import SearchResult, SearchSpec, run_search, search_id  # noqa: E402
 from engine.sensitivity import candidate_precisions, layer_profile, probes, run_sensitivity  # noqa: E402
 from engine.store import ResultStore  # noqa: E402
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision  # noqa: E402
@@ -172,12 +172,8 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
     spec = SearchSpec(case.candidates, max_evaluations=budget, seed=0)
     # A fresh search each run (its plans' results stay in the store): this measures the search,
     # not the resumption of the last run's.
-    engine.store.forget_search(search_id(bundle, spec, case.settings))
     t = time.perf_counter()
-    result = run_search(engine, bundle, spec, settings=case.settings)
-    searched = np.array(
-        [objectives(r) for r in (engine.store.get(k) for k in result.trials["result_key"]) if r]
-    )
+    result, searched = fresh_search(engine, bundle, case, spec)
     hv_search = normalized_hypervolume(searched, lo, hi)
     evaluations = len(result.trials) + result.sensitivity_evaluations
     ratio, fraction = hv_search / hv_truth, evaluations / n_plans
@@ -204,7 +200,11 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
         )
     # The search is seeded (NSGA-II's sampler): other seeds, on the same measurements, show how much
     # of the ratio above is the luck of one seed. Every plan is in the store already: no new work.
-    others = [searched_ratio(engine, bundle, case, replace(spec, seed=s), lo, hi) / hv_truth for s in SEEDS]
+    others = [
+        normalized_hypervolume(fresh_search(engine, bundle, case, replace(spec, seed=s))[1], lo, hi)
+        / hv_truth
+        for s in SEEDS
+    ]
     print(
         f"  seeds {SEEDS[0]}-{SEEDS[-1]} of the search: hypervolume {100 * np.mean(others):.1f}% of "
         f"exhaustive on average ({100 * min(others):.1f}% to {100 * max(others):.1f}%)"
@@ -231,14 +231,15 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
     return ratio, fraction
 
 
-def searched_ratio(
-    engine: Engine, bundle: ModelBundle, case: Case, spec: SearchSpec, lo: np.ndarray, hi: np.ndarray
-) -> float:
-    """The normalized hypervolume of a fresh search's plans (its earlier trials forgotten)."""
+def fresh_search(
+    engine: Engine, bundle: ModelBundle, case: Case, spec: SearchSpec
+) -> tuple[SearchResult, np.ndarray]:
+    """A search run anew (its earlier trials forgotten, their results kept in the store), and the
+    objectives of the plans it measured."""
     engine.store.forget_search(search_id(bundle, spec, case.settings))
     result = run_search(engine, bundle, spec, settings=case.settings)
     points = [objectives(r) for r in (engine.store.get(k) for k in result.trials["result_key"]) if r]
-    return normalized_hypervolume(np.array(points), lo, hi)
+    return result, np.array(points)
 
 
 def sensitivity_timing(pool: WorkerPool) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,8 +73,14 @@ def keep_outcome(key: str, attempt: object, message: str | None, kind: str = "er
 def show_outcome(key: str, attempt: object) -> None:
     """What the last press said, while what it acted on is unchanged, drawn on every rerun and not only in
     the press's own: a background job ending reruns the app, which would wipe it the moment it appeared."""
+    show_outcome_while(key, lambda kept_attempt: kept_attempt == attempt)
+
+
+def show_outcome_while(key: str, holds: Callable[[Any], bool]) -> None:
+    """What the last press said, while `holds(what it acted on)`: for a message that stops holding
+    through something other than the page's inputs (a failed plan measured since, say)."""
     kept = state.get(key)
-    if kept is not None and kept[0] == attempt:
+    if kept is not None and holds(kept[0]):
         {"error": st.error, "warning": st.warning}[kept[1]](kept[2])
 
 

@@ -95,19 +95,12 @@ except Exception as e:  # no traceback on screen: what failed and what to try
     )
     st.stop()
 
-
 # --- too few plans measured: offer the presets ------------------------------------------------------
-def show_preset_failures() -> None:
-    """Which presets the last press could not measure, until each of them has been measured since."""
-    kept = state.get(state.REPORT_NOTE)
-    if kept is None:
-        return
-    (noted_model, failed_keys), _, message = kept
-    if noted_model == model and not all(runner.store.get_ok(k) for k in failed_keys):
-        st.warning(message)
-
-
-show_preset_failures()
+# Which presets the last press could not measure, until each of them has been measured since.
+widgets.show_outcome_while(
+    state.REPORT_NOTE,
+    lambda failed: failed[0] == model and not all(runner.store.get_ok(k) for k in failed[1]),
+)
 if len(rec.candidates) < MIN_CANDIDATES:
     c1, c2 = st.columns([4, 1], vertical_alignment="center")
     c1.info(

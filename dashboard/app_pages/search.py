@@ -277,7 +277,7 @@ with st.form(state.SEARCH_FORM, border=True):
     submitted = st.form_submit_button("Find best plans", type="primary", key=state.SEARCH_RUN)
 # What a press of Find best plans acted on: the settings it was given (a form: they change only on a
 # press), and whether a search on the model was running then. Each message stays while its own is so.
-given = (model, allowed, dict(pins), max_drop, unit, max_kb, max_ms, objective, budget, seconds, calibration)
+given = (model, allowed, pins, max_drop, unit, max_kb, max_ms, objective, budget, seconds, calibration)
 busy = (model, bool(_running("search")))
 if submitted:
     refusal, wait = None, None
