@@ -2,9 +2,10 @@
 
 1. Sensitivity (each layer alone at each candidate precision) and one latency profile per
    precision feed the additive predictor (engine/predictor.py).
-2. Each precision's uniform plan is measured, to scale the predicted latencies to real
-   runs; then the predictor's exact solver proposes the cheapest plan (in size, then latency) at a ladder
-   of accuracy-drop limits, the user's constraints included. Those plans are measured.
+2. Each precision's uniform plan is measured, and what the profile missed of its latency is
+   spread over that precision's layers (AdditivePredictor.anchored); then the predictor's exact
+   solver proposes the cheapest plan (in size, then latency) at a ladder of accuracy-drop limits,
+   the user's constraints included. Those plans are measured.
 3. NSGA-II (optuna), seeded with every plan measured so far, searches without assuming the
    layers add up, until the budget (measured plans or seconds) is spent.
 

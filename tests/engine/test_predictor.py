@@ -110,3 +110,33 @@ def test_anchoring_predicts_each_uniform_plan_at_its_measured_latency() -> None:
     assert anchored.latency[("a", Precision.INT8)] == pytest.approx(
         2 * anchored.latency[("b", Precision.INT8)]
     )
+
+
+def test_anchoring_profiled_changes_that_nearly_cancel_predicts_no_plan_below_zero() -> None:
+    # digits_cnn's INT4 profile: one layer faster, one slower, nearly cancelling; the uniform
+    # plan measured 35 us slower than FP32's 23 us. Scaling the terms made a plan with one INT4
+    # layer predict -0.04 ms.
+    options = {name: (Precision.FP32, Precision.INT4) for name in ("conv1", "conv2", "conv3")}
+    latency = {
+        ("conv1", Precision.INT4): 0.00081,
+        ("conv2", Precision.INT4): -0.00601,
+        ("conv3", Precision.INT4): 0.00610,
+    }
+    pred = AdditivePredictor(options, {}, {}, latency, base_size_bytes=1.0, base_latency_ms=0.0229)
+    uniform = dict.fromkeys(options, Precision.INT4)
+    anchored = pred.anchored({Precision.INT4: (uniform, 0.0583)})
+    assert anchored.predict(uniform).latency_ms == pytest.approx(0.0583)
+    miss = 0.0583 - pred.predict(uniform).latency_ms
+    for assignment in _all_assignments(anchored):
+        assert anchored.predict(assignment).latency_ms > 0.0
+    for key, term in latency.items():
+        assert abs(anchored.latency[key] - term) <= miss + 1e-12
+
+
+def test_anchoring_a_precision_the_profile_did_not_see_spreads_its_miss_evenly() -> None:
+    options = {"a": (Precision.FP32, Precision.FP16), "b": (Precision.FP32, Precision.FP16)}
+    pred = AdditivePredictor(options, {}, {}, {}, base_size_bytes=1.0, base_latency_ms=1.0)
+    fp16 = {"a": Precision.FP16, "b": Precision.FP16}
+    anchored = pred.anchored({Precision.FP16: (fp16, 1.4)})
+    assert anchored.predict(fp16).latency_ms == pytest.approx(1.4)
+    assert anchored.predict({"a": Precision.FP16, "b": Precision.FP32}).latency_ms == pytest.approx(1.2)
