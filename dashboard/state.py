@@ -72,6 +72,26 @@ UPLOAD_OUTCOME = "qd_upload_outcome"  # why Add model refused the uploads (widge
 REMOVE_MODEL = "qd_remove_model"
 _UPLOAD_VERSION = "qd_upload_version"
 _NEXT_MODEL = "qd_next_model"
+_LINK_MISS = "qd_link_miss"  # (model a link named, model shown instead)
+
+
+# Value widgets a user sets and expects to find again after visiting another page. Streamlit drops
+# a widget's value from session state in a run that does not draw it (another page's run, or this
+# page's while the widget is hidden), so it would come back at its default; writing each value back
+# at the start of every run keeps it, as Streamlit's docs advise. Buttons, file uploaders and data
+# editors cannot be written, so none is here.
+KEPT_WIDGETS = (
+    CALIBRATION, EXPLORE_PRECISIONS, EXPLORE_RELATIVE, EXPLORE_MODELS, SEARCH_CALIBRATION, SENS_PRECISIONS,
+    SENS_VIEW, SENS_SORT, SEARCH_PRECISIONS, SEARCH_MAX_DROP, SEARCH_DROP_UNIT, SEARCH_MAX_SIZE,
+    SEARCH_MAX_LATENCY, SEARCH_OBJECTIVE, SEARCH_BUDGET, SEARCH_SECONDS, REPORT_GOAL,
+)  # fmt: skip
+
+
+def keep_widget_values() -> None:
+    """Call at the start of every run, before any page draws: see KEPT_WIDGETS."""
+    for key in KEPT_WIDGETS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def chart_key(name: str) -> str:
@@ -160,8 +180,20 @@ def sync_from_url(models: list[str]) -> None:
     if MODEL not in st.session_state:
         wanted = st.query_params.get(QP_MODEL)
         st.session_state[MODEL] = wanted if wanted in models else (models[0] if models else None)
+        if wanted and wanted not in models:
+            st.session_state[_LINK_MISS] = (wanted, st.session_state[MODEL])
     if SELECTED not in st.session_state:
         st.session_state[SELECTED] = st.query_params.get(QP_RESULT) or None
+
+
+def link_miss() -> str | None:
+    """The model a link named that is not here (removed, or never added on this machine), while the
+    model shown in its place is still the one picked: the sidebar says so instead of switching silently."""
+    miss = st.session_state.get(_LINK_MISS)
+    if miss is None or miss[1] != current_model():
+        st.session_state.pop(_LINK_MISS, None)
+        return None
+    return str(miss[0])
 
 
 def sync_to_url() -> None:

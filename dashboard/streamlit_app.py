@@ -18,12 +18,19 @@ if not names:
     st.error("No sample models found under sample_models/. Run the train scripts there (see README).")
     st.stop()
 
+state.keep_widget_values()  # before anything draws: values set on a page outlive a visit elsewhere
 state.sync_from_url(names)
 state.settle_model(names)  # a model just added is picked; a removed one is not
 with st.sidebar:
     st.title("quantdash")
     st.caption("What quantization buys and costs, measured with ONNX Runtime on this machine.")
     st.selectbox("Model", names, key=state.MODEL, help="The model every page shows.")
+    missing = state.link_miss()
+    if missing:
+        st.warning(
+            f"The link names the model {missing!r}, which is not here (removed, or added on another "
+            f"machine); showing {state.current_model()} instead. Add it on the Models page to see it."
+        )
 
 try:
     cached.runner()

@@ -20,7 +20,7 @@ EXAMPLES = (
     "smallest within 0.5% of FP32 and under 3 ms",
 )
 
-_NUMBER = r"(\d+(?:\.\d+)?)"
+_NUMBER = r"(-?\d+(?:\.\d+)?)"  # a sign too, so "within -5 points" is refused as -5, not read as 5
 _OBJECTIVE_WORDS = (
     ("accuracy", r"\b(most accurate|best accuracy|highest accuracy|most accuracy)\b"),
     ("size", r"\b(smallest|tiniest|lightest|least memory|lowest size|minimum size)\b"),

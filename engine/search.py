@@ -55,10 +55,17 @@ class Constraints:
     max_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_accuracy_drop", "max_size_bytes", "max_latency_ms"):
-            value = getattr(self, name)
-            if value is not None and not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a number >= 0 (or none), got {value!r}")
+        drop = self.max_accuracy_drop
+        if drop is not None and not (np.isfinite(drop) and 0 <= drop <= 100):
+            unit = "% of FP32 accuracy" if self.relative else "points"
+            raise ValueError(f"the accuracy-drop limit must be 0 to 100 {unit} (or none), got {drop!r}")
+        # No plan is 0 bytes or runs in 0 ms: a limit of 0 or less can only refuse every plan.
+        for what, value, unit in (
+            ("size", self.max_size_bytes, "bytes"),
+            ("latency", self.max_latency_ms, "ms"),
+        ):
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"the {what} limit must be above 0 {unit} (or none), got {value!r}")
 
     def drop_limit(self, fp32_accuracy: float) -> float | None:
         """The accuracy-drop limit as a fraction (0.01 = one point)."""

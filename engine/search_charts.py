@@ -29,6 +29,12 @@ VIEW_TITLES = {
     ALONE: "Accuracy change vs FP32, this layer alone at the precision (percentage points)",
     KEEP_FP32: "Accuracy won back by keeping this layer FP32, rest INT8 (points vs all-INT8)",
 }
+# A model without labelled data has no accuracy: its probes are drawn by output SQNR instead.
+SQNR_TITLES = {
+    ALONE: "Output SQNR vs FP32 (dB, lower = further from FP32), this layer alone at the precision",
+    KEEP_FP32: "Output SQNR vs FP32 (dB), this layer kept FP32, every other layer INT8",
+}
+METRIC_COLUMNS = {"accuracy": "accuracy_change", "sqnr": "sqnr_db"}
 SHARE_TITLE = "Share of FP32 time (%)<br>batch 1, this machine"
 PRECISION_COLORS = {  # one colour per precision, shared by every chart that colours by it
     "fp32": "#1c7ed6",
@@ -44,7 +50,8 @@ _GRID = "rgba(128, 132, 149, 0.2)"
 
 @dataclass(frozen=True)
 class SensitivityBar:
-    """One measured probe: a layer at a precision, its accuracy change and 95% interval (points)."""
+    """One measured probe: a layer at a precision, its accuracy change and 95% interval (points),
+    or its output SQNR in dB (no interval) where the chart is drawn by SQNR."""
 
     layer: str
     precision: str  # plan spelling
@@ -82,15 +89,13 @@ def _bar_hover(row: Mapping[str, Any], view: str) -> str:
     lo, hi = row.get("ci_low"), row.get("ci_high")
     ci = f" (95% CI {lo * 100:+.2f} to {hi * 100:+.2f})" if _finite(lo) and _finite(hi) else ""
     if view == ALONE:
-        lines = [
-            f"<b>{row['layer']}</b> ({row['op_type']}) at {label}, every other layer FP32",
-            f"accuracy change vs FP32 {row['accuracy_change'] * 100:+.2f} pp{ci}",
-        ]
+        lines = [f"<b>{row['layer']}</b> ({row['op_type']}) at {label}, every other layer FP32"]
+        against = "accuracy change vs FP32"
     else:
-        lines = [
-            f"<b>{row['layer']}</b> ({row['op_type']}) kept FP32, every other layer INT8",
-            f"accuracy vs all-INT8 {row['accuracy_change'] * 100:+.2f} pp{ci}",
-        ]
+        lines = [f"<b>{row['layer']}</b> ({row['op_type']}) kept FP32, every other layer INT8"]
+        against = "accuracy vs all-INT8"
+    if _finite(row.get("accuracy_change")):
+        lines.append(f"{against} {row['accuracy_change'] * 100:+.2f} pp{ci}")
     if _finite(row.get("sqnr_db")):
         lines.append(f"output SQNR vs FP32 {row['sqnr_db']:.1f} dB")
     if _finite(row.get("size_change_bytes")):
@@ -99,17 +104,27 @@ def _bar_hover(row: Mapping[str, Any], view: str) -> str:
 
 
 def sensitivity_chart_info(
-    frame: pd.DataFrame, profile: pd.DataFrame | None = None, view: str = ALONE, sort: str = "accuracy"
+    frame: pd.DataFrame,
+    profile: pd.DataFrame | None = None,
+    view: str = ALONE,
+    sort: str = "accuracy",
+    metric: str = "accuracy",
 ) -> SensitivityChartInfo:
     """Bars of one view of a sensitivity frame (engine.sensitivity.sensitivity_frame), with each
-    layer's FP32 time share from a layer profile (engine.sensitivity.layer_profile), sorted."""
+    layer's FP32 time share from a layer profile (engine.sensitivity.layer_profile), sorted.
+
+    metric "accuracy": each bar is the accuracy change in points with its 95% interval; "sqnr"
+    (for a model without labels): the output SQNR against FP32 in dB, which has no interval."""
     if view not in VIEW_TITLES:
         raise ValueError(f"view must be one of {sorted(VIEW_TITLES)}, got {view!r}")
     if sort not in SORTS:
         raise ValueError(f"sort must be one of {sorted(SORTS)}, got {sort!r}")
+    if metric not in METRIC_COLUMNS:
+        raise ValueError(f"metric must be one of {sorted(METRIC_COLUMNS)}, got {metric!r}")
+    column = METRIC_COLUMNS[metric]
     rows = frame[frame["view"] == view]
     layers = list(dict.fromkeys(rows["layer"]))
-    ok = rows[(rows["status"] == "ok") & rows["accuracy_change"].map(_finite)]
+    ok = rows[(rows["status"] == "ok") & rows[column].map(_finite)]
     shares: dict[str, float] = {}
     us: dict[str, float] = {}
     if profile is not None and len(profile):
@@ -118,8 +133,9 @@ def sensitivity_chart_info(
         us = {str(r.layer): float(r.us_per_run) for r in fp32.itertuples()}
 
     def effect(layer: str) -> float:
-        # The size of the layer's largest effect: its worst loss alone, its largest gain when kept.
-        changes = ok.loc[ok["layer"] == layer, "accuracy_change"]
+        # The size of the layer's largest effect: its worst loss alone (lowest accuracy or SQNR),
+        # its largest gain when kept.
+        changes = ok.loc[ok["layer"] == layer, column]
         if changes.empty:
             return -math.inf
         return float(-changes.min() if view == ALONE else changes.max())
@@ -135,8 +151,8 @@ def sensitivity_chart_info(
         chosen = ok[ok["precision"] == precision]
         bars = []
         for row in sorted(chosen.to_dict("records"), key=lambda r: order[r["layer"]]):
-            change = row["accuracy_change"] * 100
-            lo, hi = row.get("ci_low"), row.get("ci_high")
+            change = row[column] * (100 if metric == "accuracy" else 1)
+            lo, hi = (row.get("ci_low"), row.get("ci_high")) if metric == "accuracy" else (None, None)
             bars.append(
                 SensitivityBar(
                     layer=str(row["layer"]),
@@ -158,7 +174,7 @@ def sensitivity_chart_info(
     pending = int((rows["status"] == "pending").sum())
     return SensitivityChartInfo(
         view=view,
-        x_title=VIEW_TITLES[view],
+        x_title=(VIEW_TITLES if metric == "accuracy" else SQNR_TITLES)[view],
         layers=tuple(layers),
         traces=tuple(traces),
         shares_pct=tuple(shares.get(n, math.nan) for n in layers),

@@ -145,6 +145,12 @@ if st.button("Evaluate", key="qd_evaluate", type="primary"):
 widgets.show_outcome(state.PLAN_OUTCOME, (model, plan, calibration))
 if known is not None:
     st.info(f"Already measured: {known['plan_summary']} · {widgets.accuracy_text(known)}.")
-    if st.button("Show it on Explore", key="qd_show_known"):
+
+    def _show_known() -> None:
+        # Before the run, like the other load buttons: a page switch mid-run drops the sidebar
+        # picker's value, and Explore would open on the first model listed.
+        state.put(state.MODEL, model)
         state.select_result(known["key"])
+
+    if st.button("Show it on Explore", key="qd_show_known", on_click=_show_known):
         st.switch_page("app_pages/explore.py")

@@ -77,12 +77,16 @@ probed = c1.multiselect(
     key=state.SENS_PRECISIONS,
 )
 sens_running = _running("sensitivity")
+# A search measures the same probes first (each layer alone at its candidate precisions): a pass
+# started beside it would measure them twice, and its bars land here as they come.
+probes_by_search = _running("search")
 if c2.button(
     "Run sensitivity pass",
     key=state.SENS_RUN,
     type="primary",
-    disabled=sens_running or not probed,
-    help="Probes already measured are served from the store, so a pass that stopped continues.",
+    disabled=sens_running or probes_by_search or not probed,
+    help="Probes already measured are served from the store, so a pass that stopped continues."
+    + (" Not while a search on this model runs: it measures these probes first." if probes_by_search else ""),
 ):
     runner.submit_sensitivity(model, calibration, [Precision(v) for v in probed])
     st.toast("Sensitivity pass started in the background: bars appear as probes land.")
@@ -108,12 +112,18 @@ def _clear_pins() -> None:
     state.set_pins(model, {})
 
 
-@st.fragment(run_every=POLL_S if sens_running else None)
+@st.fragment(run_every=POLL_S if sens_running or probes_by_search else None)
 def sensitivity_view() -> None:
     if not probed:
         st.info("Pick at least one precision to probe.")
         return
     frame = cached.sensitivity(model, calibration.value, tuple(probed), cached.store_version())
+    if frame["status"].eq("pending").all() and probes_by_search and not sens_running:
+        st.info(
+            "A search on this model is running: it first measures each layer alone at its candidate "
+            "precisions, and those probes appear here as they land; run the pass for the rest once it ends."
+        )
+        return
     if frame["status"].eq("pending").all() and not sens_running:
         st.info(
             f"Not measured yet: Run sensitivity pass measures {len(frame)} probe plans (no latency timing, "
@@ -128,11 +138,21 @@ def sensitivity_view() -> None:
     c1, c2 = st.columns(2)
     view = c1.radio("View", list(VIEWS), format_func=VIEWS.get, key=state.SENS_VIEW, horizontal=True)
     sort = c2.selectbox("Sort layers by", list(SORTS), format_func=SORTS.get, key=state.SENS_SORT)
-    info = sensitivity_chart_info(frame, profile, view, sort)
+    no_labels = cached.cards().get(model, {}).get("task") == "fidelity_only"
+    if no_labels:
+        st.info(
+            f"{model} has no labelled evaluation data, so no probe's accuracy can be measured: the bars "
+            "are each probe's output SQNR against FP32 (dB; lower means further from FP32)."
+        )
+    info = sensitivity_chart_info(frame, profile, view, sort, "sqnr" if no_labels else "accuracy")
     total = info.measured + info.pending + info.failed
     status = f"{info.measured} of {total} probes measured"
     if info.pending:
-        status += f", {info.pending} still to come" + (" (they appear as they land)" if sens_running else "")
+        status += f", {info.pending} still to come"
+        if sens_running:
+            status += " (they appear as they land)"
+        elif probes_by_search:
+            status += " (a search on this model is measuring those at its candidate precisions first)"
     if info.failed:
         status += f", {info.failed} failed (reasons in the table below)"
     st.caption(status + ".")
@@ -145,8 +165,12 @@ def sensitivity_view() -> None:
         theme=None,
     )
     st.caption(
-        "Click a bar to pin that layer at that precision in the plan editor (Plan page); "
-        "the search below then keeps it there. Whiskers: 95% interval of the accuracy change."
+        "Click a bar to pin that layer at that precision in the plan editor (Plan page)"
+        + (
+            "."
+            if no_labels
+            else "; the search below then keeps it there. Whiskers: 95% interval of the accuracy change."
+        )
     )
     with st.expander("All probes as a table"):
         shares = {}
@@ -222,6 +246,7 @@ with st.form(state.SEARCH_FORM, border=True):
     max_drop = c1.number_input(
         "Max accuracy drop (optional)",
         min_value=0.0,
+        max_value=100.0,
         value=None,
         step=0.1,
         placeholder="no limit",
@@ -282,6 +307,11 @@ busy = (model, bool(_running("search")))
 if submitted:
     refusal, wait = None, None
     try:
+        if not allowed:
+            raise ValueError(
+                "pick at least one candidate precision; with FP32 alone every layer stays FP32 and there "
+                "is nothing to search"
+            )
         candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
         spec = SearchSpec(
             candidates=pinned_candidates(candidates, pins),

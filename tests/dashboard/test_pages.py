@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dashboard import cached
+from dashboard import cached, state
 from engine.types import CalibrationMethod
 from tests.dashboard.conftest import app, wait_for_jobs
 
@@ -75,6 +75,20 @@ def test_plan_preset_edit_estimate_and_evaluate(home: Path) -> None:
     assert record["metrics"]["settings"]["calibration"] == "percentile"
 
 
+def test_show_it_on_explore_keeps_the_model(home: Path) -> None:
+    # The model is not the first one listed: a page switch that lost it would show that one.
+    assert list(cached.cards())[0] != MODEL
+    at = app(model=MODEL)
+    at.switch_page("app_pages/plan.py").run()
+    at.selectbox(key="qd_preset").set_value("fp32").run()
+    at.button(key="qd_apply_preset").click().run()
+    assert "Already measured: 5 FP32" in _texts(at.info)
+    at.button(key="qd_show_known").click().run()
+    assert not at.exception
+    assert at.session_state[state.MODEL] == MODEL and at.query_params["model"] == MODEL
+    assert at.subheader[0].value.startswith("5 FP32")
+
+
 def test_explore_plots_select_link_and_download(home: Path) -> None:
     store = cached.runner().store
     frame = store.to_frame()
@@ -126,3 +140,47 @@ def test_a_failed_job_is_shown_in_plain_words(home: Path) -> None:
     at.run()
     assert "Evaluating X failed: Y. Try Z." in _texts(at.error)
     assert not at.exception
+
+
+def test_values_set_on_a_page_are_there_after_visiting_another(home: Path) -> None:
+    at = app(model=MODEL)
+    at.switch_page("app_pages/search.py").run()
+    at.number_input(key=state.SEARCH_BUDGET).set_value(3)
+    at.number_input(key=state.SEARCH_MAX_DROP).set_value(1.0)
+    at.multiselect(key=state.SEARCH_PRECISIONS).set_value(["int8"])
+    at.button(key=state.SEARCH_RUN).click().run()  # a form: its values count once submitted
+    wait_for_jobs(at)
+    at.switch_page("app_pages/report.py").run()
+    goal = "fastest model within 2 points of FP32 accuracy"
+    at.text_input(key=state.REPORT_GOAL).set_value(goal).run()
+    at.switch_page("app_pages/plan.py").run()
+    at.selectbox(key="qd_preset").set_value("int8").run()
+    at.button(key="qd_apply_preset").click().run()
+    at.selectbox(key=state.CALIBRATION).set_value(CalibrationMethod.ENTROPY).run()
+    at.selectbox(key="qd_preset").set_value("fp32").run()
+    at.button(key="qd_apply_preset").click().run()  # an FP32 plan hides the calibration picker
+    at.switch_page("app_pages/explore.py").run()
+    at.run()
+
+    at.switch_page("app_pages/search.py").run()
+    assert not at.exception
+    assert at.number_input(key=state.SEARCH_BUDGET).value == 3
+    assert at.number_input(key=state.SEARCH_MAX_DROP).value == 1.0
+    assert at.multiselect(key=state.SEARCH_PRECISIONS).value == ["int8"]
+    at.switch_page("app_pages/report.py").run()
+    assert at.text_input(key=state.REPORT_GOAL).value == goal
+    at.switch_page("app_pages/plan.py").run()
+    at.selectbox(key="qd_preset").set_value("int8").run()
+    at.button(key="qd_apply_preset").click().run()
+    assert at.selectbox(key=state.CALIBRATION).value == CalibrationMethod.ENTROPY
+
+
+def test_a_link_to_a_model_that_is_not_here_says_so(home: Path) -> None:
+    at = app(model="nope")
+    at.run()
+    assert not at.exception
+    shown = at.session_state[state.MODEL]
+    assert "The link names the model 'nope', which is not here" in _texts(at.sidebar.warning)
+    assert f"showing {shown} instead" in _texts(at.sidebar.warning)
+    at.selectbox(key=state.MODEL).set_value(MODEL).run()  # a model picked: the note has done its job
+    assert not at.sidebar.warning

@@ -97,6 +97,25 @@ def test_figure_draws_bars_with_error_bars_and_time_share(frame: pd.DataFrame, p
     assert fig.data[0].y[0] < 0 < fig.data[1].y[0]
 
 
+def test_a_model_without_labels_is_drawn_by_output_sqnr() -> None:
+    # No labels: every probe measured, none with an accuracy; SQNR is what there is to show.
+    rows = [
+        {**_probe(layer, ALONE, "int8", 0.0), "accuracy_change": np.nan, "sqnr_db": sqnr}
+        for layer, sqnr in (("a", 38.0), ("b", 21.5), ("c", 30.0))
+    ]
+    frame = pd.DataFrame(rows)
+    assert sensitivity_chart_info(frame, None, ALONE, "accuracy").traces == ()  # nothing to draw by accuracy
+    info = sensitivity_chart_info(frame, None, ALONE, "accuracy", metric="sqnr")
+    assert info.layers == ("b", "c", "a")  # the furthest from FP32 first
+    bars = info.traces[0][1]
+    assert [b.change_pp for b in bars] == [21.5, 30.0, 38.0]
+    assert all(math.isnan(b.minus_pp) and math.isnan(b.plus_pp) for b in bars)  # SQNR has no interval
+    assert info.x_title.startswith("Output SQNR vs FP32 (dB")
+    assert "accuracy" not in bars[0].hover and "output SQNR vs FP32 21.5 dB" in bars[0].hover
+    with pytest.raises(ValueError, match="metric must be one of"):
+        sensitivity_chart_info(frame, None, ALONE, "accuracy", metric="kl")
+
+
 def test_a_click_on_a_bar_names_its_layer_and_precision(frame: pd.DataFrame) -> None:
     info = sensitivity_chart_info(frame, None, ALONE, "accuracy")
     by_custom = {"selection": {"points": [{"customdata": ["b", "int8"], "curve_number": 1}]}}
@@ -121,7 +140,7 @@ def test_limits_from_the_form() -> None:
     c = constraints(0.5, True, 120.0, None)
     assert (c.max_accuracy_drop, c.relative, c.max_size_bytes, c.max_latency_ms) == (0.5, True, 120_000, None)
     assert c.drop_limit(0.9) == pytest.approx(0.0045)  # 0.5% of 90% accuracy
-    with pytest.raises(ValueError, match="max_latency_ms"):
+    with pytest.raises(ValueError, match="latency limit must be above 0 ms"):
         constraints(None, False, None, -1.0)
 
 

@@ -186,3 +186,34 @@ def test_a_pin_that_names_no_precision_is_dropped_not_a_traceback(home: Path) ->
     assert not at.exception
     pinned = _texts(at.success)
     assert f"`{layers[1]}` at {Precision.FP16.label}" in pinned and layers[0] not in pinned
+
+
+def test_no_candidate_precision_or_a_zero_limit_is_refused_not_searched(home: Path) -> None:
+    store = cached.runner().store
+    searches = len([j for j in store.list_jobs() if j["kind"] == "search"])
+    at = _open()
+    at.multiselect(key=state.SEARCH_PRECISIONS).set_value([])
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert not at.exception
+    assert "cannot start a search: pick at least one candidate precision" in _texts(at.error)
+    at.multiselect(key=state.SEARCH_PRECISIONS).set_value([Precision.INT8.value])
+    at.number_input(key=state.SEARCH_MAX_SIZE).set_value(0.0)
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert "cannot start a search: the size limit must be above 0 bytes" in _texts(at.error)
+    assert len([j for j in store.list_jobs() if j["kind"] == "search"]) == searches  # nothing started
+
+
+def test_the_sensitivity_pass_waits_for_a_running_search_that_measures_its_probes(home: Path) -> None:
+    store = cached.runner().store
+    store.upsert_job("search-probing", kind="search", model_name=MODEL, state="running", message="busy")
+    try:
+        at = _open(**{state.SENS_PRECISIONS: [Precision.W8A16.value]})  # probes nobody measured here
+        said = _texts([*at.info, *at.caption])
+        assert "a search on this model is" in said.lower(), said
+        button = at.button(key=state.SENS_RUN)
+        assert button.disabled and "Not while a search on this model runs" in button.help
+    finally:
+        store.upsert_job("search-probing", state="done")
+    at.run()
+    assert "search on this model is" not in _texts([*at.info, *at.caption])
+    assert not at.button(key=state.SENS_RUN).disabled

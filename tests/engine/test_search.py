@@ -176,8 +176,15 @@ def test_bad_candidates_are_refused_with_the_valid_choices(engine: Engine, digit
         run_search(engine, tiny, SearchSpec({head.name: (Precision.INT4,)}))
     with pytest.raises(PlanError, match="unknown layers"):
         run_search(engine, digits, SearchSpec({"nope": (Precision.INT8,)}))
-    with pytest.raises(ValueError, match="max_accuracy_drop must be a number >= 0"):
+    with pytest.raises(ValueError, match="accuracy-drop limit must be 0 to 100 points"):
         Constraints(max_accuracy_drop=-1)
+    with pytest.raises(ValueError, match="accuracy-drop limit must be 0 to 100 % of FP32 accuracy"):
+        Constraints(max_accuracy_drop=500, relative=True)
+    with pytest.raises(ValueError, match="size limit must be above 0 bytes"):
+        Constraints(max_size_bytes=0)
+    with pytest.raises(ValueError, match="latency limit must be above 0 ms"):
+        Constraints(max_latency_ms=float("nan"))
+    assert Constraints(max_accuracy_drop=0, max_size_bytes=1, max_latency_ms=1e-3).max_accuracy_drop == 0
 
 
 def _search_in_child(home: str) -> None:
