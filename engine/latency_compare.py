@@ -42,7 +42,7 @@ def comparable_latency(stats: Mapping[str, Any]) -> tuple[float, float, float]:
 
 def latency_words(stats: Mapping[str, Any]) -> str:
     """The figure with its interval, and how it was obtained:
-    '0.234 ms (95% CI of the ratio 0.229–0.240) = 0.45× FP32 (0.522 ms, timed once for the model) timed
+    '0.234 ms (95% CI 0.229–0.240 ms, from the ratio) = 0.45× FP32 (0.522 ms, timed once for the model) timed
     alternately with it, 70 runs; this run's own median 0.236 ms' or, for an older result, '0.236 ms
     (95% CI 0.229–0.248), 70 runs'."""
     value, low, high = comparable_latency(stats)
@@ -52,7 +52,7 @@ def latency_words(stats: Mapping[str, Any]) -> str:
     # The interval is the ratio's: how surely plans of one model differ on its one scale. It does not
     # cover the host's drift in absolute time, which the FP32 scale, timed once, carries for all of them.
     return (
-        f"{value:.3f} ms (95% CI of the ratio {low:.3f}–{high:.3f}) = {float(stats['vs_fp32']):.2f}× FP32 "
-        f"({float(stats['fp32_ms']):.3f} ms, timed once for the model) timed alternately with it, {runs} "
-        f"runs; this run's own median {float(stats['median_ms']):.3f} ms"
+        f"{value:.3f} ms (95% CI {low:.3f}–{high:.3f} ms, from the ratio) = "
+        f"{float(stats['vs_fp32']):.2f}× FP32 ({float(stats['fp32_ms']):.3f} ms, timed once for the model) "
+        f"timed alternately with it, {runs} runs; this run's own median {float(stats['median_ms']):.3f} ms"
     )

@@ -146,7 +146,7 @@ def sensitivity_view() -> None:
         )
     info = sensitivity_chart_info(frame, profile, view, sort, "sqnr" if no_labels else "accuracy")
     total = info.measured + info.pending + info.failed
-    status = f"{info.measured} of {total} probes measured"
+    status = f"{info.measured} of {total} probes measured in this view"
     if info.pending:
         status += f", {info.pending} still to come"
         if sens_running:

@@ -20,6 +20,6 @@ def test_a_result_without_one_keeps_its_median_and_interval():
 
 def test_the_words_say_how_the_figure_was_obtained():
     words = latency_words(NEW)
-    assert words.startswith("0.320 ms (95% CI of the ratio 0.312–0.332)")
+    assert words.startswith("0.320 ms (95% CI 0.312–0.332 ms, from the ratio)")
     assert "0.80× FP32" in words and "timed alternately" in words and "own median 0.500 ms" in words
     assert latency_words(OLD) == "0.500 ms (95% CI 0.450–0.550), 40 runs"
