@@ -60,6 +60,14 @@ def _calibration(plan: Mapping[str, Any] | None, metrics: Mapping[str, Any] | No
     return _settings(metrics).get("calibration") if CALIBRATED.intersection(precision_mix(plan)) else None
 
 
+def _latency_bound(metrics: Mapping[str, Any], index: int) -> float:
+    """The low (index 1) or high (2) end of a result's batch-1 latency interval; NaN if it has none."""
+    try:
+        return float(comparable_latency(metrics["latency"]["1"])[index])
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
+
+
 def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.DataFrame:
     """The results a recommendation may choose from: same model and data as the baseline, latency
     timed with the same number of threads, measured accuracy, size and batch-1 latency, status ok."""
@@ -82,6 +90,9 @@ def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.Data
             "ci_high": ok["accuracy_delta_ci_high"].astype(float),
             "size_bytes": ok["size_bytes"].astype(float),
             "latency_ms": ok["latency_ms_b1"].astype(float),
+            # The interval on the scale plans are compared by (engine.latency_compare).
+            "latency_low_ms": [_latency_bound(m, 1) for m in ok["metrics"]],
+            "latency_high_ms": [_latency_bound(m, 2) for m in ok["metrics"]],
             "calibration": [_calibration(p, m) for p, m in zip(ok["plan"], ok["metrics"], strict=True)],
             "source": ok["source"],
             "plan_hash": ok["plan_hash"],

@@ -224,7 +224,10 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
                 for a, lo, hi in zip(c["accuracy"], c["ci_low"], c["ci_high"], strict=True)
             ],
             "size": c["size_bytes"].map(decimal_bytes),
-            "latency, batch 1 (ms)": c["latency_ms"].map(lambda v: f"{v:.3f}"),
+            "latency, batch 1 (95% CI), ms": [
+                f"{v:.3f} ({lo:.3f} to {hi:.3f})" if pd.notna(lo) and pd.notna(hi) else f"{v:.3f}"
+                for v, lo, hi in zip(c["latency_ms"], c["latency_low_ms"], c["latency_high_ms"], strict=True)
+            ],
             "calibration": c["calibration"].fillna(""),
             "measured by": c["source"].map(lambda v: _SOURCES.get(str(v).split(":")[0], v)),
             "meets goal": c["meets"].map({True: "yes", False: "no"}),

@@ -12,9 +12,10 @@ import pytest
 
 from engine.api import Engine
 from engine.goal import parse_goal
-from engine.latency_compare import comparable_ms
+from engine.latency_compare import comparable_latency, comparable_ms
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import caveats, choose, recommend, speed_words, statement
+from engine.report import candidate_table
 from engine.store import ResultStore
 from engine.types import MeasureSettings, Plan, Precision
 
@@ -143,3 +144,14 @@ def test_plans_timed_with_another_thread_count_are_not_candidates(measured) -> N
     assert other["status"] == "ok"
     rec = _recommend(engine, baseline, "fastest")
     assert other["key"] not in set(rec.candidates["key"]) and len(rec.candidates) == 7
+
+
+def test_the_plans_considered_carry_their_latency_interval(measured) -> None:  # type: ignore[no-untyped-def]
+    engine, baseline, records = measured
+    rec = _recommend(engine, baseline, "fastest")
+    table = candidate_table(rec).set_index("plan")
+    for r in records:
+        value, low, high = comparable_latency(r["metrics"]["latency"]["1"])
+        assert low <= value <= high
+        shown = table.loc[r["plan_summary"], "latency, batch 1 (95% CI), ms"]
+        assert shown == f"{value:.3f} ({low:.3f} to {high:.3f})"
