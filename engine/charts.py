@@ -46,6 +46,11 @@ OBJECTIVES: dict[str, Objective] = {
         "latency", "latency_ms_b1", "latency_change_pct", "Latency, batch 1 (ms, median, timed against FP32)",
         "Latency change vs FP32 (%)", False,
     ),
+    # What stands in for accuracy when a model has no labels: how often a plan's top output is FP32's.
+    "agreement": Objective(
+        "agreement", "agreement_pct", "agreement_change_pp", "Top-1 agreement with FP32 (%)",
+        "Top-1 agreement change vs FP32 (percentage points)", True,
+    ),
 }  # fmt: skip
 
 
@@ -64,13 +69,24 @@ def is_baseline(plan: Mapping[str, Any] | None) -> bool:
     return precision_mix(plan) in ((), ("fp32",))
 
 
+def model_identity(name: Any, model_hash: Any, data_hash: Any) -> str:
+    """One model as its results know it: name, network and data. A model added under a removed
+    one's name shares the name only, so its results must not be mixed with the old ones."""
+    return f"{name}@{model_hash}/{data_hash}"
+
+
 def filter_results(
     frame: pd.DataFrame, models: Iterable[str] | None = None, precisions: Iterable[str] | None = None
 ) -> pd.DataFrame:
-    """Rows of the given models whose plans use only the given precisions (the FP32 baseline always stays)."""
+    """Rows of the given models whose plans use only the given precisions (the FP32 baseline always stays).
+
+    A model is given by name (every result stored under it) or by ``model_identity`` (the results of
+    that network and data only); a name holds no "@", so the two cannot be confused.
+    """
     keep = pd.Series(True, index=frame.index)
     if models is not None:
-        keep &= frame["model_name"].isin(list(models))
+        wanted = list(models)
+        keep &= frame["model_name"].isin(wanted) | _identities(frame).isin(wanted)
     if precisions is not None:
         allowed = set(precisions) | {"fp32"}
         keep &= frame["plan"].map(lambda p: set(precision_mix(p)) <= allowed)
@@ -82,18 +98,30 @@ def _latency(metrics: Mapping[str, Any] | None, batch: str = "1") -> Mapping[str
     return lat.get(batch) or {}
 
 
+def _identities(frame: pd.DataFrame) -> pd.Series:
+    if "model_id" in frame.columns:  # with_derived computed them once
+        return frame["model_id"]
+    columns = (frame[c] for c in ("model_name", "model_hash", "data_hash"))
+    return pd.Series(
+        [model_identity(*v) for v in zip(*columns, strict=True)], index=frame.index, dtype=object
+    )
+
+
 def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     """Add display and relative-to-FP32 columns; relative latency needs the model's FP32 result."""
     out = frame.copy()
+    out["model_id"] = _identities(out)
     out["size_mb"] = out["size_bytes"] / 1e6
     out["accuracy_pct"] = out["accuracy"] * 100
     fp32_size = out["metrics"].map(lambda m: (m or {}).get("fp32_size_bytes", np.nan)).astype(float)
     out["size_change_pct"] = (out["size_bytes"] / fp32_size - 1) * 100
     out["accuracy_change_pp"] = out["accuracy_delta"] * 100
+    out["agreement_pct"] = out["agreement"] * 100
+    out["agreement_change_pp"] = out["agreement_pct"] - 100  # FP32 agrees with itself on every input
     out["baseline"] = out["plan"].map(is_baseline).astype(bool)
-    # The latest FP32 result of each model is its latency reference.
-    base = out[out["baseline"]].sort_values("created_at").groupby("model_name")["latency_ms_b1"].last()
-    ref = out["model_name"].map(base).astype(float)
+    # The latest FP32 result of each model (network and data, not name) is its latency reference.
+    base = out[out["baseline"]].sort_values("created_at").groupby("model_id")["latency_ms_b1"].last()
+    ref = out["model_id"].map(base).astype(float)
     out["latency_change_pct"] = (out["latency_ms_b1"] / ref - 1) * 100
     out["speedup"] = ref / out["latency_ms_b1"]
     out["hover"] = [hover_text(r) for r in out.to_dict("records")]
@@ -136,6 +164,8 @@ def hover_text(row: Mapping[str, Any]) -> str:
             if _finite(lo) and _finite(hi):
                 text += f" (95% CI {lo * 100:+.2f} to {hi * 100:+.2f})"
         lines.append(text)
+    elif _finite(m.get("agreement")):  # no labels: fidelity to FP32 is what there is
+        lines.append(f"top-1 agreement with FP32 {m['agreement']:.2%}")
     return "<br>".join(lines)
 
 
@@ -217,6 +247,12 @@ _STYLE = {
     "pareto": {"color": "#d9480f", "opacity": 1.0, "symbol": "circle", "size": 11, "name": "Pareto-optimal"},
     "baseline": {"color": "#1c7ed6", "opacity": 1.0, "symbol": "star", "size": 16, "name": "FP32 baseline"},
 }
+# Each model's front line, in the order of the models' names: the first keeps the Pareto points'
+# orange (a one-model view looks as it always did); a dash pattern tells them apart without colour.
+_FRONT_LINES = (
+    ("#d9480f", "solid"), ("#2f9e44", "dash"), ("#7048e8", "dot"), ("#0c8599", "dashdot"),
+    ("#c2255c", "longdash"), ("#e67700", "longdashdot"),
+)  # fmt: skip
 _TEXT = "#808495"  # grey text that reads on white and on near-black pages
 _GRID = "rgba(128, 132, 149, 0.2)"
 
@@ -262,6 +298,9 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
     fig = go.Figure()
     lines: list[go.Scatter] = []
     rings: list[go.Scatter] = []
+    # One look per model across all panels, so a model's legend entry matches its line in each.
+    models = sorted({p.model_name for info in grid.panels for p in info.points})
+    line_of = {m: _FRONT_LINES[i % len(_FRONT_LINES)] for i, m in enumerate(models)}
     for i, info in enumerate(grid.panels):
         axes = {"xaxis": f"x{i + 1 if i else ''}", "yaxis": f"y{i + 1 if i else ''}"}
         by_key = {p.key: p for p in info.points}
@@ -298,7 +337,7 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
                     x=[p.x for p in line],
                     y=[p.y for p in line],
                     mode="lines",
-                    line={"color": _STYLE["pareto"]["color"], "width": 1.5, "shape": "hv"},
+                    line={"color": line_of[model][0], "dash": line_of[model][1], "width": 1.5, "shape": "hv"},
                     name=f"front · {model}",
                     legendgroup=f"front · {model}",
                     showlegend=not any(t.name == f"front · {model}" for t in lines),
@@ -442,6 +481,10 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
                     if _finite(m.get("accuracy_delta_ci_low")) and _finite(m.get("accuracy_delta_ci_high"))
                     else ""
                 ),
+                # Fidelity to FP32, measured with or without labels (a model without them has nothing else).
+                "agreement_pct": _pp(m.get("agreement")),
+                "sqnr_db": _sqnr_text(m),
+                "kl_divergence": float(m["kl_divergence"]) if _finite(m.get("kl_divergence")) else np.nan,
                 "measured_on": f"{env.get('cpu', '?')}, ONNX Runtime {env.get('onnxruntime', '?')}",
                 "key": r.get("key"),
             }
@@ -457,6 +500,17 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _pp(v: Any) -> float:
     return v * 100 if _finite(v) else np.nan
+
+
+def _sqnr_text(metrics: Mapping[str, Any]) -> str:
+    # Text, not a number: the store has None both for outputs identical to FP32's (an infinite SQNR)
+    # and for outputs with NaN or Inf (no SQNR at all), and the two must not read alike.
+    sqnr = metrics.get("sqnr_db")
+    if _finite(sqnr):
+        return f"{sqnr:.1f}"
+    if metrics.get("non_finite_outputs"):
+        return "n/a (NaN or Inf outputs)"
+    return "∞ (same outputs as FP32)" if "sqnr_db" in metrics else ""
 
 
 def layer_differences(records: list[Mapping[str, Any]]) -> pd.DataFrame:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import cached, state, widgets
-from engine.charts import compare_table, layer_differences, per_class_table
+from engine.charts import compare_table, filter_results, layer_differences, model_identity, per_class_table
+
+# The results picked, per model: {model: [result keys]}. Not the widget's key: Streamlit drops a
+# widget's value in a run that does not draw it (on another page), and the widget holds the pick of
+# one model at a time, so a switch of model and back would lose it too.
+_PICKS = "qd_compare_picks"
 
 model = state.current_model()
 st.header(f"Compare · {model}")
 widgets.jobs_panel()
 
-frame = cached.results(cached.store_version())
-frame = frame[frame["model_name"] == model].sort_values("created_at", ascending=False)
+bundle = cached.runner().model(model)
+# Only this model's results as it is now: a removed model of the same name left its results behind.
+frame = filter_results(
+    cached.results(cached.store_version()), [model_identity(model, bundle.model_hash, bundle.data_hash)]
+)
+frame = frame.sort_values("created_at", ascending=False)
 if len(frame) < 2:
     st.info(
         f"Compare needs two measured plans of {model}; {len(frame)} so far. Evaluate some on the Plan page."
@@ -20,13 +29,27 @@ if len(frame) < 2:
     st.stop()
 
 labels = {r["key"]: f"{r['plan_summary']} ({r['key'][:6]})" for _, r in frame.iterrows()}
-if state.get(state.COMPARE) is None:
+kept = state.get(_PICKS, {}).get(model)
+still = [k for k in kept or [] if k in labels]  # a result deleted since, or of an earlier model: gone
+if kept is None or (kept and not still):
     # Start from the selected result against the FP32 baseline, the comparison people ask for first.
     # (or the latest result when none is selected).
     start = [k for k in (cached.baseline_key(model), state.selected_result()) if k in labels]
-    state.put(state.COMPARE, list(dict.fromkeys(start + list(labels)))[:2])
+    still = list(dict.fromkeys(start + list(labels)))[:2]
+# An emptied pick stays empty (the user is choosing two others); it is not refilled with the default.
+state.put(state.COMPARE, still)
+
+
+def _keep() -> None:
+    state.put(_PICKS, {**state.get(_PICKS, {}), model: list(state.get(state.COMPARE) or [])})
+
+
 picked = st.multiselect(
-    "Results (the first is the reference)", list(labels), key=state.COMPARE, format_func=labels.get
+    "Results (the first is the reference)",
+    list(labels),
+    key=state.COMPARE,
+    format_func=labels.get,
+    on_change=_keep,
 )
 if len(picked) < 2:
     st.info("Pick at least two results.")
@@ -35,8 +58,11 @@ records = [cached.record(k) for k in picked]
 
 st.markdown("#### Metrics, and change against the first")
 table = compare_table(records)
+accuracy_columns = ["accuracy_pct", "accuracy_change_pp", "accuracy_change_ci_pp", "accuracy_vs_first_pp"]
+labelled = table["accuracy_pct"].notna().any()
 st.dataframe(
-    table.drop(columns=["key"]),
+    # Without labels every accuracy cell would read "None": leave the columns out and say why below.
+    table.drop(columns=["key"] if labelled else ["key", *accuracy_columns]),
     hide_index=True,
     column_config={
         "size_mb": st.column_config.NumberColumn("size (MB)", format="%.3f"),
@@ -45,11 +71,20 @@ st.dataframe(
         "accuracy_pct": st.column_config.NumberColumn("accuracy (%)", format="%.2f"),
         "accuracy_change_pp": st.column_config.NumberColumn("Δ acc vs FP32 (pp)", format="%+.2f"),
         "accuracy_change_ci_pp": "Δ acc 95% CI (pp)",
+        "agreement_pct": st.column_config.NumberColumn("top-1 agreement with FP32 (%)", format="%.2f"),
+        "sqnr_db": "SQNR vs FP32 (dB)",
+        "kl_divergence": st.column_config.NumberColumn("KL divergence from FP32", format="%.2e"),
         "size_vs_first_pct": st.column_config.NumberColumn("size vs first (%)", format="%+.1f"),
         "latency_vs_first_pct": st.column_config.NumberColumn("latency vs first (%)", format="%+.1f"),
         "accuracy_vs_first_pp": st.column_config.NumberColumn("accuracy vs first (pp)", format="%+.2f"),
     },
 )
+if not labelled:
+    st.caption(
+        f"Accuracy: n/a (no labels). {model} was added without labelled data, so accuracy cannot be "
+        "measured; compare the plans by their fidelity to FP32 instead: top-1 agreement, SQNR and KL "
+        "divergence."
+    )
 st.caption("Latency differences inside the 95% intervals are noise on this shared machine.")
 
 st.markdown("#### Layers that differ")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, state, widgets
-from engine.charts import filter_results, selected_key
+from engine.charts import filter_results, model_identity, selected_key
 from engine.types import Precision
 
 CHARTS = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
@@ -30,7 +30,20 @@ mix = c1.multiselect(
 )
 relative = c2.toggle("% change vs FP32", key=state.EXPLORE_RELATIVE)
 all_models = c3.toggle("All models", key=state.EXPLORE_MODELS, help="Each model keeps its own front.")
-shown = filter_results(frame, None if all_models else [model], mix)
+listed = list(cached.cards())
+
+
+def _identity(name: str) -> str:
+    # What the store's results name the model by now: a model added under a removed one's name
+    # shares only the name, and the old results stay in the store.
+    bundle = cached.runner().model(name)
+    return model_identity(name, bundle.model_hash, bundle.data_hash)
+
+
+# Only the results of the models listed now, as they are now: a removed model's, or those of an
+# earlier model under a reused name, would be drawn as a second baseline and front of this one.
+view_models = tuple(_identity(n) for n in (listed if all_models else [model]))
+shown = filter_results(frame, view_models, mix)
 
 if shown.empty:
     st.info(f"No measured plans for {model} yet. On the Plan page, pick a preset and press Evaluate.")
@@ -45,10 +58,15 @@ def _picked(trace_keys: tuple[tuple[str, ...], ...]) -> None:
 
 
 selected = state.selected_result()
-view_models = None if all_models else (model,)
+# Accuracy needs labels; a model added without them has only its fidelity to FP32 (engine.evaluate).
+unlabelled = shown["metrics"].map(lambda m: (m or {}).get("labelled") is False)
+no_labels = sorted(set(shown.loc[unlabelled, "model_name"]))
+charts: tuple[tuple[str, str], ...] = CHARTS
+if unlabelled.all():  # nothing to plot accuracy of: plot agreement with FP32 in its place
+    charts = tuple((x, "agreement" if y == "accuracy" else y) for x, y in CHARTS)
 # The three plots are panels of one figure: the browser draws one chart instead of three.
 figure, trace_keys, missing = cached.pareto_charts(
-    version, view_models, tuple(mix), CHARTS, relative, selected
+    version, view_models, tuple(mix), charts, relative, selected
 )
 st.plotly_chart(
     figure,
@@ -60,7 +78,19 @@ st.plotly_chart(
     # made plotly.js draw all markers a second time (see engine.charts._draw_once).
     theme=None,
 )
-for (x, y), left_off in zip(CHARTS, missing, strict=True):
+if no_labels:
+    names = ", ".join(no_labels)
+    drawn = (
+        "the plots show top-1 agreement with FP32 instead (the share of inputs where a plan's top "
+        "output is FP32's)"
+        if charts != CHARTS
+        else f"{'its' if len(no_labels) == 1 else 'their'} {int(unlabelled.sum())} plan(s) are left out "
+        "of the accuracy plots"
+    )
+    st.caption(f"{names}: no labelled data, so accuracy cannot be measured; {drawn}.")
+for (x, y), left_off in zip(charts, missing, strict=True):
+    if y == "accuracy":
+        left_off -= int(unlabelled.sum())  # said above
     if left_off:
         st.caption(
             f"{y.capitalize()} vs {x}: {left_off} plan(s) not drawn, "
@@ -72,6 +102,11 @@ st.caption(
     + "; ".join(f"{cpu}, ONNX Runtime {ort}" for cpu, ort in sorted(envs, key=str))
     + ". Hover a point for its 95% intervals. Larger orange points are Pareto-optimal; grey ones are beaten "
     "on both axes by another plan; the star is FP32."
+    + (
+        " Each model's front is a line of its own colour and dash; hover a point for its model."
+        if all_models
+        else ""
+    )
 )
 
 # --- the selected result --------------------------------------------------------------------------
@@ -111,13 +146,23 @@ record = cached.record(selected)
 if record is None:
     st.warning("The result in this link is not in the store (it may have been deleted). Pick another plan.")
     st.stop()
+if selected not in labels and selected in set(filter_results(frame, view_models)["key"]):
+    # The details follow the plots: a plan they no longer draw is not shown as if it were picked.
+    st.info(
+        f"The selected plan, {record['plan_summary']}, is hidden by the precision filter: allow its "
+        "precisions above to see it again."
+    )
+    st.stop()
 
 m = record["metrics"]
 st.subheader(f"{record['plan_summary']} · {record['model_name']}")
 c1, c2, c3 = st.columns(3)
 comp = m.get("fp32_size_bytes", 0) / m["size_bytes"] if m.get("size_bytes") else None
 c1.metric("Size", widgets.fmt_bytes(m.get("size_bytes")), f"{comp:.2f}× smaller than FP32" if comp else None)
-c2.metric("Accuracy", f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "—")
+if m.get("accuracy") is None and m.get("agreement") is not None:  # no labels: fidelity instead
+    c2.metric("Top-1 agreement with FP32", f"{m['agreement']:.2%}")
+else:
+    c2.metric("Accuracy", f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "—")
 c3.metric("SQNR vs FP32", f"{m['sqnr_db']:.1f} dB" if m.get("sqnr_db") is not None else "identical")
 st.caption(f"Accuracy: {widgets.accuracy_text(record)}")
 for batch in m.get("latency", {}):
@@ -144,9 +189,27 @@ def _load() -> None:
     state.set_plan_assignment(record["model_name"], dict(record["plan"]["layers"]))
 
 
+def _not_loadable() -> str | None:
+    """Why the plan cannot go into a plan editor (its model is gone), or None."""
+    name = record["model_name"]
+    if name not in listed:
+        return f"{name} was removed; its results stay for reference but its plan cannot be loaded."
+    if model_identity(name, record["model_hash"], record["data_hash"]) != _identity(name):
+        return (
+            f"This result is of an earlier model named {name}, since replaced by another; it stays for "
+            "reference but its plan cannot be loaded."
+        )
+    return None
+
+
 c1, c2, c3 = st.columns(3)
-if c1.button("Load into plan editor", key="qd_load_plan", on_click=_load):
+# A result of a removed model is reached by a link or a selection kept from before the removal.
+# Loading it would open another model's editor (the sidebar falls back to the first model).
+why_not = _not_loadable()
+if c1.button("Load into plan editor", key="qd_load_plan", on_click=_load, disabled=why_not is not None):
     st.switch_page("app_pages/plan.py")
+if why_not:
+    c1.caption(why_not)
 plan_json = json.dumps(record["plan"], indent=2, sort_keys=True)
 stem = f"{record['model_name']}-{record['key'][:8]}"
 c2.download_button(

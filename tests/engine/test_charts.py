@@ -15,11 +15,13 @@ from engine.charts import (
     compare_table,
     filter_results,
     layer_differences,
+    model_identity,
     pareto_figure,
     pareto_grid_figure,
     pareto_plot_info,
     per_class_table,
     selected_key,
+    with_derived,
 )
 from engine.store import ResultStore
 
@@ -211,3 +213,45 @@ def test_compare_tables(tmp_path: Path) -> None:
     assert diff["layer"].tolist() == ["a"] and diff.iloc[0, 1:].tolist() == ["FP32", "INT8"]
     pc = per_class_table([a, b], ["cat", "dog"])
     assert pc["class"].tolist() == ["cat", "dog"] and pc.iloc[0, 1:].tolist() == pytest.approx([90, 90, 80])
+
+
+def test_each_models_front_has_its_own_line(frame: pd.DataFrame) -> None:
+    # With several models shown, their fronts must not look alike (one colour made "front · m" and
+    # "front · n" identical in the legend); a model's line looks the same in every panel.
+    infos = tuple(pareto_plot_info(frame, x, "accuracy") for x in ("size", "latency"))
+    fig = pareto_grid_figure(ParetoGridInfo(infos, ("a", "b")))
+    looks = {(t.name, t.line.color, t.line.dash) for t in fig.data if t.mode == "lines"}
+    by_model = {name: (color, dash) for name, color, dash in looks}
+    assert set(by_model) == {"front · m", "front · n"} and len(looks) == 2
+    assert by_model["front · m"][0] != by_model["front · n"][0]
+    assert by_model["front · m"][1] != by_model["front · n"][1]  # told apart without colour too
+
+
+def test_a_model_identity_keeps_one_network_of_a_reused_name(tmp_path: Path) -> None:
+    # A model added under a removed one's name shares only its name with the old results.
+    old, new = record("old", ["int8"] * 3, 100, 0.5, 0.89), record("new", ["int8"] * 3, 90, 0.4, 0.5)
+    old.update(model_hash="h1", data_hash="d")
+    new.update(model_hash="h2", data_hash="d")
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.put(old)
+        store.put(new)
+        frame = with_derived(store.to_frame())
+    assert set(filter_results(frame, ["m"])["key"]) == {"old", "new"}  # by name: every result
+    assert list(filter_results(frame, [model_identity("m", "h2", "d")])["key"]) == ["new"]
+
+
+def test_compare_table_without_labels_has_fidelity() -> None:
+    base, int8 = record("b", ["fp32"] * 3, 400, 1.0, 0.9), record("q", ["int8"] * 3, 100, 0.5, 0.9)
+    for r, sqnr in ((base, None), (int8, 31.25)):
+        r["metrics"] = {
+            **{k: v for k, v in r["metrics"].items() if "accuracy" not in k},
+            "labelled": False,
+            "agreement": 1.0 if sqnr is None else 0.95,
+            "sqnr_db": sqnr,  # None: the outputs are FP32's own
+            "kl_divergence": 0.0 if sqnr is None else 1e-3,
+        }
+    table = compare_table([base, int8])
+    assert table["accuracy_pct"].isna().all()
+    assert table["agreement_pct"].tolist() == pytest.approx([100.0, 95.0])
+    assert table["sqnr_db"].tolist() == ["∞ (same outputs as FP32)", "31.2"]
+    assert table["kl_divergence"].tolist() == pytest.approx([0.0, 1e-3])

@@ -1,0 +1,168 @@
+"""Explore and Compare show the models listed now, as they are now: a model added under a removed one's
+name, a removed model, a model without labels. Real inline evaluations of small added networks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import cached, state
+from engine.types import Plan, Precision
+from tests.dashboard.conftest import app
+from tests.models import tiny_cnn
+
+REUSED = "my-net"  # a model removed, then another network added under its name
+OTHER = "other-net"  # two results, to switch Compare's model to
+GONE = "gone-net"  # measured, then removed
+BLIND = "blind-net"  # added with inputs but no labels
+
+
+def _texts(elements) -> str:  # type: ignore[no-untyped-def]
+    return "\n".join(str(e.value) for e in elements)
+
+
+@pytest.fixture(scope="module")
+def results(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Result keys, FP32 first, of: the removed and the current my-net, other-net, gone-net, blind-net."""
+    tmp = tmp_path_factory.mktemp("nets")
+    x = np.random.default_rng(0).random((120, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp / "labelled.npz", input=x, labels=np.arange(120) % 10)
+    np.savez(tmp / "unlabelled.npz", input=x)
+    engine = cached.runner().engine
+
+    def add_and_measure(name: str, seed: int, data: str, precisions: tuple[Precision, ...]) -> list[str]:
+        # Each its own weights (seed): one network and data under two names would share result keys.
+        path = tmp / f"{name}-{seed}.onnx"
+        path.write_bytes(tiny_cnn(seed=seed)[0])
+        engine.add_model(path, tmp / data, name=name)
+        bundle = engine.model(name)
+        return [engine.evaluate(bundle, Plan(default=p))["key"] for p in precisions]
+
+    two = (Precision.FP32, Precision.INT8)
+    out = {"old": add_and_measure(REUSED, 1, "labelled.npz", two)}
+    engine.remove_model(REUSED)
+    out["new"] = add_and_measure(REUSED, 2, "labelled.npz", (*two, Precision.FP16))
+    out["other"] = add_and_measure(OTHER, 3, "labelled.npz", two)
+    out["gone"] = add_and_measure(GONE, 4, "labelled.npz", two)
+    engine.remove_model(GONE)
+    out["blind"] = add_and_measure(BLIND, 5, "unlabelled.npz", two)
+    return out
+
+
+def _figure(at: AppTest) -> dict:  # type: ignore[type-arg]
+    charts = [e for e in at.main if getattr(e, "type", "") == "plotly_chart"]
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def _drawn(at: AppTest) -> set[str]:
+    return {k for t in _figure(at)["data"] for k in t.get("customdata") or []}
+
+
+def _explore(model: str, **query: str) -> AppTest:
+    at = app(model=model, **query)
+    at.switch_page("app_pages/explore.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_explore_shows_only_the_current_model_under_a_reused_name(results: dict[str, list[str]]) -> None:
+    at = _explore(REUSED)
+    assert _drawn(at) == set(results["new"])  # one FP32 star, one front: not the removed network's
+    assert len(at.selectbox(key=state.EXPLORE_PICK).options) == len(results["new"])  # labels, not keys
+
+    # All models: neither the earlier my-net nor the removed gone-net is mixed in.
+    at.toggle(key=state.EXPLORE_MODELS).set_value(True).run()
+    assert not at.exception
+    drawn = _drawn(at)
+    assert set(results["new"]) | set(results["other"]) <= drawn
+    assert not drawn & {*results["old"], *results["gone"]}
+
+
+def test_compare_offers_only_the_current_model_under_a_reused_name(results: dict[str, list[str]]) -> None:
+    at = app(model=REUSED)
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    # Options are labels: "<plan> (<key[:6]>)".
+    offered = {o.rsplit("(", 1)[1].rstrip(")") for o in at.multiselect(key=state.COMPARE).options}
+    assert offered == {k[:6] for k in results["new"]}
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [("gone", f"{GONE} was removed"), ("old", f"an earlier model named {REUSED}, since replaced")],
+)
+def test_a_removed_models_plan_cannot_be_loaded(results: dict[str, list[str]], kind: str, said: str) -> None:
+    # A link (or a selection kept from before the removal) still opens the result, for reference.
+    at = _explore(REUSED, result=results[kind][1])
+    assert at.subheader[0].value.endswith(GONE if kind == "gone" else REUSED)
+    load = at.button(key="qd_load_plan")
+    assert load.disabled and said in _texts(at.caption)
+    # The current model's plans still load.
+    at = _explore(REUSED, result=results["new"][1])
+    assert not at.button(key="qd_load_plan").disabled
+
+
+def test_explore_details_follow_the_precision_filter(results: dict[str, list[str]]) -> None:
+    at = _explore(REUSED)
+    int8 = results["new"][1]
+    at.selectbox(key=state.EXPLORE_PICK).set_value(int8).run()
+    assert at.subheader[0].value.startswith(cached.record(int8)["plan_summary"])
+    at.multiselect(key=state.EXPLORE_PRECISIONS).set_value([]).run()  # only FP32 is drawn now
+    assert not at.exception
+    assert not at.subheader, "the hidden plan's details are still shown"
+    assert "hidden by the precision filter" in _texts(at.info)
+    at.multiselect(key=state.EXPLORE_PRECISIONS).set_value(["int8"]).run()
+    assert at.subheader[0].value.startswith(cached.record(int8)["plan_summary"])
+
+
+def test_compare_keeps_the_pick_per_model(results: dict[str, list[str]]) -> None:
+    at = app(model=REUSED)
+    at.switch_page("app_pages/compare.py").run()
+    default = at.multiselect(key=state.COMPARE).value
+    assert len(default) == 2
+    third = next(k for k in results["new"] if k not in default)
+    at.multiselect(key=state.COMPARE).select(third).run()
+    picked = at.multiselect(key=state.COMPARE).value
+    assert len(picked) == 3 and len(at.dataframe[0].value) == 3
+
+    # Another page and back: Streamlit dropped the widget's value meanwhile.
+    at.switch_page("app_pages/models.py").run()
+    at.switch_page("app_pages/compare.py").run()
+    assert at.multiselect(key=state.COMPARE).value == picked
+
+    # Another model (two results: its default pair), then back.
+    at.selectbox(key=state.MODEL).set_value(OTHER).run()
+    assert not at.exception
+    assert set(at.multiselect(key=state.COMPARE).value) == set(results["other"])
+    assert "Pick at least two results" not in _texts(at.info)
+    at.selectbox(key=state.MODEL).set_value(REUSED).run()
+    assert at.multiselect(key=state.COMPARE).value == picked
+
+
+def test_explore_without_labels_plots_agreement_and_says_why(results: dict[str, list[str]]) -> None:
+    at = _explore(BLIND)
+    captions = _texts(at.caption)
+    assert "no labelled data, so accuracy cannot be measured" in captions
+    assert "no FP32 baseline or metric to compare with" not in captions  # the baseline is there
+    figure = _figure(at)
+    assert figure["layout"]["yaxis"]["title"]["text"] == "Top-1 agreement with FP32 (%)"
+    for axis in ("x", "x2"):  # both accuracy plots draw both plans, by agreement
+        keys = {k for t in figure["data"] if t.get("xaxis") == axis for k in t.get("customdata") or []}
+        assert keys == set(results["blind"])
+
+
+def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[str]]) -> None:
+    at = app(model=BLIND)
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "accuracy_pct" not in table.columns, "accuracy cells would read None"
+    assert table["agreement_pct"].iloc[0] == pytest.approx(100.0)  # FP32 agrees with itself
+    assert table["sqnr_db"].iloc[0].startswith("∞") and float(table["sqnr_db"].iloc[1]) > 0
+    assert table["kl_divergence"].notna().all()
+    assert "Accuracy: n/a (no labels)" in _texts(at.caption)
