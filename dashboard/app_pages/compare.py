@@ -16,11 +16,13 @@ model = state.current_model()
 st.header(f"Compare · {model}")
 widgets.jobs_panel()
 
-bundle = cached.runner().model(model)
-# Only this model's results as it is now: a removed model of the same name left its results behind.
-frame = filter_results(
-    cached.results(cached.store_version()), [model_identity(model, bundle.model_hash, bundle.data_hash)]
-)
+try:
+    bundle = cached.runner().model(model)
+    # Only this model's results as it is now: a removed model of the same name left its results behind.
+    wanted = model_identity(model, bundle.model_hash, bundle.data_hash)
+except Exception:  # its files cannot be read now: its results are still worth comparing, by name
+    wanted = model
+frame = filter_results(cached.results(cached.store_version()), [wanted])
 frame = frame.sort_values("created_at", ascending=False)
 if len(frame) < 2:
     st.info(

@@ -36,7 +36,10 @@ listed = list(cached.cards())
 def _identity(name: str) -> str:
     # What the store's results name the model by now: a model added under a removed one's name
     # shares only the name, and the old results stay in the store.
-    bundle = cached.runner().model(name)
+    try:
+        bundle = cached.runner().model(name)
+    except Exception:  # its files cannot be read now: its results are still worth showing, by name
+        return name
     return model_identity(name, bundle.model_hash, bundle.data_hash)
 
 
@@ -194,7 +197,8 @@ def _not_loadable() -> str | None:
     name = record["model_name"]
     if name not in listed:
         return f"{name} was removed; its results stay for reference but its plan cannot be loaded."
-    if model_identity(name, record["model_hash"], record["data_hash"]) != _identity(name):
+    current = _identity(name)
+    if current != name and model_identity(name, record["model_hash"], record["data_hash"]) != current:
         return (
             f"This result is of an earlier model named {name}, since replaced by another; it stays for "
             "reference but its plan cannot be loaded."

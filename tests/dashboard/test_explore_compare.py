@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import cached, state
 from engine.types import Plan, Precision
+from engine.user_models import models_dir
 from tests.dashboard.conftest import app
 from tests.models import tiny_cnn
 
@@ -166,3 +167,18 @@ def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[
     assert table["sqnr_db"].iloc[0].startswith("∞") and float(table["sqnr_db"].iloc[1]) > 0
     assert table["kl_divergence"].notna().all()
     assert "Accuracy: n/a (no labels)" in _texts(at.caption)
+
+
+def test_a_model_whose_files_cannot_be_read_still_shows_its_results(results: dict[str, list[str]]) -> None:
+    # Last in the module: it deletes other-net's model file. A page that must load the model to
+    # know its identity falls back to its name instead of failing.
+    runner = cached.runner()
+    (models_dir(runner.engine.home) / OTHER / "model.onnx").unlink()
+    runner.forget_model(OTHER)
+    at = _explore(OTHER)
+    figure = _figure(at)
+    keys = {k for t in figure["data"] if t.get("xaxis") == "x" for k in t.get("customdata") or []}
+    assert keys == set(results["other"])
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 2
