@@ -18,6 +18,7 @@ from dashboard.runner import Runner
 from engine.charts import (
     ParetoGridInfo,
     filter_results,
+    model_identity,
     pareto_grid_figure,
     pareto_plot_info,
     with_derived,
@@ -77,7 +78,7 @@ def models_changed(name: str) -> None:
     """After adding or removing a model: forget everything cached under its name (a new model may
     take the name of a removed one)."""
     _cards.clear()
-    for cache in (layers, model_bytes, baseline_key):
+    for cache in (layers, model_bytes, baseline_key, model_id):
         cache.clear()
     runner().forget_model(name)
 
@@ -106,6 +107,19 @@ def model_bytes(model: str) -> int:
 @st.cache_data(show_spinner=False)
 def baseline_key(model: str) -> str:
     return runner().baseline_key(model)
+
+
+@st.cache_data(show_spinner=False)
+def model_id(model: str) -> str:
+    """The model as its results know it (engine.charts.model_identity: name, network and data), so a
+    model added under a removed one's name does not show the old results. Loading the model hashes
+    its files: cached until the model is added or removed. A model whose files cannot be read now is
+    known by its name alone (every result under it), rather than failing the page that asked."""
+    try:
+        bundle = runner().model(model)
+    except (OSError, ValueError, ModelError):
+        return model
+    return model_identity(model, bundle.model_hash, bundle.data_hash)
 
 
 def store_version() -> tuple[int, str]:

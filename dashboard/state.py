@@ -6,7 +6,7 @@ misspelled in one page and silently start a second, empty state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import streamlit as st
 
@@ -23,6 +23,7 @@ DISMISSED = "qd_dismissed_jobs"  # failed jobs whose message the user closed
 EDIT_NOTES = "qd_edit_notes"  # (model, plan, notes): what the plan's last edit left to say
 PLAN_OUTCOME = "qd_plan_outcome"  # why Evaluate did not submit the plan (widgets.keep_outcome)
 COMPARE = "qd_compare"  # widget key: results picked on Compare
+COMPARE_PICKS = "qd_compare_picks"  # {model: result keys}: the picks of each model, kept across pages
 
 # Widget keys (each widget gets a key, all spelled here).
 PRESET = "qd_preset"
@@ -75,23 +76,11 @@ _NEXT_MODEL = "qd_next_model"
 _LINK_MISS = "qd_link_miss"  # (model a link named, model shown instead)
 
 
-# Value widgets a user sets and expects to find again after visiting another page. Streamlit drops
-# a widget's value from session state in a run that does not draw it (another page's run, or this
-# page's while the widget is hidden), so it would come back at its default; writing each value back
-# at the start of every run keeps it, as Streamlit's docs advise. Buttons, file uploaders and data
-# editors cannot be written, so none is here.
-KEPT_WIDGETS = (
-    CALIBRATION, EXPLORE_PRECISIONS, EXPLORE_RELATIVE, EXPLORE_MODELS, SEARCH_CALIBRATION, SENS_PRECISIONS,
-    SENS_VIEW, SENS_SORT, SEARCH_PRECISIONS, SEARCH_MAX_DROP, SEARCH_DROP_UNIT, SEARCH_MAX_SIZE,
-    SEARCH_MAX_LATENCY, SEARCH_OBJECTIVE, SEARCH_BUDGET, SEARCH_SECONDS, REPORT_GOAL,
-)  # fmt: skip
-
-
-def keep_widget_values() -> None:
-    """Call at the start of every run, before any page draws: see KEPT_WIDGETS."""
-    for key in KEPT_WIDGETS:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+# What a user sets on a page and expects to find again after visiting another: Streamlit keeps
+# such a widget's value for the session (it drops it otherwise in a run that does not draw the
+# widget). Streamlit's own keeping, not a write-back each run: that would reset a half-typed field
+# whenever a job's end reruns the app.
+KEEP: Literal["session"] = "session"
 
 
 def chart_key(name: str) -> str:

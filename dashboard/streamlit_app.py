@@ -18,7 +18,6 @@ if not names:
     st.error("No sample models found under sample_models/. Run the train scripts there (see README).")
     st.stop()
 
-state.keep_widget_values()  # before anything draws: values set on a page outlive a visit elsewhere
 state.sync_from_url(names)
 state.settle_model(names)  # a model just added is picked; a removed one is not
 with st.sidebar:

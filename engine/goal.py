@@ -111,7 +111,8 @@ def _refuse(text: str, why: str) -> GoalError:
 
 def parse_goal(text: str) -> Goal:
     """Read a plain-words goal; GoalError says what was not understood and what would be."""
-    s = " ".join(text.lower().replace("×", "x").split())
+    # "−" (U+2212) as the app itself prints negative numbers: a pasted "−5 points" reads as -5.
+    s = " ".join(text.lower().replace("×", "x").replace("−", "-").split())
     if not s:
         raise _refuse(text, "it is empty")
     spans: list[tuple[int, int]] = []

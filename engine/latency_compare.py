@@ -44,11 +44,11 @@ def latency_words(stats: Mapping[str, Any]) -> str:
     """The figure with its interval, and how it was obtained:
     '0.234 ms (95% CI 0.229–0.240 ms, from the ratio) = 0.45× FP32 (0.522 ms, timed once for the model) timed
     alternately with it, 70 runs; this run's own median 0.236 ms' or, for an older result, '0.236 ms
-    (95% CI 0.229–0.248), 70 runs'."""
+    (95% CI 0.229–0.248 ms), 70 runs'."""
     value, low, high = comparable_latency(stats)
     runs = stats.get("runs", "?")
     if not has_ratio(stats):
-        return f"{value:.3f} ms (95% CI {low:.3f}–{high:.3f}), {runs} runs"
+        return f"{value:.3f} ms (95% CI {low:.3f}–{high:.3f} ms), {runs} runs"
     # The interval is the ratio's: how surely plans of one model differ on its one scale. It does not
     # cover the host's drift in absolute time, which the FP32 scale, timed once, carries for all of them.
     return (

@@ -64,7 +64,8 @@ class AdditivePredictor:
         self, uniform: Mapping[Precision, tuple[Mapping[str, Precision], float]]
     ) -> AdditivePredictor:
         """The same predictor with each precision's latency terms moved so that its uniform plan
-        (given with its measured latency) is predicted exactly.
+        (given with its measured latency) is predicted exactly, up to the move of any layer in it
+        at another precision (a pinned one), whose own anchoring moves it too.
 
         The profiler's per-node times carry its own overhead per node, which small models with
         many small nodes (casts, Q/DQ) feel most; one measured plan per precision puts the layer

@@ -60,12 +60,13 @@ def _calibration(plan: Mapping[str, Any] | None, metrics: Mapping[str, Any] | No
     return _settings(metrics).get("calibration") if CALIBRATED.intersection(precision_mix(plan)) else None
 
 
-def _latency_bound(metrics: Mapping[str, Any], index: int) -> float:
-    """The low (index 1) or high (2) end of a result's batch-1 latency interval; NaN if it has none."""
+def _latency_interval(metrics: Mapping[str, Any]) -> tuple[float, float]:
+    """A result's batch-1 latency interval (low, high) in ms; NaN where it has none."""
     try:
-        return float(comparable_latency(metrics["latency"]["1"])[index])
+        _, low, high = comparable_latency(metrics["latency"]["1"])
     except (KeyError, TypeError, ValueError):
-        return float("nan")
+        return float("nan"), float("nan")
+    return low, high
 
 
 def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.DataFrame:
@@ -80,6 +81,7 @@ def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.Data
         & (frame["metrics"].map(lambda m: _settings(m).get("threads")) == threads)
     ]
     ok = ok[np.isfinite(ok[["accuracy", "size_bytes", "latency_ms_b1"]].astype(float)).all(axis=1)]
+    intervals = [_latency_interval(m) for m in ok["metrics"]]
     out = pd.DataFrame(
         {
             "key": ok["key"],
@@ -91,8 +93,8 @@ def candidate_frame(frame: pd.DataFrame, baseline: Mapping[str, Any]) -> pd.Data
             "size_bytes": ok["size_bytes"].astype(float),
             "latency_ms": ok["latency_ms_b1"].astype(float),
             # The interval on the scale plans are compared by (engine.latency_compare).
-            "latency_low_ms": [_latency_bound(m, 1) for m in ok["metrics"]],
-            "latency_high_ms": [_latency_bound(m, 2) for m in ok["metrics"]],
+            "latency_low_ms": [low for low, _ in intervals],
+            "latency_high_ms": [high for _, high in intervals],
             "calibration": [_calibration(p, m) for p, m in zip(ok["plan"], ok["metrics"], strict=True)],
             "source": ok["source"],
             "plan_hash": ok["plan_hash"],

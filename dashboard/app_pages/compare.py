@@ -5,24 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import cached, state, widgets
-from engine.charts import compare_table, filter_results, layer_differences, model_identity, per_class_table
+from engine.charts import compare_table, filter_results, is_baseline, layer_differences, per_class_table
 
-# The results picked, per model: {model: [result keys]}. Not the widget's key: Streamlit drops a
-# widget's value in a run that does not draw it (on another page), and the widget holds the pick of
-# one model at a time, so a switch of model and back would lose it too.
-_PICKS = "qd_compare_picks"
+# The results picked are kept per model (state.COMPAREstate.COMPARE_PICKS), not only in the widget's key:
+# Streamlit drops a widget's value in a run that does not draw it (on another page), and the widget
+# holds the pick of one model at a time, so a switch of model and back would lose it too.
 
 model = state.current_model()
 st.header(f"Compare · {model}")
 widgets.jobs_panel()
 
-try:
-    bundle = cached.runner().model(model)
-    # Only this model's results as it is now: a removed model of the same name left its results behind.
-    wanted = model_identity(model, bundle.model_hash, bundle.data_hash)
-except Exception:  # its files cannot be read now: its results are still worth comparing, by name
-    wanted = model
-frame = filter_results(cached.results(cached.store_version()), [wanted])
+# Only this model's results as it is now: a removed model of the same name left its results behind.
+frame = filter_results(cached.results(cached.store_version()), [cached.model_id(model)])
 frame = frame.sort_values("created_at", ascending=False)
 if len(frame) < 2:
     st.info(
@@ -31,19 +25,25 @@ if len(frame) < 2:
     st.stop()
 
 labels = {r["key"]: f"{r['plan_summary']} ({r['key'][:6]})" for _, r in frame.iterrows()}
-kept = state.get(_PICKS, {}).get(model)
+kept = state.get(state.COMPARE_PICKS, {}).get(model)
 still = [k for k in kept or [] if k in labels]  # a result deleted since, or of an earlier model: gone
 if kept is None or (kept and not still):
     # Start from the selected result against the FP32 baseline, the comparison people ask for first.
     # (or the latest result when none is selected).
-    start = [k for k in (cached.baseline_key(model), state.selected_result()) if k in labels]
+    # The latest FP32 result from the results themselves: finding the baseline's key would load the
+    # model, whose files may not be readable now.
+    fp32 = next((k for k, plan in zip(frame["key"], frame["plan"], strict=True) if is_baseline(plan)), None)
+    start = [k for k in (fp32, state.selected_result()) if k in labels]
     still = list(dict.fromkeys(start + list(labels)))[:2]
 # An emptied pick stays empty (the user is choosing two others); it is not refilled with the default.
 state.put(state.COMPARE, still)
 
 
 def _keep() -> None:
-    state.put(_PICKS, {**state.get(_PICKS, {}), model: list(state.get(state.COMPARE) or [])})
+    state.put(
+        state.COMPARE_PICKS,
+        {**state.get(state.COMPARE_PICKS, {}), model: list(state.get(state.COMPARE) or [])},
+    )
 
 
 picked = st.multiselect(

@@ -26,26 +26,17 @@ mix = c1.multiselect(
     [p.value for p in Precision if p is not Precision.FP32],
     default=[p.value for p in Precision if p is not Precision.FP32],
     key=state.EXPLORE_PRECISIONS,
+    persist_state=state.KEEP,
     format_func=lambda v: Precision(v).label,
 )
-relative = c2.toggle("% change vs FP32", key=state.EXPLORE_RELATIVE)
-all_models = c3.toggle("All models", key=state.EXPLORE_MODELS, help="Each model keeps its own front.")
+relative = c2.toggle("% change vs FP32", key=state.EXPLORE_RELATIVE, persist_state=state.KEEP)
+all_models = c3.toggle(
+    "All models", key=state.EXPLORE_MODELS, persist_state=state.KEEP, help="Each model keeps its own front."
+)
 listed = list(cached.cards())
-
-
-def _identity(name: str) -> str:
-    # What the store's results name the model by now: a model added under a removed one's name
-    # shares only the name, and the old results stay in the store.
-    try:
-        bundle = cached.runner().model(name)
-    except Exception:  # its files cannot be read now: its results are still worth showing, by name
-        return name
-    return model_identity(name, bundle.model_hash, bundle.data_hash)
-
-
 # Only the results of the models listed now, as they are now: a removed model's, or those of an
 # earlier model under a reused name, would be drawn as a second baseline and front of this one.
-view_models = tuple(_identity(n) for n in (listed if all_models else [model]))
+view_models = tuple(cached.model_id(n) for n in (listed if all_models else [model]))
 shown = filter_results(frame, view_models, mix)
 
 if shown.empty:
@@ -197,7 +188,7 @@ def _not_loadable() -> str | None:
     name = record["model_name"]
     if name not in listed:
         return f"{name} was removed; its results stay for reference but its plan cannot be loaded."
-    current = _identity(name)
+    current = cached.model_id(name)
     if current != name and model_identity(name, record["model_hash"], record["data_hash"]) != current:
         return (
             f"This result is of an earlier model named {name}, since replaced by another; it stays for "

@@ -64,6 +64,7 @@ goal_text = st.text_input(
     "Goal, in plain words",
     value=EXAMPLES[0],
     key=state.REPORT_GOAL,
+    persist_state=state.KEEP,
     help="Say what to optimise (smallest, fastest or most accurate) and any limits, for example:\n"
     + "\n".join(f"- {e}" for e in EXAMPLES),
 )

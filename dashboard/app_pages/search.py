@@ -57,6 +57,7 @@ calibration: CalibrationMethod = st.columns([2, 1])[0].selectbox(
     list(CalibrationMethod),
     format_func=lambda m: f"{m.label}: {m.description}",
     key=state.SEARCH_CALIBRATION,
+    persist_state=state.KEEP,
     help="Used by the sensitivity pass and the search alike; other precisions do not use it.",
 )
 
@@ -75,18 +76,35 @@ probed = c1.multiselect(
     default=[p for p in DEFAULT_PRECISIONS if p in offered],
     format_func=lambda v: Precision(v).label,
     key=state.SENS_PRECISIONS,
+    persist_state=state.KEEP,
 )
 sens_running = _running("sensitivity")
-# A search measures the same probes first (each layer alone at its candidate precisions): a pass
-# started beside it would measure them twice, and its bars land here as they come.
-probes_by_search = _running("search")
+
+
+def _search_probing() -> bool:
+    # A search first measures its own probes (each layer alone at its candidate precisions; its
+    # progress says "sensitivity: ..."): a pass started beside it would measure them twice, and they
+    # land in this chart as they come. After that phase it measures whole plans: nothing to wait for.
+    return any(
+        j["kind"] == "search"
+        and j["model_name"] == model
+        and ("sensitivity" in j["message"] or j["message"].endswith(": starting"))
+        for j in runner.store.list_jobs(["queued", "running"])
+    )
+
+
+probes_by_search = _search_probing()
 if c2.button(
     "Run sensitivity pass",
     key=state.SENS_RUN,
     type="primary",
     disabled=sens_running or probes_by_search or not probed,
     help="Probes already measured are served from the store, so a pass that stopped continues."
-    + (" Not while a search on this model runs: it measures these probes first." if probes_by_search else ""),
+    + (
+        " Not while a search on this model measures its own probes; run it once that is done."
+        if probes_by_search
+        else ""
+    ),
 ):
     runner.submit_sensitivity(model, calibration, [Precision(v) for v in probed])
     st.toast("Sensitivity pass started in the background: bars appear as probes land.")
@@ -120,8 +138,8 @@ def sensitivity_view() -> None:
     frame = cached.sensitivity(model, calibration.value, tuple(probed), cached.store_version())
     if frame["status"].eq("pending").all() and probes_by_search and not sens_running:
         st.info(
-            "A search on this model is running: it first measures each layer alone at its candidate "
-            "precisions, and those probes appear here as they land; run the pass for the rest once it ends."
+            "A search on this model is measuring its own probes (each layer alone at its candidate "
+            "precisions): those appear here as they land; run the pass for the rest once that is done."
         )
         return
     if frame["status"].eq("pending").all() and not sens_running:
@@ -135,10 +153,23 @@ def sensitivity_view() -> None:
     except Exception as e:  # the profiler failed in its worker: the chart goes on without time shares
         st.warning(f"Each layer's time share could not be profiled ({type(e).__name__}: {e}).")
         profile = None
-    c1, c2 = st.columns(2)
-    view = c1.radio("View", list(VIEWS), format_func=VIEWS.get, key=state.SENS_VIEW, horizontal=True)
-    sort = c2.selectbox("Sort layers by", list(SORTS), format_func=SORTS.get, key=state.SENS_SORT)
     no_labels = cached.cards().get(model, {}).get("task") == "fidelity_only"
+    c1, c2 = st.columns(2)
+    view = c1.radio(
+        "View",
+        list(VIEWS),
+        format_func=VIEWS.get,
+        key=state.SENS_VIEW,
+        persist_state=state.KEEP,
+        horizontal=True,
+    )
+    sort = c2.selectbox(
+        "Sort layers by",
+        list(SORTS),
+        format_func=lambda v: SORTS[v].replace("accuracy", "output SQNR") if no_labels else SORTS[v],
+        key=state.SENS_SORT,
+        persist_state=state.KEEP,
+    )
     if no_labels:
         st.info(
             f"{model} has no labelled evaluation data, so no probe's accuracy can be measured: the bars "
@@ -151,10 +182,13 @@ def sensitivity_view() -> None:
         status += f", {info.pending} still to come"
         if sens_running:
             status += " (they appear as they land)"
-        elif probes_by_search:
-            status += " (a search on this model is measuring those at its candidate precisions first)"
+        elif probes_by_search and view == ALONE:  # the search measures no reverse-view probe
+            status += " (a search on this model is measuring those at its candidate precisions)"
     if info.failed:
         status += f", {info.failed} failed (reasons in the table below)"
+    undrawn = info.measured - sum(len(bars) for _, bars in info.traces)
+    if undrawn:  # measured, but no finite value to draw: SQNR of outputs identical to FP32's, or NaN
+        status += f"; {undrawn} with no finite {'SQNR' if no_labels else 'accuracy'} are in the table only"
     st.caption(status + ".")
     st.plotly_chart(
         sensitivity_figure(info),
@@ -241,6 +275,7 @@ with st.form(state.SEARCH_FORM, border=True):
         default=[p for p in DEFAULT_PRECISIONS if p in offered],
         format_func=lambda v: Precision(v).label,
         key=state.SEARCH_PRECISIONS,
+        persist_state=state.KEEP,
     )
     c1, c2, c3 = st.columns(3)
     max_drop = c1.number_input(
@@ -251,12 +286,14 @@ with st.form(state.SEARCH_FORM, border=True):
         step=0.1,
         placeholder="no limit",
         key=state.SEARCH_MAX_DROP,
+        persist_state=state.KEEP,
     )
     unit = c1.radio(
         "Drop measured in",
         ["points", "relative"],
         format_func={"points": "percentage points", "relative": "% of FP32 accuracy"}.get,
         key=state.SEARCH_DROP_UNIT,
+        persist_state=state.KEEP,
         horizontal=True,
     )
     max_kb = c2.number_input(
@@ -265,6 +302,7 @@ with st.form(state.SEARCH_FORM, border=True):
         value=None,
         placeholder="no limit",
         key=state.SEARCH_MAX_SIZE,
+        persist_state=state.KEEP,
     )
     max_ms = c3.number_input(
         "Max latency (ms, batch 1, this machine, optional)",
@@ -273,6 +311,7 @@ with st.form(state.SEARCH_FORM, border=True):
         format="%.3f",
         placeholder="no limit",
         key=state.SEARCH_MAX_LATENCY,
+        persist_state=state.KEEP,
     )
     c1, c2, c3 = st.columns(3)
     objective = c1.radio(
@@ -280,6 +319,7 @@ with st.form(state.SEARCH_FORM, border=True):
         ["size", "latency"],
         format_func={"size": "smallest plan", "latency": "fastest plan"}.get,
         key=state.SEARCH_OBJECTIVE,
+        persist_state=state.KEEP,
         horizontal=True,
         help="Among the measured plans that meet every limit.",
     )
@@ -290,6 +330,7 @@ with st.form(state.SEARCH_FORM, border=True):
         value=20,
         step=1,
         key=state.SEARCH_BUDGET,
+        persist_state=state.KEEP,
         help="Plans measured for the search itself; the sensitivity probes it needs come on top.",
     )
     seconds = c3.number_input(
@@ -298,6 +339,7 @@ with st.form(state.SEARCH_FORM, border=True):
         value=None,
         placeholder="none",
         key=state.SEARCH_SECONDS,
+        persist_state=state.KEEP,
     )
     submitted = st.form_submit_button("Find best plans", type="primary", key=state.SEARCH_RUN)
 # What a press of Find best plans acted on: the settings it was given (a form: they change only on a

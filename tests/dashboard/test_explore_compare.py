@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import cached, state
 from engine.types import Plan, Precision
 from engine.user_models import models_dir
-from tests.dashboard.conftest import app
+from tests.dashboard.conftest import app, wait_for_jobs
 from tests.models import tiny_cnn
 
 REUSED = "my-net"  # a model removed, then another network added under its name
@@ -169,12 +169,29 @@ def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[
     assert "Accuracy: n/a (no labels)" in _texts(at.caption)
 
 
+def test_sensitivity_without_labels_is_drawn_by_output_sqnr(results: dict[str, list[str]]) -> None:
+    at = app(model=BLIND)
+    at.session_state[state.SENS_PRECISIONS] = [Precision.INT8.value]
+    at.switch_page("app_pages/search.py").run()
+    at.button(key=state.SENS_RUN).click().run()
+    wait_for_jobs(at)
+    assert not at.exception
+    assert f"{BLIND} has no labelled evaluation data" in _texts(at.info)
+    charts = [e for e in at.main if getattr(e, "type", "") == "plotly_chart"]
+    figure = json.loads(charts[0].proto.spec)
+    assert figure["layout"]["xaxis"]["title"]["text"].startswith("Output SQNR vs FP32 (dB")
+    bars = [t for t in figure["data"] if t["type"] == "bar" and t.get("xaxis", "x") == "x"]
+    drawn = sum(len(t["x"]) for t in bars)
+    assert drawn >= 1 and all(isinstance(v, float) for t in bars for v in t["x"])
+    assert "output SQNR (most sensitive layers first)" in at.selectbox(key=state.SENS_SORT).options
+
+
 def test_a_model_whose_files_cannot_be_read_still_shows_its_results(results: dict[str, list[str]]) -> None:
     # Last in the module: it deletes other-net's model file. A page that must load the model to
     # know its identity falls back to its name instead of failing.
     runner = cached.runner()
     (models_dir(runner.engine.home) / OTHER / "model.onnx").unlink()
-    runner.forget_model(OTHER)
+    cached.models_changed(OTHER)  # as after a restart: nothing of it cached (its baseline key either)
     at = _explore(OTHER)
     figure = _figure(at)
     keys = {k for t in figure["data"] if t.get("xaxis") == "x" for k in t.get("customdata") or []}

@@ -167,6 +167,9 @@ def test_values_set_on_a_page_are_there_after_visiting_another(home: Path) -> No
     assert at.number_input(key=state.SEARCH_BUDGET).value == 3
     assert at.number_input(key=state.SEARCH_MAX_DROP).value == 1.0
     assert at.multiselect(key=state.SEARCH_PRECISIONS).value == ["int8"]
+    # A later rerun (a job's end reruns the app) sends no value: what the user is typing stays.
+    at.run()
+    assert not at.number_input(key=state.SEARCH_BUDGET).proto.set_value
     at.switch_page("app_pages/report.py").run()
     assert at.text_input(key=state.REPORT_GOAL).value == goal
     at.switch_page("app_pages/plan.py").run()

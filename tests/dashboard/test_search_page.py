@@ -205,15 +205,23 @@ def test_no_candidate_precision_or_a_zero_limit_is_refused_not_searched(home: Pa
 
 def test_the_sensitivity_pass_waits_for_a_running_search_that_measures_its_probes(home: Path) -> None:
     store = cached.runner().store
-    store.upsert_job("search-probing", kind="search", model_name=MODEL, state="running", message="busy")
+    store.upsert_job(
+        "search-probing",
+        kind="search",
+        model_name=MODEL,
+        state="running",
+        message="sensitivity: 2 of 15 plans",
+    )
     try:
-        at = _open(**{state.SENS_PRECISIONS: [Precision.W8A16.value]})  # probes nobody measured here
+        at = _open(**{state.SENS_PRECISIONS: [Precision.W8A16.value]})
         said = _texts([*at.info, *at.caption])
-        assert "a search on this model is" in said.lower(), said
+        assert "a search on this model is measuring" in said.lower(), said
         button = at.button(key=state.SENS_RUN)
-        assert button.disabled and "Not while a search on this model runs" in button.help
+        assert button.disabled and "Not while a search on this model measures its own probes" in button.help
+        # Past its probes, the search measures whole plans: the pass need not wait.
+        store.upsert_job("search-probing", message="measured 3 of 20 plans (nsga2)")
+        at.run()
+        assert "search on this model is" not in _texts([*at.info, *at.caption]).lower()
+        assert not at.button(key=state.SENS_RUN).disabled
     finally:
         store.upsert_job("search-probing", state="done")
-    at.run()
-    assert "search on this model is" not in _texts([*at.info, *at.caption])
-    assert not at.button(key=state.SENS_RUN).disabled

@@ -68,6 +68,7 @@ def test_describe_says_the_goal_back() -> None:
         ("1.5x faster", "'1.5x' is not a limit"),
         # Limits no plan can meet or that mean nothing are refused, with the number as given.
         ("smallest model within -5 points of FP32 accuracy", "must be 0 to 100 points (or none), got -5"),
+        ("smallest within −0.5 points of FP32", "must be 0 to 100 points (or none), got -0.5"),  # U+2212
         ("smallest within 500% of FP32", "must be 0 to 100 % of FP32 accuracy (or none), got 500"),
         ("fastest model under 0 kB", "size limit must be above 0 bytes"),
         ("most accurate under 0 ms", "latency limit must be above 0 ms"),

@@ -22,4 +22,4 @@ def test_the_words_say_how_the_figure_was_obtained():
     words = latency_words(NEW)
     assert words.startswith("0.320 ms (95% CI 0.312–0.332 ms, from the ratio)")
     assert "0.80× FP32" in words and "timed alternately" in words and "own median 0.500 ms" in words
-    assert latency_words(OLD) == "0.500 ms (95% CI 0.450–0.550), 40 runs"
+    assert latency_words(OLD) == "0.500 ms (95% CI 0.450–0.550 ms), 40 runs"
