@@ -6,6 +6,7 @@ misspelled in one page and silently start a second, empty state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import streamlit as st
@@ -164,10 +165,12 @@ def select_result(key: str | None) -> None:
     st.session_state[SELECTED] = key
 
 
-def sync_from_url(models: list[str]) -> None:
-    """On a fresh session, take the model and result from the URL (a shared link)."""
+def sync_from_url(models: list[str], model_of: Callable[[str], str | None]) -> None:
+    """On a fresh session, take the model and result from the URL (a shared link). A link naming
+    only a result opens that result's model (model_of: the model a result key belongs to)."""
     if MODEL not in st.session_state:
-        wanted = st.query_params.get(QP_MODEL)
+        result = st.query_params.get(QP_RESULT)
+        wanted = st.query_params.get(QP_MODEL) or (model_of(result) if result else None)
         st.session_state[MODEL] = wanted if wanted in models else (models[0] if models else None)
         if wanted and wanted not in models:
             st.session_state[_LINK_MISS] = (wanted, st.session_state[MODEL])

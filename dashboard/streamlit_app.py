@@ -18,7 +18,7 @@ if not names:
     st.error("No sample models found under sample_models/. Run the train scripts there (see README).")
     st.stop()
 
-state.sync_from_url(names)
+state.sync_from_url(names, lambda key: (cached.record(key) or {}).get("model_name"))
 state.settle_model(names)  # a model just added is picked; a removed one is not
 with st.sidebar:
     st.title("quantdash")

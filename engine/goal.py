@@ -100,10 +100,12 @@ def decimal_bytes(n: float) -> str:
     return f"{n:g} bytes"
 
 
-def _refuse(text: str, why: str) -> GoalError:
+def _refuse(text: str, why: str, read: bool = False) -> GoalError:
+    """read: the goal was read, but a limit in it cannot apply (what the message says first)."""
     examples = "; ".join(f'"{e}"' for e in EXAMPLES)
+    opening = f"cannot use the goal {text!r}" if read else f"could not read the goal {text!r}"
     return GoalError(
-        f"could not read the goal {text!r}: {why}. Say what to optimise (smallest, fastest or most "
+        f"{opening}: {why}. Say what to optimise (smallest, fastest or most "
         f"accurate) and any limits: within N points (or N%) of FP32 accuracy, under N MB (or kB), "
         f"under N ms. For example: {examples}"
     )
@@ -165,5 +167,5 @@ def parse_goal(text: str) -> Goal:
     try:
         constraints = Constraints(drop, relative, size, latency)
     except ValueError as e:
-        raise _refuse(text, str(e)) from None
+        raise _refuse(text, str(e), read=True) from None
     return Goal(objective, constraints, text.strip())

@@ -58,14 +58,14 @@ class Constraints:
         drop = self.max_accuracy_drop
         if drop is not None and not (np.isfinite(drop) and 0 <= drop <= 100):
             unit = "% of FP32 accuracy" if self.relative else "points"
-            raise ValueError(f"the accuracy-drop limit must be 0 to 100 {unit} (or none), got {drop!r}")
+            raise ValueError(f"the accuracy-drop limit must be 0 to 100 {unit} (or none), got {drop:g}")
         # No plan is 0 bytes or runs in 0 ms: a limit of 0 or less can only refuse every plan.
         for what, value, unit in (
             ("size", self.max_size_bytes, "bytes"),
             ("latency", self.max_latency_ms, "ms"),
         ):
             if value is not None and not (np.isfinite(value) and value > 0):
-                raise ValueError(f"the {what} limit must be above 0 {unit} (or none), got {value!r}")
+                raise ValueError(f"the {what} limit must be above 0 {unit} (or none), got {value:g} {unit}")
 
     def drop_limit(self, fp32_accuracy: float) -> float | None:
         """The accuracy-drop limit as a fraction (0.01 = one point)."""

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, state, widgets
-from engine.charts import filter_results, model_identity, selected_key
+from engine.charts import filter_results, is_baseline, model_identity, selected_key
 from engine.types import Precision
 
 CHARTS = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
@@ -152,7 +152,9 @@ m = record["metrics"]
 st.subheader(f"{record['plan_summary']} · {record['model_name']}")
 c1, c2, c3 = st.columns(3)
 comp = m.get("fp32_size_bytes", 0) / m["size_bytes"] if m.get("size_bytes") else None
-c1.metric("Size", widgets.fmt_bytes(m.get("size_bytes")), f"{comp:.2f}× smaller than FP32" if comp else None)
+# FP32 itself gets no "1.00× smaller" delta: it is what the others are compared with.
+smaller = f"{comp:.2f}× smaller than FP32" if comp and not is_baseline(record["plan"]) else None
+c1.metric("Size", widgets.fmt_bytes(m.get("size_bytes")), smaller)
 if m.get("accuracy") is None and m.get("agreement") is not None:  # no labels: fidelity instead
     c2.metric("Top-1 agreement with FP32", f"{m['agreement']:.2%}")
 else:

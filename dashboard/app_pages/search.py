@@ -178,12 +178,12 @@ def sensitivity_view() -> None:
     info = sensitivity_chart_info(frame, profile, view, sort, "sqnr" if no_labels else "accuracy")
     total = info.measured + info.pending + info.failed
     status = f"{info.measured} of {total} probes measured in this view"
-    if info.pending:
-        status += f", {info.pending} still to come"
-        if sens_running:
-            status += " (they appear as they land)"
-        elif probes_by_search and view == ALONE:  # the search measures no reverse-view probe
-            status += " (a search on this model is measuring those at its candidate precisions)"
+    if info.pending and sens_running:
+        status += f", {info.pending} still to come (they appear as they land)"
+    elif info.pending and probes_by_search and view == ALONE:  # the search measures no reverse-view probe
+        status += f", {info.pending} still to come (a search on this model is measuring its own probes)"
+    elif info.pending:
+        status += f", {info.pending} not measured yet (Run sensitivity pass measures them)"
     if info.failed:
         status += f", {info.failed} failed (reasons in the table below)"
     undrawn = info.measured - sum(len(bars) for _, bars in info.traces)

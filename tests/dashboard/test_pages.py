@@ -87,6 +87,7 @@ def test_show_it_on_explore_keeps_the_model(home: Path) -> None:
     assert not at.exception
     assert at.session_state[state.MODEL] == MODEL and at.query_params["model"] == MODEL
     assert at.subheader[0].value.startswith("5 FP32")
+    assert not next(m for m in at.metric if m.label == "Size").delta  # not "1.00× smaller" than itself
 
 
 def test_explore_plots_select_link_and_download(home: Path) -> None:
@@ -187,3 +188,13 @@ def test_a_link_to_a_model_that_is_not_here_says_so(home: Path) -> None:
     assert f"showing {shown} instead" in _texts(at.sidebar.warning)
     at.selectbox(key=state.MODEL).set_value(MODEL).run()  # a model picked: the note has done its job
     assert not at.sidebar.warning
+
+
+def test_a_link_with_only_a_result_opens_that_results_model(home: Path) -> None:
+    store = cached.runner().store
+    key = store.to_frame(MODEL)["key"].iloc[0]
+    at = app(result=key)
+    at.switch_page("app_pages/explore.py").run()
+    assert not at.exception
+    assert at.session_state[state.MODEL] == MODEL and at.query_params["model"] == MODEL
+    assert at.subheader[0].value.endswith(f"· {MODEL}")

@@ -222,6 +222,7 @@ def test_the_sensitivity_pass_waits_for_a_running_search_that_measures_its_probe
         store.upsert_job("search-probing", message="measured 3 of 20 plans (nsga2)")
         at.run()
         assert "search on this model is" not in _texts([*at.info, *at.caption]).lower()
+        assert "not measured yet (Run sensitivity pass measures them)" in _texts(at.caption)
         assert not at.button(key=state.SENS_RUN).disabled
     finally:
         store.upsert_job("search-probing", state="done")

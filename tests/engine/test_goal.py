@@ -70,7 +70,7 @@ def test_describe_says_the_goal_back() -> None:
         ("smallest model within -5 points of FP32 accuracy", "must be 0 to 100 points (or none), got -5"),
         ("smallest within −0.5 points of FP32", "must be 0 to 100 points (or none), got -0.5"),  # U+2212
         ("smallest within 500% of FP32", "must be 0 to 100 % of FP32 accuracy (or none), got 500"),
-        ("fastest model under 0 kB", "size limit must be above 0 bytes"),
+        ("fastest model under 0 kB", "size limit must be above 0 bytes (or none), got 0 bytes"),
         ("most accurate under 0 ms", "latency limit must be above 0 ms"),
     ],
 )
