@@ -18,7 +18,15 @@ if not names:
     st.error("No sample models found under sample_models/. Run the train scripts there (see README).")
     st.stop()
 
-state.sync_from_url(names, lambda key: (cached.record(key) or {}).get("model_name"))
+
+def _model_of(result_key: str) -> str | None:
+    try:
+        return (cached.record(result_key) or {}).get("model_name")
+    except Exception:  # the store's runner could not start: said below, where it is started
+        return None
+
+
+state.sync_from_url(names, _model_of)
 state.settle_model(names)  # a model just added is picked; a removed one is not
 with st.sidebar:
     st.title("quantdash")

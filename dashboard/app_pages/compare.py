@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import cached, state, widgets
 from engine.charts import compare_table, filter_results, is_baseline, layer_differences, per_class_table
 
-# The results picked are kept per model (state.COMPAREstate.COMPARE_PICKS), not only in the widget's key:
+# The results picked are kept per model (state.COMPARE_PICKS), not only in the widget's key:
 # Streamlit drops a widget's value in a run that does not draw it (on another page), and the widget
 # holds the pick of one model at a time, so a switch of model and back would lose it too.
 

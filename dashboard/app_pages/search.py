@@ -88,7 +88,7 @@ def _search_probing() -> bool:
     return any(
         j["kind"] == "search"
         and j["model_name"] == model
-        and ("sensitivity" in j["message"] or j["message"].endswith(": starting"))
+        and ("sensitivity" in (j["message"] or "") or (j["message"] or "").endswith(": starting"))
         for j in runner.store.list_jobs(["queued", "running"])
     )
 
