@@ -41,6 +41,8 @@ runner = cached.runner()
 layers = cached.layers(model)
 layer_names = [x.name for x in layers]
 offered = [p.value for p in Precision if p is not Precision.FP32 and any(p in x.accepts for x in layers)]
+# Added without labelled data: no accuracy to measure (sensitivity is drawn by SQNR, nothing to search).
+no_labels = cached.cards().get(model, {}).get("task") == "fidelity_only"
 
 st.header(f"Sensitivity & search · {model}")
 widgets.jobs_panel()
@@ -153,7 +155,6 @@ def sensitivity_view() -> None:
     except Exception as e:  # the profiler failed in its worker: the chart goes on without time shares
         st.warning(f"Each layer's time share could not be profiled ({type(e).__name__}: {e}).")
         profile = None
-    no_labels = cached.cards().get(model, {}).get("task") == "fidelity_only"
     c1, c2 = st.columns(2)
     view = c1.radio(
         "View",
@@ -256,7 +257,7 @@ if pins:
 
 # --- find best plans ------------------------------------------------------------------------------
 st.subheader("Find best plans")
-if cached.cards().get(model, {}).get("task") == "fidelity_only":
+if no_labels:
     st.info(
         f"{model} has no labelled evaluation data: the search trades accuracy against size and latency, "
         "and no accuracy can be measured. Add it again with labels on the Models page to search it."
