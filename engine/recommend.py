@@ -63,7 +63,7 @@ def _calibration(plan: Mapping[str, Any] | None, metrics: Mapping[str, Any] | No
 def _latency_interval(metrics: Mapping[str, Any]) -> tuple[float, float]:
     """A result's batch-1 latency interval (low, high) in ms; NaN where it has none."""
     try:
-        _, low, high = comparable_latency(metrics["latency"]["1"])
+        _, low, high = _latency_ci(metrics)
     except (KeyError, TypeError, ValueError):
         return float("nan"), float("nan")
     return low, high
@@ -141,14 +141,15 @@ def _points(x: float) -> str:
     return f"{100 * x:+.1f}".replace("-", "−")
 
 
-def _latency_ci(record: Mapping[str, Any]) -> tuple[float, float, float]:
-    return comparable_latency(record["metrics"]["latency"]["1"])
+def _latency_ci(metrics: Mapping[str, Any]) -> tuple[float, float, float]:
+    """A result's batch-1 latency (value, 95% CI low, high) in ms, as plans are compared by it."""
+    return comparable_latency(metrics["latency"]["1"])
 
 
 def speed_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     """ "1.7× faster", "1.3× slower" or "no clear latency difference", from the median intervals."""
-    new, new_lo, new_hi = _latency_ci(chosen)
-    old, old_lo, old_hi = _latency_ci(baseline)
+    new, new_lo, new_hi = _latency_ci(chosen["metrics"])
+    old, old_lo, old_hi = _latency_ci(baseline["metrics"])
     if new_lo <= old_hi and old_lo <= new_hi:
         return f"no clear latency difference ({new:.3g} ms vs {old:.3g} ms at batch 1)"
     ratio = old / new
