@@ -214,9 +214,13 @@ def _onnx_in_zip(archive: Path, dest: Path, label: str) -> Path:
     The metadata macOS's Finder adds to every zip it makes (``__MACOSX/``, ``._name`` files) is
     not the user's: it is ignored, so a zipped ``model.onnx`` is not counted twice.
     """
+    try:
+        members = safe_files.safe_extract_zip(archive, dest)
+    except ModelError as e:  # safe_files sees only the stored copy: the message names the upload
+        raise type(e)(_from_file(label, str(e))) from None
     onnx_files = [
         p
-        for p in safe_files.safe_extract_zip(archive, dest)
+        for p in members
         if p.suffix.lower() == ".onnx"
         and "__MACOSX" not in p.relative_to(dest).parts
         and not p.name.startswith("._")

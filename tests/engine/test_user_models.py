@@ -309,6 +309,11 @@ def test_unsafe_external_data_and_zips_are_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("model.onnx", b"\0" * (50 * 2**20))
     assert "bomb" in _refused(engine, tmp_path / "bomb.zip").lower()
+    # A damaged archive is named as the user knows it, not by the copy the engine unpacked.
+    whole = (tmp_path / "slip.zip").read_bytes()
+    (tmp_path / "half.zip").write_bytes(whole[: len(whole) // 2])
+    msg = _refused(engine, tmp_path / "half.zip", model_label="my model.zip")
+    assert msg.startswith("my model.zip: not a readable zip archive"), msg
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path.parent / "evil.txt").exists()
     _assert_nothing_left(engine)
 
