@@ -47,6 +47,13 @@ def cards() -> dict[str, dict[str, Any]]:
     return _cards(added_models())
 
 
+def has_labels(model: str) -> bool:
+    """Whether the model's evaluation data has labels (its card's task), so accuracy can be measured.
+    Explore and Compare, which may show results of models no longer listed, read each result's own
+    `labelled` flag instead."""
+    return cards().get(model, {}).get("task") != "fidelity_only"
+
+
 # When each added model was written, as this process last saw it (shared like the caches it guards).
 _seen_stamps: dict[str, int] = {}
 

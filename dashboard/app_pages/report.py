@@ -24,7 +24,7 @@ runner = cached.runner()
 
 st.header(f"Report · {model}")
 widgets.jobs_panel()
-if cached.cards().get(model, {}).get("task") == "fidelity_only":
+if not cached.has_labels(model):
     st.info(
         f"{model} has no labelled evaluation data, so no plan's accuracy is known and a goal cannot be "
         "judged. Add it again with labels on the Models page to get a recommendation and a report."

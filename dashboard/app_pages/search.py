@@ -42,7 +42,7 @@ layers = cached.layers(model)
 layer_names = [x.name for x in layers]
 offered = [p.value for p in Precision if p is not Precision.FP32 and any(p in x.accepts for x in layers)]
 # Added without labelled data: no accuracy to measure (sensitivity is drawn by SQNR, nothing to search).
-no_labels = cached.cards().get(model, {}).get("task") == "fidelity_only"
+no_labels = not cached.has_labels(model)
 
 st.header(f"Sensitivity & search · {model}")
 widgets.jobs_panel()
