@@ -17,6 +17,10 @@ timed alternately, on the model's FP32 scale, engine/latency_compare.py), each o
 exhaustive hypervolume with <= 10% of its evaluations. The RESULT line has the search with seed 0;
 the search with seeds 1-9, on the same measurements, is printed beside it (what one seed's luck is).
 
+Each exhaustive front plan that holds 0.5% or more of the hypervolume is listed with its own share,
+its accuracy in eval examples, whether the search found it, and where a finer predictor than the
+search's (each layer's change added to the logits, example by example) would rank it.
+
 Then the full sensitivity pass on digits_resnet (every layer alone at every precision it takes,
 the keep-FP32 view, one latency profile per precision) from an empty store, against the same
 probes measured the naive way (each a full evaluation with latency), estimated from a sample.
@@ -44,8 +48,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.api import Engine  # noqa: E402
 from engine.datasets import ModelBundle  # noqa: E402
+from engine.evaluate import ModelCache, build_plan  # noqa: E402
 from engine.jobs import WorkerPool  # noqa: E402
 from engine.latency_compare import comparable_latency, comparable_ms  # noqa: E402
+from engine.measure import make_session, run_batched  # noqa: E402
 from engine.pareto import hypervolume, non_dominated  # noqa: E402
 from engine.search import SearchResult, SearchSpec, run_search, search_id  # noqa: E402
 from engine.sensitivity import candidate_precisions, layer_profile, probes, run_sensitivity  # noqa: E402
@@ -201,7 +207,8 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
         )
     index = {engine.job(bundle, p, case.settings).key: i for i, p in enumerate(plans)}
     found = [index[k] for k in result.trials["result_key"] if k in index]
-    explain_front(records, truth, front, found, result.fp32["accuracy"])
+    shown = explain_front(records, truth, front, found, result.fp32["accuracy"])
+    logit_additive_ranks(engine, bundle, case, plans, truth, shown)
     # The search is seeded (NSGA-II's sampler): other seeds, on the same measurements, show how much
     # of the ratio above is the luck of one seed. Every plan is in the store already: no new work.
     found_by_seed = {0: found}
@@ -245,10 +252,10 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
 
 def explain_front(
     records: list[dict], truth: np.ndarray, front: np.ndarray, found: list[int], fp32_accuracy: float
-) -> None:
+) -> list[int]:
     """Each exhaustive-front plan's own share of the front's hypervolume (what the front loses
     without it), its accuracy in eval examples beside FP32's, and whether the search found it:
-    how much of the ratio rests on a difference of one or two examples."""
+    how much of the ratio rests on a difference of one or two examples. Returns the plans listed."""
     lo, hi = truth.min(axis=0), truth.max(axis=0)
     members = np.flatnonzero(front)
     whole = normalized_hypervolume(truth[members], lo, hi)
@@ -272,6 +279,58 @@ def explain_front(
         print(f"    and {len(rest)} more plans, {100 * sum(rest):.1f}% together")
     same = int(np.sum(truth[:, 0] == truth[members, 0].max()))
     print(f"  {same} of {len(truth)} plans score the front's best accuracy")
+    return shown
+
+
+def logit_additive_ranks(
+    engine: Engine, bundle: ModelBundle, case: Case, plans: list[Plan], truth: np.ndarray, shown: list[int]
+) -> None:
+    """Could a finer per-layer predictor point to the front's plans? This one adds each layer's own
+    change to the outputs (its single-layer probe's logits minus FP32's, per eval example) instead
+    of to the accuracy, so two layers' errors that flip the same example, or cancel on it, count as
+    such: it keeps what the probes say example by example, where the search's predictor keeps only
+    each probe's accuracy. Printed: the accuracy it predicts for each listed front plan and how many
+    plans of the space it predicts above it (not used by the search)."""
+    if bundle.eval_set.labels is None:
+        return
+    labels = np.asarray(bundle.eval_set.labels)
+    cache = ModelCache(engine.cache_dir, bundle.model_hash)
+
+    def logits(plan: Plan) -> np.ndarray:
+        built = build_plan(
+            bundle.model_bytes, bundle.calibration, bundle.data_hash, plan, case.settings, cache
+        )
+        return run_batched(make_session(built.model_bytes, 1), bundle.eval_set.inputs)
+
+    fp32 = logits(Plan())
+    change = {
+        (layer, p): logits(Plan(layers={layer: p})) - fp32
+        for layer, options in case.candidates.items()
+        for p in options
+        if p is not Precision.FP32
+    }
+
+    def predicted_accuracy(plan: Plan) -> float:
+        summed = fp32.copy()
+        for key in plan.layers.items():
+            if key in change:
+                summed += change[key]
+        return float(np.mean(np.argmax(summed, axis=-1) == labels))
+
+    predicted = np.array([predicted_accuracy(plan) for plan in plans])
+    n_eval = len(labels)
+    hits = np.mean(predicted == truth[:, 0])
+    print(
+        f"  a predictor adding each layer's probe to the logits, example by example ({len(change)} probes): "
+        f"exact on {100 * hits:.0f}% of plans' accuracy"
+        + ("; for the front's plans listed above:" if shown else "")
+    )
+    for i in shown:
+        above = int(np.sum(predicted > predicted[i]))
+        print(
+            f"    {round(truth[i, 0] * n_eval)} of {n_eval} right: predicted {round(predicted[i] * n_eval)}, "
+            f"{above} of {len(plans)} plans predicted more accurate"
+        )
 
 
 def accuracy_ties(records: list[dict], truth: np.ndarray, fp32_accuracy: float) -> np.ndarray:
