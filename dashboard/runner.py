@@ -14,10 +14,15 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
+from dashboard import report_files
+from engine import report as engine_report
 from engine.api import Engine
+from engine.charts import model_identity
 from engine.datasets import ModelBundle
+from engine.goal import Goal
 from engine.jobs import WorkerPool
 from engine.search import SearchProgress, SearchSpec, check_candidates, run_search
 from engine.sensitivity import candidate_precisions, layer_profile, run_sensitivity
@@ -220,10 +225,65 @@ class Runner:
 
         return self._start("search", model_name, f"Searching mixed-precision plans for {model_name}", work)
 
+    def submit_report(self, model_name: str, goal: Goal, goal_text: str) -> str:
+        """Build the report for the goal in a new folder under <home>/reports; returns the job id.
+
+        Its built.json is written last (dashboard/report_files.py): the Report page offers the
+        newest finished one, wherever the user was when it finished."""
+        bundle = self.model(model_name)
+        settings = self.settings()
+
+        def work(report: Callable[[float, str], None]) -> str:
+            out_dir = report_files.fresh_dir(self.engine.home / "reports", model_name)
+            steps = 0
+
+            def step(message: str) -> None:
+                nonlocal steps
+                steps += 1  # how many steps a build takes depends on the goal: a bar that slows down
+                report(1 - 0.75**steps, message)
+
+            # Looked up on the module at call time (tests replace it there).
+            files = engine_report.build_report(
+                self.engine, bundle, goal, out_dir, settings=settings, pdf=True, on_step=step
+            )
+            images = report_files.zip_images(files.images, out_dir / "images.zip") if files.images else None
+            report_files.write_record(
+                out_dir,
+                {
+                    "model": model_name,
+                    "model_id": model_identity(model_name, bundle.model_hash, bundle.data_hash),
+                    "out_dir": str(out_dir),
+                    "html": str(files.html),
+                    "pdf": str(files.pdf) if files.pdf else None,
+                    "bundle": str(files.bundle) if files.bundle else None,
+                    "images": str(images) if images else None,
+                    "render_error": files.render_error,
+                    "goal": goal.describe(),
+                    "goal_text": goal_text,
+                    "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                },
+            )
+            return f"Report of {model_name} built in {out_dir}"
+
+        return self._start(
+            "report",
+            model_name,
+            f"Building the report of {model_name}",
+            work,
+            advice="Check the message, then press Build report again.",
+        )
+
     def _start(
-        self, kind: str, model_name: str, what: str, work: Callable[[Callable[[float, str], None]], str]
+        self,
+        kind: str,
+        model_name: str,
+        what: str,
+        work: Callable[[Callable[[float, str], None]], str],
+        advice: str = "What was measured is kept: press the button again to continue from there; if it "
+        "repeats, restart the app (its worker processes restart with it).",
     ) -> str:
-        """Run work(report) on a long-job thread, its progress and outcome in a job row; job id."""
+        """Run work(report) on a long-job thread, its progress and outcome in a job row; job id.
+        `advice`: what a failure message tells the user to do next."""
         job_id = f"{kind}-{uuid.uuid4().hex[:12]}"
         self.store.upsert_job(
             job_id,
@@ -247,9 +307,7 @@ class Runner:
                     job_id,
                     state="failed",
                     message=f"{what} stopped after {time.monotonic() - started:.0f} s "
-                    f"({type(e).__name__}: {reason}). "
-                    "What was measured is kept: press the button again to continue from there; if it "
-                    "repeats, restart the app (its worker processes restart with it).",
+                    f"({type(e).__name__}: {reason}). {advice}",
                 )
 
         self._long.submit(run)

@@ -60,7 +60,6 @@ SEARCH_BUSY = "qd_search_busy"  # Find best plans pressed while a search on the 
 REPORT_GOAL = "qd_report_goal"
 REPORT_MEASURE = "qd_report_measure"
 REPORT_BUILD = "qd_report_build"
-REPORT_OUTCOME = "qd_report_outcome"  # why Build report failed
 REPORT_NOTE = "qd_report_note"  # ((model, failed result keys), kind, text): presets a press could not measure
 REPORT_PRESETS_ERROR = "qd_report_presets_error"  # why measuring the presets stopped (widgets.keep_outcome)
 REPORT_DL_HTML = "qd_report_dl_html"
@@ -146,17 +145,6 @@ def show_search(model: str, spec: Any, calibration: str) -> None:
     st.session_state[f"qd_search::{model}"] = (spec, calibration)
 
 
-def built_report(model: str) -> dict[str, Any] | None:
-    """The report last built on the Report page for a model: file paths (str, None if not written),
-    the goal, when, and any render error; None before the first build."""
-    value = st.session_state.get(f"qd_report::{model}")
-    return dict(value) if value is not None else None
-
-
-def set_built_report(model: str, files: dict[str, Any] | None) -> None:
-    st.session_state[f"qd_report::{model}"] = dict(files) if files is not None else None
-
-
 def selected_result() -> str | None:
     return st.session_state.get(SELECTED)
 
@@ -229,7 +217,7 @@ def settle_model(models: list[str]) -> None:
 
 # What buttons said, each kept with what it acted on (its model among it); see widgets.keep_outcome.
 _OUTCOMES = (
-    MODELS_NOTE, UPLOAD_OUTCOME, PLAN_OUTCOME, EDIT_NOTES, SEARCH_OUTCOME, SEARCH_BUSY, REPORT_OUTCOME,
+    MODELS_NOTE, UPLOAD_OUTCOME, PLAN_OUTCOME, EDIT_NOTES, SEARCH_OUTCOME, SEARCH_BUSY,
     REPORT_NOTE, REPORT_PRESETS_ERROR,
 )  # fmt: skip
 

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import functools
-import itertools
-import zipfile
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import streamlit as st
 
-from dashboard import cached, state, widgets
+from dashboard import cached, report_files, state, widgets
 from dashboard.runner import explain_failure
 from dashboard.text import md, one_line
 from engine.goal import EXAMPLES, GoalError, parse_goal
-from engine.report import build_report, candidate_table, ensure_candidates
+from engine.report import candidate_table, ensure_candidates
 
 MIN_CANDIDATES = 3  # fewer measured plans than this: offer to measure the presets first
 
@@ -30,29 +26,6 @@ if not cached.has_labels(model):
         "judged. Add it again with labels on the Models page to get a recommendation and a report."
     )
     st.stop()
-
-
-def _fresh_dir(root: Path, name: str) -> Path:
-    """A new folder root/<name>-<UTC time> (suffixed -2, -3... if that second is taken)."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    for n in itertools.count(1):
-        out = root / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
-        try:
-            out.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        return out
-    raise AssertionError("unreachable")
-
-
-def _zip_images(images: Sequence[Path], target: Path) -> Path:
-    """images.zip of the plot images (PNG and SVG), written whole or not at all."""
-    partial = target.with_name(target.name + ".partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for image in images:
-            z.write(image, image.name)
-    partial.replace(target)
-    return target
 
 
 def _read(path: str) -> bytes:
@@ -162,62 +135,23 @@ st.caption(
     "by headless Chromium), and bundle.zip: the chosen quantized model with its plan, its measurements and "
     "how to run it with ONNX Runtime. Built from what the store holds now; nothing is measured again."
 )
-if st.button("Build report", key=state.REPORT_BUILD, type="primary"):
-    failure: Exception | None = None
-    with st.status(f"Building the report of {model}...", expanded=True) as status:
+building = any(
+    j["kind"] == "report" and j["model_name"] == model for j in runner.store.list_jobs(["queued", "running"])
+)
+if st.button(
+    "Build report",
+    key=state.REPORT_BUILD,
+    type="primary",
+    disabled=building,
+    help="Built in the background: you can keep working, and the files are offered here when it is done."
+    + (" A report of this model is being built now." if building else ""),
+):
+    runner.submit_report(model, goal, goal_text)
+    st.toast(f"Building the report of {model} in the background.")
+    st.rerun()
 
-        def step(message: str) -> None:
-            status.update(label=f"Building the report of {model}: {message}...")
-            status.write(message[0].upper() + message[1:] + "...")
-
-        try:
-            out_dir = _fresh_dir(runner.engine.home / "reports", model)
-            files = build_report(
-                runner.engine,
-                runner.model(model),
-                goal,
-                out_dir,
-                settings=runner.settings(),
-                pdf=True,
-                on_step=step,
-            )
-            images = _zip_images(files.images, out_dir / "images.zip") if files.images else None
-        except Exception as e:  # shown below, outside the collapsed status box
-            failure = e
-            status.update(label="The report could not be built", state="error", expanded=False)
-        else:
-            status.update(label=f"Report built in {out_dir}", state="complete", expanded=False)
-    widgets.keep_outcome(
-        state.REPORT_OUTCOME,
-        (model, goal_text),
-        None
-        if failure is None  # else no traceback on screen: what failed and what to try
-        else md(
-            f"The report of {model} could not be built ({one_line(failure)}). Check the message, "
-            "then press Build report again."
-        ),
-    )
-    if failure is None:
-        state.set_built_report(
-            model,
-            {
-                "out_dir": str(out_dir),
-                "html": str(files.html),
-                "pdf": str(files.pdf) if files.pdf else None,
-                "bundle": str(files.bundle) if files.bundle else None,
-                "images": str(images) if images else None,
-                "render_error": files.render_error,
-                "goal": goal.describe(),
-                "built_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            },
-        )
-widgets.show_outcome(state.REPORT_OUTCOME, (model, goal_text))
-
-built = state.built_report(model)
-if built is not None and not Path(built["html"]).is_file():
-    st.info(f"The report built earlier ({built['out_dir']}) is no longer on disk: press Build report again.")
-    state.set_built_report(model, None)
-    built = None
+# The newest report finished on disk, wherever the user was when it finished (a job, not this run).
+built = report_files.latest(runner.engine.home / "reports", model, cached.model_id(model))
 if built is not None:
     st.caption(md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
     downloads = [

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from dashboard import cached, state
+from dashboard import cached, report_files, state
 from engine.render import RenderError
 from engine.report import ensure_candidates
-from tests.dashboard.conftest import app
+from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
 PAGE = "app_pages/report.py"
@@ -132,29 +132,41 @@ def test_a_goal_no_plan_meets_names_the_closest(home: Path) -> None:
     assert "No measured plan of digits_cnn meets the goal" in warning and "Closest: " in warning
 
 
+def _built(home: Path) -> dict[str, Any]:
+    """The newest finished report of the model on disk, as the page finds it."""
+    built = report_files.latest(home / "reports", MODEL, cached.model_id(MODEL))
+    assert built is not None, sorted(p.name for p in (home / "reports").glob("*/*"))
+    return built
+
+
 def test_build_report_offers_the_files_for_download(home: Path) -> None:
     _measured()
     at = _open()
-    at.button(key=state.REPORT_BUILD).click().run(timeout=300)
+    at.button(key=state.REPORT_BUILD).click().run()
     assert not at.exception
-    assert not at.error
+    # Built in the background: the user goes elsewhere meanwhile, and the run that pressed the
+    # button is long over when the report is done.
+    at.switch_page("app_pages/compare.py").run()
+    wait_for_jobs(at, timeout=300)
+    assert not at.exception and not at.error
 
-    built = at.session_state[f"qd_report::{MODEL}"]
+    built = _built(home)
     html = Path(built["html"])
     assert html.is_file() and html.parent.parent == home / "reports"
     assert "Quantization report" in html.read_text(encoding="utf-8")
     assert built["bundle"] and Path(built["bundle"]).is_file()  # a plan meets the default goal
-    labels = [b.label for b in at.get("download_button")]
-    assert "Download report.html" in labels and "Download bundle.zip" in labels
-    if built["render_error"] is None:  # Chromium ran: the PDF and the plot images too
-        assert "Download report.pdf" in labels and "Download images.zip" in labels
-    else:
-        assert "No PDF or plot images" in _texts(at.warning)
 
-    # The downloads survive a rerun (another widget touched, or the page visited again).
-    at.run()
-    assert not at.exception
-    assert "Download report.html" in [b.label for b in at.get("download_button")]
+    # Back on the page, in this session and in a new one (a reload): the files are offered.
+    for page in (at, app(model=MODEL)):
+        page.switch_page(PAGE).run()
+        assert not page.exception
+        labels = [b.label for b in page.get("download_button")]
+        assert "Download report.html" in labels and "Download bundle.zip" in labels
+        if built["render_error"] is None:  # Chromium ran: the PDF and the plot images too
+            assert "Download report.pdf" in labels and "Download images.zip" in labels
+        else:
+            assert "No PDF or plot images" in _texts(page.warning)
+        assert f"Built {built['built_at']}" in _texts(page.caption)
 
 
 def test_without_chromium_the_html_and_bundle_are_still_offered(home: Path, monkeypatch: Any) -> None:
@@ -166,7 +178,8 @@ def test_without_chromium_the_html_and_bundle_are_still_offered(home: Path, monk
     monkeypatch.setattr(engine.report, "render_in_subprocess", no_chromium)
     _measured()
     at = _open()
-    at.button(key=state.REPORT_BUILD).click().run(timeout=300)
+    at.button(key=state.REPORT_BUILD).click().run()
+    wait_for_jobs(at, timeout=300)
     assert not at.exception
     assert "none was found on PATH" in _texts(at.warning)
     labels = [b.label for b in at.get("download_button")]
@@ -182,11 +195,15 @@ def test_a_build_that_fails_says_why_and_the_page_stays_usable(home: Path, monke
     monkeypatch.setattr(engine.report, "build_report", full_disk)
     _measured()
     at = _open()
+    before = set((home / "reports").glob("*/" + report_files.RECORD))
     at.button(key=state.REPORT_BUILD).click().run()
+    wait_for_jobs(at)
     assert not at.exception
     error = _texts(at.error)
-    assert "could not be built (OSError: No space left on device)" in error and "second line" not in error
-    assert f"qd_report::{MODEL}" not in at.session_state and not at.get("download_button")
+    assert "Building the report of digits_cnn stopped" in error
+    assert "(OSError: No space left on device)" in error
+    assert "second line" not in error and "press Build report again" in error
+    assert set((home / "reports").glob("*/" + report_files.RECORD)) == before
     at.run()  # and it keeps working, and keeps saying why (a job ending elsewhere reruns the app like this)
     assert not at.exception and "Recommended" in _texts(at.subheader)
-    assert "could not be built (OSError: No space left on device)" in _texts(at.error)
+    assert "(OSError: No space left on device)" in _texts(at.error)
