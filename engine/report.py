@@ -180,8 +180,12 @@ def search_section(engine: Engine, rec: Recommendation) -> str:
         {
             "plan": ok["plan_summary"],
             "found by": ok["origin"],
-            "accuracy drop, measured (points)": (100 * ok["accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
-            "predicted": (100 * ok["predicted_accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
+            # As the plans considered above give it: the change (minus the drop) with its interval.
+            "change vs FP32 (95% CI), points, measured": [
+                _change_ci(-d, lo, hi)
+                for d, lo, hi in zip(ok["accuracy_drop"], ok["ci_low"], ok["ci_high"], strict=True)
+            ],
+            "predicted": (-100 * ok["predicted_accuracy_drop"]).map(lambda v: f"{v:+.2f}"),
             "size, measured": ok["size_bytes"].map(decimal_bytes),
             "predicted ": ok["predicted_size_bytes"].map(decimal_bytes),
             "latency ms, measured": ok["latency_ms"].map(lambda v: f"{v:.3f}"),
@@ -197,6 +201,14 @@ def search_section(engine: Engine, rec: Recommendation) -> str:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
+
+
+def _change_ci(change: float, low: float, high: float) -> str:
+    """An accuracy change (fraction) in points with its 95% interval; the interval left out only
+    where the measurement has none (an old result), never shown as NaN."""
+    if pd.isna(low) or pd.isna(high):
+        return f"{100 * change:+.2f} (no interval stored)"
+    return f"{100 * change:+.2f} ({100 * low:+.2f} to {100 * high:+.2f})"
 
 
 _SOURCES = {
@@ -220,7 +232,7 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
             "plan": c["plan_summary"],
             "accuracy": c["accuracy"].map(_pct),
             "change vs FP32 (95% CI), points": [
-                f"{100 * (a - fp32):+.2f} ({100 * lo:+.2f} to {100 * hi:+.2f})"
+                _change_ci(a - fp32, lo, hi)
                 for a, lo, hi in zip(c["accuracy"], c["ci_low"], c["ci_high"], strict=True)
             ],
             "size": c["size_bytes"].map(decimal_bytes),

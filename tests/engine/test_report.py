@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from engine import measure
 from engine.api import Engine
 from engine.goal import parse_goal
 from engine.render import chromium_path
-from engine.report import ReportFiles, build_report, ensure_candidates
+from engine.report import ReportFiles, build_report, ensure_candidates, search_section
 from engine.search import SearchSpec, run_search
 from engine.sensitivity import run_sensitivity
 from engine.store import ResultStore
@@ -244,3 +245,20 @@ def test_a_chosen_plan_whose_model_file_is_gone_is_measured_again(engine: Engine
     assert second.bundle is not None and second.bundle.is_file()
     assert second.recommendation.chosen is not None
     assert Path(second.recommendation.chosen["artifact_path"]).is_file()
+
+
+def test_the_search_section_gives_each_measured_change_with_its_interval(
+    engine: Engine, report: ReportFiles
+) -> None:
+    section = search_section(engine, report.recommendation)
+    header = re.findall(r"<th>(.*?)</th>", section)
+    column = header.index("change vs FP32 (95% CI), points, measured")
+    rows = [re.findall(r"<td>(.*?)</td>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", section, re.S)]
+    measured = [cells[column] for cells in rows if cells]
+    assert len(measured) >= 3  # the search's own plans
+    number = r"([-+]\d+\.\d\d)"
+    for text in measured:
+        found = re.fullmatch(rf"{number} \({number} to {number}\)", text)
+        assert found, text
+        change, low, high = (float(x) for x in found.groups())
+        assert low <= change <= high, text
