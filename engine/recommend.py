@@ -195,8 +195,17 @@ def statement(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     return f"{size_words(chosen, baseline)}, {speed}{on_cpu}, {accuracy_words(chosen)}"
 
 
-def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_candidates: int) -> list[str]:
-    """What the figures do not cover, in the order a reader should weigh it."""
+def caveats(
+    chosen: Mapping[str, Any] | None,
+    baseline: Mapping[str, Any],
+    n_candidates: int,
+    drop_limit: float | None = None,
+    searched: bool = False,
+) -> list[str]:
+    """What the figures do not cover, in the order a reader should weigh it.
+
+    drop_limit: the goal's accuracy-drop limit (fraction), if it has one; searched: whether a
+    mixed-precision search has been run on the model."""
     env = baseline.get("environment") or {}
     threads = env.get("threads", "?")
     out = [
@@ -222,6 +231,13 @@ def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_can
         )
     elif hi < 0:
         out.append(f"The accuracy loss is real, not noise: its 95% interval ends at {_points(hi)} points.")
+    if drop_limit is not None and -lo > drop_limit + EXACT_LIMIT:
+        # Chosen by its measured change, which meets the limit; the interval says how sure that is.
+        out.append(
+            f"The limit is met by the measured change, not surely: its 95% interval reaches {_points(lo)} "
+            f"points, past the limit of {_points(-drop_limit)} points. A larger evaluation set, or a plan "
+            "whose interval stays within the limit, would make it sure."
+        )
     n = int(m.get("eval_size") or 0)
     if 0 < n < SMALL_EVAL_SET and _units(m) == "examples":
         out.append(
@@ -249,10 +265,15 @@ def caveats(chosen: Mapping[str, Any] | None, baseline: Mapping[str, Any], n_can
             f"Static activation ranges (INT8, W8A16) were calibrated ({calib}) on the model's calibration "
             "split; inputs unlike it can lose more accuracy."
         )
-    if n_candidates < 10:
+    if n_candidates < 10 and not searched:
         out.append(
             f"Only {n_candidates} plans were measured for this model; a search (Sensitivity & search) "
             "may find better ones."
+        )
+    elif n_candidates < 10:
+        out.append(
+            f"Only {n_candidates} plans were measured for this model, a search's among them; a search "
+            "with a larger budget may find better ones."
         )
     return out
 
@@ -273,11 +294,17 @@ def overshoot_words(row: Any, goal: Goal, baseline: Mapping[str, Any]) -> str:
 
 
 def recommend(
-    frame: pd.DataFrame, goal: Goal, baseline: dict[str, Any], model_name: str, store_get: Any
+    frame: pd.DataFrame,
+    goal: Goal,
+    baseline: dict[str, Any],
+    model_name: str,
+    store_get: Any,
+    searched: bool = False,
 ) -> Recommendation:
     """The best measured plan for the goal among frame's results (store.to_frame rows), in words.
 
-    store_get(key) returns a full stored record (the frame's rows lack the environment)."""
+    store_get(key) returns a full stored record (the frame's rows lack the environment); searched:
+    whether a mixed-precision search has been run on the model (the caveats say so)."""
     considered = choose(candidate_frame(frame, baseline), goal, baseline)
     picked = considered[considered["chosen"]]
     what = goal.describe()
@@ -305,5 +332,13 @@ def recommend(
         candidates=considered,
         headline=headline,
         statement=words,
-        caveats=tuple(caveats(chosen, baseline, len(considered))),
+        caveats=tuple(
+            caveats(
+                chosen,
+                baseline,
+                len(considered),
+                drop_limit=goal.constraints.drop_limit(_fp32_point(baseline)["accuracy"]),
+                searched=searched,
+            )
+        ),
     )

@@ -90,7 +90,8 @@ def recommendation_for(
             "is nothing to compare plans with"
         )
     frame = engine.store.to_frame(bundle.name)
-    return recommend(frame, goal, baseline, bundle.name, engine.store.get)
+    searched = bool(engine.store.search_ids(baseline["model_hash"], baseline["data_hash"]))
+    return recommend(frame, goal, baseline, bundle.name, engine.store.get, searched=searched)
 
 
 # --- figures -------------------------------------------------------------------------------------

@@ -155,3 +155,40 @@ def test_the_plans_considered_carry_their_latency_interval(measured) -> None:  #
         assert low <= value <= high
         shown = table.loc[r["plan_summary"], "latency, batch 1 (95% CI), ms"]
         assert shown == f"{value:.3f} ({low:.3f} to {high:.3f})"
+
+
+def test_a_chosen_plan_whose_interval_crosses_the_accuracy_limit_is_said_to_meet_it_not_surely(
+    measured,  # type: ignore[no-untyped-def]
+) -> None:
+    _, baseline, records = measured
+    int8 = next(r for r in records if r["plan_summary"] == "5 INT8")
+    crossing = {**int8, "metrics": {**int8["metrics"], "accuracy_delta_ci_low": -0.011}}
+    said = " ".join(caveats(crossing, baseline, n_candidates=7, drop_limit=0.01))
+    assert "not surely: its 95% interval reaches −1.1 points, past the limit of −1.0 points" in said
+    inside = {**int8, "metrics": {**int8["metrics"], "accuracy_delta_ci_low": -0.009}}
+    assert "not surely" not in " ".join(caveats(inside, baseline, n_candidates=7, drop_limit=0.01))
+    assert "not surely" not in " ".join(caveats(crossing, baseline, n_candidates=7))  # no accuracy limit
+
+
+def test_after_a_search_the_few_plans_caveat_does_not_send_the_user_to_search(
+    measured,  # type: ignore[no-untyped-def]
+) -> None:
+    _, baseline, records = measured
+    int8 = next(r for r in records if r["plan_summary"] == "5 INT8")
+    said = " ".join(caveats(int8, baseline, n_candidates=7, searched=True))
+    assert "a search's among them; a search with a larger budget may find better ones" in said
+    assert "a search (Sensitivity & search) may find" not in said
+
+
+def test_the_recommendation_says_when_the_chosen_interval_crosses_the_goals_limit(
+    measured,  # type: ignore[no-untyped-def]
+) -> None:
+    engine, baseline, _ = measured
+    seen = set()
+    for limit in (0.2, 0.5, 1, 2, 5):
+        rec = _recommend(engine, baseline, f"smallest model within {limit} points of FP32 accuracy")
+        assert rec.chosen is not None
+        crosses = -rec.chosen["metrics"]["accuracy_delta_ci_low"] > limit / 100
+        assert ("not surely" in " ".join(rec.caveats)) == crosses, (limit, rec.chosen["plan_summary"])
+        seen.add(crosses)
+    assert seen == {True, False}  # both cases came up on digits_cnn's presets
