@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from engine.search import Constraints
+from engine.units import decimal_bytes
 
 OBJECTIVES = {"size": "smallest", "latency": "fastest", "accuracy": "most accurate"}
 EXAMPLES = (
@@ -90,14 +91,6 @@ class Goal:
         if c.max_latency_ms is not None:
             parts.append(f"at most {c.max_latency_ms:g} ms at batch 1")
         return parts[0] + (" " + " and ".join(parts[1:]) if len(parts) > 1 else "")
-
-
-def decimal_bytes(n: float) -> str:
-    """Bytes in decimal units (kB = 1,000 bytes), as goals are written."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.4g} {unit}"
-    return f"{n:g} bytes"
 
 
 def _refuse(text: str, why: str, read: bool = False) -> GoalError:

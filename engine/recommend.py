@@ -17,9 +17,9 @@ import pandas as pd
 
 from engine import pareto
 from engine.charts import precision_mix
-from engine.goal import Goal, decimal_bytes
+from engine.goal import Goal
 from engine.latency_compare import comparable_latency
-from engine.search import objective_point
+from engine.search import EXACT_LIMIT, objective_point
 
 # Ties on the objective are broken by the other two, in this order.
 _ORDER = {
@@ -49,7 +49,6 @@ class Recommendation:
 
 
 CALIBRATED = frozenset({"int8", "w8a16"})  # plans whose result depends on the calibration method
-EXACT_LIMIT = 1e-9  # "within 1 point" includes a drop of exactly 1 point, whatever the float rounding
 
 
 def _settings(metrics: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -278,21 +277,6 @@ def caveats(
     return out
 
 
-def overshoot_words(row: Any, goal: Goal, baseline: Mapping[str, Any]) -> str:
-    """How far one candidate is outside each limit, in the limit's own unit."""
-    c = goal.constraints
-    fp32 = _fp32_point(baseline)
-    parts = []
-    limit = c.drop_limit(fp32["accuracy"])
-    if limit is not None and row.accuracy_drop > limit + EXACT_LIMIT:
-        parts.append(f"{100 * (row.accuracy_drop - limit):.2f} points over the accuracy limit")
-    if c.max_size_bytes is not None and row.size_bytes > c.max_size_bytes:
-        parts.append(f"{decimal_bytes(row.size_bytes - c.max_size_bytes)} over the size limit")
-    if c.max_latency_ms is not None and row.latency_ms > c.max_latency_ms:
-        parts.append(f"{row.latency_ms - c.max_latency_ms:.3g} ms over the latency limit")
-    return "; ".join(parts) or "meets the limits"
-
-
 def recommend(
     frame: pd.DataFrame,
     goal: Goal,
@@ -315,8 +299,10 @@ def recommend(
     else:
         chosen = None
         closest = considered.sort_values(["excess", *_ORDER[goal.objective]]).head(3)
+        fp32, limits = _fp32_point(baseline), goal.constraints
         names = "; ".join(
-            f"{r.plan_summary} ({overshoot_words(r, goal, baseline)})" for r in closest.itertuples()
+            f"{r.plan_summary} ({limits.overshoot(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32)})"
+            for r in closest.itertuples()
         )
         headline = f"No measured plan of {model_name} meets the goal: {what}"
         words = (

@@ -25,7 +25,7 @@ from engine import __version__ as ENGINE_VERSION
 from engine.api import Engine, EngineError
 from engine.charts import ParetoGridInfo, pareto_grid_figure, pareto_plot_info, with_derived
 from engine.datasets import ModelBundle
-from engine.goal import Goal, decimal_bytes
+from engine.goal import Goal
 from engine.handoff import write_bundle
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
@@ -34,6 +34,7 @@ from engine.search import objective_point, trials_frame
 from engine.search_charts import PRECISION_COLORS, sensitivity_chart_info, sensitivity_figure
 from engine.sensitivity import sensitivity_frame
 from engine.types import LayerInfo, MeasureSettings, Plan, Precision
+from engine.units import decimal_bytes
 
 FIGURE_SIZE = {"width": 1000, "height": 440}
 

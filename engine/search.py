@@ -34,11 +34,15 @@ from engine.latency_compare import comparable_ms
 from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_predictor
 from engine.sensitivity import ALONE, candidate_precisions, layer_profile, run_sensitivity
 from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
+from engine.units import decimal_bytes
 
 ORIGIN_BASELINE = "baseline"
 ORIGIN_ANCHOR = "anchor"  # each precision's uniform plan: puts predicted latency on the measured scale
 ORIGIN_PREDICTOR = "predictor"
 ORIGIN_NSGA2 = "nsga2"
+
+
+EXACT_LIMIT = 1e-9  # "within 1 point" includes a drop of exactly 1 point, whatever the float rounding
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,18 @@ class Constraints:
         if self.max_latency_ms is not None:
             out += max(0.0, latency_ms - self.max_latency_ms) / fp32["latency_ms"]
         return out
+
+    def overshoot(self, drop: float, size_bytes: float, latency_ms: float, fp32: Mapping[str, float]) -> str:
+        """How far a plan is outside each limit, in the limit's own unit ("meets the limits" if not)."""
+        parts = []
+        limit = self.drop_limit(fp32["accuracy"])
+        if limit is not None and drop > limit + EXACT_LIMIT:
+            parts.append(f"{100 * (drop - limit):.2f} points over the accuracy limit")
+        if self.max_size_bytes is not None and size_bytes > self.max_size_bytes:
+            parts.append(f"{decimal_bytes(size_bytes - self.max_size_bytes)} over the size limit")
+        if self.max_latency_ms is not None and latency_ms > self.max_latency_ms:
+            parts.append(f"{latency_ms - self.max_latency_ms:.3g} ms over the latency limit")
+        return "; ".join(parts) or "meets the limits"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -484,7 +500,7 @@ def recommend(trials: pd.DataFrame, spec: SearchSpec, fp32: Mapping[str, float])
         spec.constraints.excess(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32) for r in ok.itertuples()
     ]
     cost = "size_bytes" if spec.objective == "size" else "latency_ms"
-    feasible = ok[ok["excess"] <= 0]
+    feasible = ok[ok["excess"] <= EXACT_LIMIT]
     if not feasible.empty:
         best = feasible.sort_values([cost, "accuracy_drop"]).iloc[0]
         return str(best["result_key"]), (
@@ -492,7 +508,10 @@ def recommend(trials: pd.DataFrame, spec: SearchSpec, fp32: Mapping[str, float])
             f"{'smallest' if spec.objective == 'size' else 'fastest'} is recommended"
         )
     closest = ok.sort_values(["excess", cost]).head(3)
-    names = "; ".join(f"{r.plan_summary} (off by {100 * r.excess:.1f}%)" for r in closest.itertuples())
+    names = "; ".join(
+        f"{r.plan_summary} ({spec.constraints.overshoot(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32)})"
+        for r in closest.itertuples()
+    )
     return None, f"none of the {len(ok)} measured plans meets the limits; closest: {names}"
 
 

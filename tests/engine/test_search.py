@@ -226,3 +226,15 @@ def test_a_killed_search_resumes_without_measuring_a_plan_twice(tmp_path: Path) 
     # ... and this run measured at most the rest of the budget.
     assert result.new_evaluations <= spec_budget - len(before)
     assert np.isfinite(result.trials["accuracy"]).all()
+
+
+def test_how_far_a_plan_is_outside_the_limits_is_said_in_each_limits_own_unit() -> None:
+    fp32 = {"accuracy": 0.98, "size_bytes": 350_000.0, "latency_ms": 0.4}
+    limits = Constraints(max_accuracy_drop=1, max_size_bytes=10_000, max_latency_ms=0.5)
+    # 57.6 kB against a 10 kB limit is 47.6 kB over (it had said "off by 13.6%": of FP32's size).
+    assert limits.overshoot(0.03, 57_600, 0.7, fp32) == (
+        "2.00 points over the accuracy limit; 47.6 kB over the size limit; 0.2 ms over the latency limit"
+    )
+    assert limits.overshoot(0.01, 10_000, 0.5, fp32) == "meets the limits"  # at each limit exactly
+    relative = Constraints(max_accuracy_drop=1, relative=True)  # 1% of 98%: 0.98 points
+    assert relative.overshoot(0.0198, 1e9, 9.0, fp32) == "1.00 points over the accuracy limit"
