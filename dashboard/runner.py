@@ -194,7 +194,13 @@ class Runner:
                 bundle,
                 settings,
                 candidates,
-                on_progress=lambda done, total: report(done / total, f"{done} of {total} plans measured"),
+                # The total counts the FP32 and all-INT8 plans beside the probes: say so, or the
+                # page's "64 probes" and this "of 66" look like two answers.
+                on_progress=lambda done, total: report(
+                    done / total,
+                    f"{done} of {total} plans measured (the probes, and the FP32 and all-INT8 plans "
+                    "they are compared with)",
+                ),
             )
             bad = int(frame["status"].ne("ok").sum())
             return f"Sensitivity pass on {model_name}: {len(frame) - bad} of {len(frame)} probes measured" + (

@@ -146,8 +146,9 @@ def sensitivity_view() -> None:
         return
     if frame["status"].eq("pending").all() and not sens_running:
         st.info(
-            f"Not measured yet: Run sensitivity pass measures {len(frame)} probe plans (no latency timing, "
-            "so each costs about one evaluation of the model), then each layer's share of FP32 time."
+            f"Not measured yet: Run sensitivity pass measures {len(frame)} probe plans and the FP32 and "
+            "all-INT8 plans they are compared with (no latency timing, so each costs about one evaluation "
+            "of the model), then each layer's share of FP32 time."
         )
         return
     try:
