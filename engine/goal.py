@@ -44,6 +44,11 @@ _UNREAD = re.compile(
     r"smaller|accuracy|accurate|points?|percent|kb|mb|gb|ms|seconds?|latency|size|"
     r"one|two|three|four|five|six|seven|eight|nine|ten|half)\b"
 )
+# A limit's opening words left over with what follows: the number after them was not read
+# ("within NaN points", "under one MB"), which is what the refusal should point at.
+_UNREAD_LIMIT = re.compile(
+    r"\b(?:within|under|below|at most|no more than|less than|smaller than|faster than)\s+(\S+)(?:\s+\S+)?"
+)
 # Filler that may stay: "of FP32 accuracy", "the FP32 baseline", precision names.
 _FILLER = re.compile(
     r"\b(?:of|than|to|vs)?\s*(?:the\s+)?(?:fp32|float32|baseline)(?:\s+(?:accuracy|model|baseline))?\b"
@@ -146,6 +151,13 @@ def parse_goal(text: str) -> Goal:
     for _, pattern in _OBJECTIVE_WORDS:
         leftover = re.sub(pattern, " ", leftover)
     leftover = _FILLER.sub(" ", leftover)
+    unread = _UNREAD_LIMIT.search(leftover)
+    if unread and not re.match(r"-?\d", unread.group(1)):
+        raise _refuse(
+            text,
+            f"the part {unread.group(0).strip()!r} is not a limit it understands "
+            f"({unread.group(1)!r} is not a number)",
+        )
     stray = re.search(r"\d+(?:\.\d+)?\s*\S*", leftover) or _UNREAD.search(leftover)
     if stray:
         raise _refuse(text, f"the part {stray.group(0).strip()!r} is not a limit it understands")

@@ -61,8 +61,9 @@ def test_describe_says_the_goal_back() -> None:
         ("within 1 point and within 2 points", "more than one accuracy limit"),
         ("fastest with no accuracy loss within 1 point", "more than one accuracy limit"),
         # Limits it cannot read are refused, never dropped.
-        ("smallest model within one point of FP32 accuracy", "'one' is not a limit"),
-        ("fastest under five MB", "'five' is not a limit"),
+        ("smallest model within one point of FP32 accuracy", "'within one point' is not a limit"),
+        ("fastest under five MB", "'under five mb' is not a limit it understands ('five' is not a number)"),
+        ("smallest within NaN points", "'within nan points' is not a limit it understands ('nan' is not a"),
         ("smallest, no slower than FP32", "'slower' is not a limit"),
         ("biggest speed-up within 1 point", "'biggest' is not a limit"),
         ("1.5x faster", "'1.5x' is not a limit"),
