@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.charts import distinct_summaries
 from engine.search import Constraints, objective_point
 from engine.types import Plan, Precision
 
@@ -81,7 +82,7 @@ def trials_table(trials: pd.DataFrame, recommended: str | None) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "recommended": np.where(trials["result_key"] == recommended, "★", ""),
-            "plan": trials["plan_summary"],
+            "plan": distinct_summaries(trials["plan_summary"], trials["result_key"]),
             "found by": trials["origin"].map(lambda o: ORIGINS.get(o, o)),
             "accuracy (%)": trials["accuracy"].map(_pp),
             "drop (pp)": drop,

@@ -7,6 +7,7 @@ only draws it. The frame is ``ResultStore.to_frame()``, optionally with an ``env
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -67,6 +68,14 @@ def precision_mix(plan: Mapping[str, Any] | None) -> tuple[str, ...]:
 def is_baseline(plan: Mapping[str, Any] | None) -> bool:
     """True for the all-FP32 plan."""
     return precision_mix(plan) in ((), ("fp32",))
+
+
+def distinct_summaries(summaries: Iterable[Any], keys: Iterable[Any]) -> list[str]:
+    """Plan summaries for a table's rows, the result key's first 6 characters added where two rows
+    share one ("3 INT4 · 1 FP32 · 1 INT8" with INT8 in different layers), as Compare names plans."""
+    pairs = [(str(s or ""), str(k or "")) for s, k in zip(summaries, keys, strict=True)]
+    counts = collections.Counter(s for s, _ in pairs)
+    return [f"{s} ({k[:6]})" if counts[s] > 1 else s for s, k in pairs]
 
 
 def model_identity(name: Any, model_hash: Any, data_hash: Any) -> str:

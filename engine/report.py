@@ -23,7 +23,13 @@ import plotly.io as pio
 
 from engine import __version__ as ENGINE_VERSION
 from engine.api import Engine, EngineError
-from engine.charts import ParetoGridInfo, pareto_grid_figure, pareto_plot_info, with_derived
+from engine.charts import (
+    ParetoGridInfo,
+    distinct_summaries,
+    pareto_grid_figure,
+    pareto_plot_info,
+    with_derived,
+)
 from engine.datasets import ModelBundle
 from engine.goal import Goal
 from engine.handoff import write_bundle
@@ -180,7 +186,7 @@ def search_section(engine: Engine, rec: Recommendation) -> str:
     )
     table = pd.DataFrame(
         {
-            "plan": ok["plan_summary"],
+            "plan": distinct_summaries(ok["plan_summary"], ok["result_key"]),
             "found by": ok["origin"],
             # As the plans considered above give it: the change (minus the drop) with its interval.
             "change vs FP32 (95% CI), points, measured": [
@@ -231,7 +237,7 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
     fp32 = float(rec.baseline["metrics"]["accuracy"])
     return pd.DataFrame(
         {
-            "plan": c["plan_summary"],
+            "plan": distinct_summaries(c["plan_summary"], c["key"]),
             "accuracy": c["accuracy"].map(_pct),
             "change vs FP32 (95% CI), points": [
                 _change_ci(a - fp32, lo, hi)

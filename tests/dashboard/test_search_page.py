@@ -104,7 +104,7 @@ def test_search_recommends_a_plan_that_loads_into_the_editor(home: Path) -> None
     at.button(key=state.SEARCH_LOAD).click().run()
     assert not at.exception
     assert at.session_state[f"qd_plan::{MODEL}"] == record["plan"]["layers"]
-    assert {m.label: m.value for m in at.metric}["Plan"] == best["plan"]  # now on the Plan page
+    assert {m.label: m.value for m in at.metric}["Plan"] == record["plan_summary"]  # now on the Plan page
 
 
 def test_limits_no_plan_meets_show_the_closest_plans(home: Path) -> None:

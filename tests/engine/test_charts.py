@@ -255,3 +255,16 @@ def test_compare_table_without_labels_has_fidelity() -> None:
     assert table["agreement_pct"].tolist() == pytest.approx([100.0, 95.0])
     assert table["sqnr_db"].tolist() == ["∞ (same outputs as FP32)", "31.2"]
     assert table["kl_divergence"].tolist() == pytest.approx([0.0, 1e-3])
+
+
+def test_summaries_two_plans_share_get_their_key_and_others_stay_as_they_are() -> None:
+    from engine.charts import distinct_summaries
+
+    assert distinct_summaries(
+        ["5 INT8", "3 INT4 · 2 FP32", "3 INT4 · 2 FP32", None], ["k1", "abcdef99", "123456xx", "k4"]
+    ) == [
+        "5 INT8",
+        "3 INT4 · 2 FP32 (abcdef)",
+        "3 INT4 · 2 FP32 (123456)",
+        "",
+    ]
