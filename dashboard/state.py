@@ -120,6 +120,11 @@ def set_plan_assignment(model: str, assignment: dict[str, str]) -> None:
     st.session_state[_editor_version_key(model)] = st.session_state.get(_editor_version_key(model), 0) + 1
 
 
+def draft_saved_key(model: str) -> str:
+    """The plan this session last kept on disk for the model (dashboard/drafts.py)."""
+    return f"qd_draft_saved::{model}"
+
+
 def editor_key(model: str) -> str:
     return f"qd_editor::{model}::{st.session_state.get(_editor_version_key(model), 0)}"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cached, state, widgets
+from dashboard import cached, drafts, state, widgets
 from dashboard.plan_logic import (
     LABEL_TO_VALUE,
     VALUE_TO_LABEL,
@@ -21,9 +21,16 @@ model = state.current_model()
 runner = cached.runner()
 layers = cached.layers(model)
 by_name = {x.name: x for x in layers}
-if state.plan_assignment(model) is None:
-    state.set_plan_assignment(model, uniform(layers))
+home, model_id = runner.engine.home, cached.model_id(model)
+if state.plan_assignment(model) is None:  # a new session (a reload): the plan kept on disk, if any
+    state.set_plan_assignment(model, drafts.load(home, model_id, layers) or uniform(layers))
 assignment = state.plan_assignment(model)
+assert assignment is not None
+# Every change to the plan reruns the app (here, or loaded from Explore or Search): kept on disk once
+# per change, so a reload or a restart does not lose it.
+if state.get(state.draft_saved_key(model)) != assignment:
+    drafts.save(home, model_id, assignment)
+    state.put(state.draft_saved_key(model), dict(assignment))
 
 st.header(f"Plan · {model}")
 widgets.jobs_panel()

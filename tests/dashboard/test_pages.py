@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dashboard import cached, state
-from engine.types import CalibrationMethod
+from engine.types import CalibrationMethod, Precision
 from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
@@ -198,3 +198,36 @@ def test_a_link_with_only_a_result_opens_that_results_model(home: Path) -> None:
     assert not at.exception
     assert at.session_state[state.MODEL] == MODEL and at.query_params["model"] == MODEL
     assert at.subheader[0].value.endswith(f"· {MODEL}")
+
+
+def test_the_plan_being_edited_survives_a_reload(home: Path) -> None:
+    at = app(model=MODEL)
+    at.switch_page("app_pages/plan.py").run()
+    at.selectbox(key="qd_preset").set_value("int4-weights").run()
+    at.button(key="qd_apply_preset").click().run()
+    at.selectbox(key=state.ONE_LAYER).set_value("/conv1/Conv").run()
+    layer_index = [x.name for x in cached.layers(MODEL)].index("/conv1/Conv")
+    at.selectbox(key=state.one_precision_key(layer_index)).set_value(Precision.FP16).run()
+    at.button(key="qd_apply_one").click().run()
+    edited = {m.label: m.value for m in at.metric}["Plan"]
+    assert edited == "4 INT4 · 1 FP16"
+
+    # A reload is a new session: nothing of the old one's state, the same plan on the page.
+    again = app(model=MODEL)
+    again.switch_page("app_pages/plan.py").run()
+    assert not again.exception
+    assert {m.label: m.value for m in again.metric}["Plan"] == edited
+
+
+def test_a_kept_plan_that_does_not_fit_the_model_is_ignored(tmp_path: Path) -> None:
+    from dashboard import drafts
+
+    layers = cached.layers(MODEL)
+    names = [x.name for x in layers]
+    drafts.save(tmp_path, "m@1/2", {n: "int8" for n in names})
+    assert drafts.load(tmp_path, "m@1/2", layers) == {n: "int8" for n in names}
+    assert drafts.load(tmp_path, "m@other/2", layers) is None  # another network under the name
+    drafts.save(tmp_path, "m@1/2", {n: "int8" for n in names[1:]})  # a layer missing
+    assert drafts.load(tmp_path, "m@1/2", layers) is None
+    drafts.save(tmp_path, "m@1/2", {n: "no-such-precision" for n in names})
+    assert drafts.load(tmp_path, "m@1/2", layers) is None

@@ -1,0 +1,42 @@
+"""The plan being edited for each model, kept on disk: a reload or a restart does not lose it.
+
+One small JSON file per model under <home>/drafts/, named by the model's identity (name, network
+and data: a model added under a removed one's name does not inherit its draft). A draft that no
+longer fits the model's layers is ignored, never applied in part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from engine.evaluate import atomic_write
+from engine.types import LayerInfo, Precision
+
+
+def _path(home: Path, model_id: str) -> Path:
+    return home / "drafts" / f"{hashlib.sha256(model_id.encode()).hexdigest()[:24]}.json"
+
+
+def save(home: Path, model_id: str, assignment: Mapping[str, str]) -> None:
+    """Keep the plan being edited (layer name -> precision value), written whole or not at all."""
+    path = _path(home, model_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps({"model_id": model_id, "assignment": dict(assignment)}).encode())
+
+
+def load(home: Path, model_id: str, layers: list[LayerInfo]) -> dict[str, str] | None:
+    """The kept plan, if there is one and every layer of the model is in it at a precision it
+    accepts; None otherwise (no draft, a damaged file, or a draft of other layers)."""
+    try:
+        data = json.loads(_path(home, model_id).read_text(encoding="utf-8"))
+        assignment = {str(k): str(v) for k, v in data["assignment"].items()}
+        if data["model_id"] != model_id or set(assignment) != {x.name for x in layers}:
+            return None
+        if any(Precision(assignment[x.name]) not in x.accepts for x in layers):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return assignment
