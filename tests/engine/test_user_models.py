@@ -19,7 +19,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from engine import user_models
 from engine.api import Engine
+from engine.cli import main as cli_main
 from engine.jobs import WorkerPool
 from engine.model_io import ModelError
 from engine.search import SearchSpec, run_search
@@ -144,6 +146,71 @@ def test_dynamic_dimensions_without_data_must_be_given(tmp_path: Path) -> None:
     added = engine.add_model(path, shapes=parse_shapes(["x=1x2x100"]))
     assert engine.model(added.name).eval_set.inputs["x"].shape == (64, 2, 100)
     assert list(models_dir(engine.home).iterdir()) == [added.folder]
+
+
+def test_a_size_too_large_to_draw_is_refused_by_name_before_anything_is_allocated(tmp_path: Path) -> None:
+    """100,000,000 for a sequence length: once a MemoryError blamed on the model (95.4 GiB of float64)."""
+    engine = _engine(tmp_path / "home")
+    path = _save(dynamic_width_model(), tmp_path / "seq.onnx")
+    msg = _refused(engine, path, shapes=parse_shapes(["x=1x2x100000000"]))
+    assert msg.startswith(
+        "seq.onnx: input 'x' [batch, 2, length] with dimension 2 ('length') set to 100,000,000 makes each "
+        "random sample 200,000,000 float32 values: 71.5 GiB for the 96 samples drawn"
+    ), msg
+    assert "over the 1 GiB limit for random inputs" in msg and "at most 1,398,101 here" in msg
+    assert "MemoryError" not in msg and "could not be checked" not in msg
+    assert not list(models_dir(engine.home).iterdir())
+
+
+def test_the_synthetic_limit_is_exact_and_counts_every_input() -> None:
+    check_synthetic_sizes = user_models.check_synthetic_sizes
+    rows = user_models.SYNTHETIC_EVAL_ROWS + user_models.SYNTHETIC_CALIB_ROWS
+    seq = {"name": "x", "shape": ["batch", 2, "length"], "dtype": "float32"}
+    most = user_models.MAX_SYNTHETIC_BYTES // (rows * 2 * 4)
+    check_synthetic_sizes([seq], {"x": (1, 2, most)})  # exactly at the limit: drawn
+    with pytest.raises(ModelError, match=f"set to {most + 1:,} .* at most {most:,} here"):
+        check_synthetic_sizes([seq], {"x": (1, 2, most + 1)})
+    # A second input takes its share of the same budget; a real model's sizes are far inside it.
+    mask = {"name": "mask", "shape": ["batch", "length"], "dtype": "int64"}
+    with pytest.raises(ModelError, match=r"\(all inputs together\)"):
+        check_synthetic_sizes([seq, mask], {"x": (1, 2, most), "mask": (1, most)})
+    image = {"name": "image", "shape": ["batch", 3, "h", "w"], "dtype": "float32"}
+    check_synthetic_sizes([image], {"image": (1, 3, 640, 640)})
+    # Declared sizes count too, with nothing typed to blame: data is the way.
+    with pytest.raises(
+        ModelError, match=r"^input 'x' \[batch, 3, 4096, 4096\] makes .* Give evaluation data"
+    ):
+        check_synthetic_sizes([{"name": "x", "shape": ["batch", 3, 4096, 4096], "dtype": "float32"}], {})
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_a_size_below_one_is_named_as_no_size(tmp_path: Path, size: int) -> None:
+    engine = _engine(tmp_path / "home")
+    path = _save(dynamic_width_model(), tmp_path / "seq.onnx")
+    msg = _refused(engine, path, shapes={"x": (1, 2, size)})
+    assert msg == (
+        f"seq.onnx: input 'x' dimension 2 ('length'): {size} is not a size; "
+        "expected a whole number of at least 1"
+    )
+    assert not list(models_dir(engine.home).iterdir())
+
+
+def test_the_command_line_gets_the_same_refusals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("QUANTDASH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("QUANTDASH_STORE", raising=False)
+    path = str(_save(dynamic_width_model(), tmp_path / "seq.onnx"))
+    for shape, said in [
+        ("x=1x2x100000000", "dimension 2 ('length') set to 100,000,000 makes each random sample"),
+        (
+            "x=1x2x0",
+            "input 'x' dimension 2 ('length'): 0 is not a size; expected a whole number of at least 1",
+        ),
+    ]:
+        assert cli_main(["add-model", path, "--shape", shape, "--inline"]) == 2
+        said_last = capsys.readouterr().err.splitlines()[-1]  # after the progress line
+        assert said_last.startswith("quantdash add-model: seq.onnx: input 'x' ") and said in said_last
 
 
 @pytest.mark.parametrize("opset", [7, 9, 11, 12])
