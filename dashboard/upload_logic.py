@@ -18,7 +18,8 @@ import pandas as pd
 
 from dashboard.text import md
 from engine.api import Engine
-from engine.user_models import AddedModel
+from engine.model_io import ModelError
+from engine.user_models import AddedModel, check_synthetic_sizes
 
 FORMATS_HELP = (
     "**Model**: a `.onnx` file, or a `.zip` holding one `.onnx` and its external data files.  \n"
@@ -62,7 +63,7 @@ class DynamicDim:
     @property
     def label(self) -> str:
         shown = ", ".join(str(d) for d in self.shape)
-        return f"{self.input} [{shown}]: size of '{self.name}' (axis {self.axis})"
+        return f"{self.input} [{shown}]: size of '{self.name}' (dimension {self.axis})"
 
 
 def dynamic_dims(declared: Sequence[Mapping[str, Any]]) -> list[DynamicDim]:
@@ -80,18 +81,36 @@ def shapes_for(
 ) -> tuple[dict[str, tuple[int, ...]], list[DynamicDim]]:
     """({input name: (1, d1, ...)} for inputs with dynamic dimensions, the dimensions still missing).
 
-    ``sizes`` maps (input index, axis) to what the user typed (None while empty).
+    ``sizes`` maps (input index, axis) to what the user typed (None while empty). A size typed is kept
+    as typed, 0 or -3 too: the engine's check_synthetic_sizes says what is wrong with it, which
+    "give a size" would not.
     """
     dims = dynamic_dims(declared)
-    missing = [d for d in dims if not sizes.get((d.input_index, d.axis))]
+    missing = [d for d in dims if sizes.get((d.input_index, d.axis)) is None]
     shapes: dict[str, tuple[int, ...]] = {}
     for i in sorted({d.input_index for d in dims}):
         shape = declared[i]["shape"]
         # A fixed batch size must be given as declared; a dynamic one as 1 (the engine sets the rows).
         batch = shape[0] if isinstance(shape[0], int) else 1
-        rest = [d if isinstance(d, int) else int(sizes.get((i, axis)) or 0) for axis, d in enumerate(shape)]
+        typed = [sizes.get((i, axis)) for axis in range(len(shape))]
+        rest = [
+            d if isinstance(d, int) else int(t if t is not None else 0)
+            for d, t in zip(shape, typed, strict=True)
+        ]
         shapes[str(declared[i]["name"])] = (batch, *rest[1:])
     return shapes, missing
+
+
+def size_refusal(
+    file_name: str, declared: Sequence[Mapping[str, Any]], shapes: Mapping[str, tuple[int, ...]]
+) -> str | None:
+    """Why random inputs cannot be drawn to the sizes typed (a size below 1, or too large in all), in the
+    engine's words as an add would say them, or None. Arithmetic only: nothing is sent to a worker."""
+    try:
+        check_synthetic_sizes(declared, shapes)
+    except ModelError as e:
+        return f"{label(file_name)}: {e}"
+    return None
 
 
 def _write(folder: Path, stem: str, file_name: str, data: bytes) -> Path:

@@ -53,9 +53,10 @@ def _dimension_sizes(declared: list[dict[str, Any]]) -> dict[tuple[int, int], in
     )
     sizes = {}
     for col, d in zip(itertools.cycle(st.columns(min(len(dims), 3))), dims, strict=False):
+        # No min_value: below it, Streamlit drops a 0 or -3 typed (the widget reads None) and the page
+        # would ask for a size that was given. The engine's check names what is wrong with it instead.
         sizes[(d.input_index, d.axis)] = col.number_input(
             d.label,
-            min_value=1,
             value=None,
             step=1,
             placeholder="a size, e.g. 32",
@@ -89,6 +90,7 @@ def add_section() -> None:
         help=f"How the model is listed in the sidebar: {NAME_RULE}.",
     )
     shapes: dict[str, tuple[int, ...]] = {}
+    declared: list[dict[str, Any]] = []
     missing: list[upload_logic.DynamicDim] = []
     unreadable = False
     if data_file is None:
@@ -110,14 +112,13 @@ def add_section() -> None:
                 st.error(md(outcome["error"]))
                 unreadable = True
             else:
-                shapes, missing = upload_logic.shapes_for(
-                    outcome["inputs"], _dimension_sizes(outcome["inputs"])
-                )
+                declared = outcome["inputs"]
+                shapes, missing = upload_logic.shapes_for(declared, _dimension_sizes(declared))
     # What this press of Add model tries: the same files, name and sizes are the same attempt.
     attempt = (model_file.file_id, data_file and data_file.file_id, name, tuple(sorted(shapes.items())))
     if st.button("Add model", key=state.UPLOAD_ADD, type="primary", disabled=unreadable):
         widgets.keep_outcome(
-            state.UPLOAD_OUTCOME, attempt, _refusal(model_file, data_file, name, shapes, missing)
+            state.UPLOAD_OUTCOME, attempt, _refusal(model_file, data_file, name, shapes, declared, missing)
         )
     widgets.show_outcome(state.UPLOAD_OUTCOME, attempt)
 
@@ -127,12 +128,17 @@ def _refusal(
     data_file: Any,
     name: str,
     shapes: dict[str, tuple[int, ...]],
+    declared: list[dict[str, Any]],
     missing: list[upload_logic.DynamicDim],
 ) -> str | None:
     """Add the uploads as a model (then rerun, showing it), or say in markdown why they were not added."""
     label = upload_logic.label(model_file.name)
     if missing:
         return md("Give a size for each open input dimension first: " + "; ".join(d.label for d in missing))
+    # Sizes no random input can take are refused here, in the engine's words, before any worker runs.
+    wrong_size = upload_logic.size_refusal(model_file.name, declared, shapes)
+    if wrong_size is not None:
+        return md(wrong_size)
     try:
         with st.spinner("Checking the model in a worker process (reading it, repairing it, running it) ..."):
             new = upload_logic.add_upload(

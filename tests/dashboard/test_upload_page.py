@@ -1,9 +1,9 @@
 """Models you add, in the dashboard: listed beside the samples, carded with what their data can tell,
 removable, and every page renders for them. Real engine, inline, in a temporary home.
 
-AppTest cannot drive st.file_uploader, so models are added through the engine here (the page's own
-upload path, dashboard.upload_logic, is tested directly below; tests/e2e/test_upload_flow.py uploads
-through a real browser).
+Most models are added through the engine here (the page's own upload path, dashboard.upload_logic, is
+tested directly below; tests/e2e/test_upload_flow.py uploads through a real browser). What the form
+says about the sizes typed for an upload is driven through AppTest's file_uploader.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from dashboard import cached, state, text, upload_logic
 from engine.api import Engine
@@ -242,6 +243,12 @@ def test_dynamic_dimensions_become_shapes() -> None:
     assert shapes == {"x": (1, 2, 100), "img": (4, 5, 0)}
     shapes, missing = upload_logic.shapes_for(declared, {(0, 2): 100, (2, 1): 5, (2, 2): 7})
     assert not missing and shapes["img"] == (4, 5, 7)
+    # A size typed is a size given, even 0 or -3: what is wrong with it is said, not "give a size".
+    shapes, missing = upload_logic.shapes_for(declared, {(0, 2): 0, (2, 1): -3, (2, 2): 7})
+    assert not missing and shapes == {"x": (1, 2, 0), "img": (4, -3, 7)}
+    assert upload_logic.size_refusal("m.onnx", declared, shapes) == (
+        "m.onnx: input 'x' dimension 2 ('length'): 0 is not a size; expected a whole number of at least 1"
+    )
 
 
 def test_add_upload_names_the_users_files_and_leaves_nothing_behind(home: Path, tmp_path: Path) -> None:
@@ -304,3 +311,54 @@ def test_a_model_replaced_elsewhere_while_the_app_runs_is_reloaded(home: Path, t
     assert not at.exception
     assert list(at.dataframe[2].value["layer"]) == ["conv", "fc"]
     assert cached.runner().model("swapped").card["fp32_only"][0]["op"] == "ConvTranspose"
+
+
+# --- the Add your own model form, driven with an upload -------------------------------------------
+
+SEQ_LABEL = "size of 'length'"
+
+
+def _form_with_seq_upload() -> AppTest:
+    """The Models page with lengths.onnx (one open dimension, 'length') chosen and no data."""
+    at = app()
+    at.run()
+    at.file_uploader[0].set_value(
+        ("lengths.onnx", dynamic_width_model().SerializeToString(), "application/octet-stream")
+    ).run()
+    assert not at.exception
+    return at
+
+
+def _add_with_length(at: AppTest, size: int) -> str:
+    """Type `size` for the open dimension, press Add model; what the page says in red."""
+    [length] = [n for n in at.number_input if SEQ_LABEL in n.label]
+    length.set_value(size).run()
+    at.button(key=state.UPLOAD_ADD).click().run()
+    assert not at.exception
+    return _texts(at.error)
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_a_size_below_one_is_named_not_asked_for_again(home: Path, size: int) -> None:
+    at = _form_with_seq_upload()
+    said = _add_with_length(at, size)
+    assert (
+        f"input 'x' dimension 2 ('length'): {size} is not a size; expected a whole number of at least 1"
+        in said
+    )
+    assert "Give a size" not in said
+    assert "lengths" not in user_model_names(home)
+
+
+def test_a_size_too_large_to_draw_is_refused_with_the_size_and_the_limit(home: Path) -> None:
+    at = _form_with_seq_upload()
+    said = _add_with_length(at, 100_000_000)
+    assert said.startswith(  # as markdown: the brackets escaped
+        text.md("lengths.onnx: input 'x' [batch, 2, length] with dimension 2 ('length') set to 100,000,000")
+    )
+    assert "over the 1 GiB limit for random inputs" in said and "at most 1,398,101 here" in said
+    assert "MemoryError" not in said and "could not be checked" not in said
+    assert "lengths" not in user_model_names(home)
+    # A size the model really takes is added as before.
+    assert _add_with_length(at, 50) == ""
+    assert "lengths" in user_model_names(home) and at.subheader[0].value == "lengths"
