@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.text import md
+from engine import safe_files
 from engine.api import Engine
 from engine.model_io import ModelError
 from engine.user_models import AddedModel, check_synthetic_sizes
@@ -111,6 +112,24 @@ def size_refusal(
     except ModelError as e:
         return f"{label(file_name)}: {e}"
     return None
+
+
+def size_caption(kind: str, upload_cap_mb: int) -> str:
+    """The largest file each accepted type may be, under the app's upload cap (server.maxUploadSize, MB).
+
+    Streamlit's upload box states the cap itself, but in whole GB once it passes 500 MB: 512 MB reads
+    "1GB per file". This says the real figures, with the tighter caps of engine/safe_files.py.
+    """
+    suffixes = safe_files.MODEL_SUFFIXES if kind == "model" else safe_files.DATA_SUFFIXES
+    caps = {s: min(safe_files.MAX_BYTES[s] // 2**20, upload_cap_mb) for s in suffixes}
+    if len(set(caps.values())) == 1:
+        text = f"Up to {next(iter(caps.values()))} MB per file"
+    else:
+        text = "Up to " + ", ".join(f"{mb} MB for {s}" for s, mb in caps.items())
+    if upload_cap_mb > 500:  # where Streamlit's box switches to whole GB, rounded half up
+        shown = max(1, int(upload_cap_mb / 1000 + 0.5))
+        text += f"; the box above shows the app's {upload_cap_mb} MB cap rounded to {shown}GB"
+    return text + "."
 
 
 def _write(folder: Path, stem: str, file_name: str, data: bytes) -> Path:

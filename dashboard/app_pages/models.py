@@ -77,6 +77,10 @@ def add_section() -> None:
         type=["npz", "zip", "csv"],
         key=state.upload_key("data"),
     )
+    # Streamlit's box rounds the cap to whole GB (512 MB reads "1GB per file"); these say it exactly.
+    upload_cap_mb = int(st.get_option("server.maxUploadSize"))
+    c1.caption(upload_logic.size_caption("model", upload_cap_mb))
+    c2.caption(upload_logic.size_caption("data", upload_cap_mb))
     if model_file is None:
         st.caption("Choose a model file to start. Nothing runs here: a worker process checks it.")
         return

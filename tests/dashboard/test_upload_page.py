@@ -9,6 +9,7 @@ says about the sizes typed for an upload is driven through AppTest's file_upload
 from __future__ import annotations
 
 import tempfile
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -362,3 +363,15 @@ def test_a_size_too_large_to_draw_is_refused_with_the_size_and_the_limit(home: P
     # A size the model really takes is added as before.
     assert _add_with_length(at, 50) == ""
     assert "lengths" in user_model_names(home) and at.subheader[0].value == "lengths"
+
+
+def test_the_uploaders_state_the_real_size_limit(home: Path) -> None:
+    """Streamlit's own box reads "1GB per file" for the 512 MB cap; the captions under it say 512 MB."""
+    config = Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml"
+    cap = tomllib.loads(config.read_text())["server"]["maxUploadSize"]
+    at = app()
+    at.run()
+    captions = _texts(at.caption)
+    assert f"Up to {cap} MB per file" in captions  # the model: .onnx or .zip
+    assert f"256 MB for .npz, {cap} MB for .zip, 64 MB for .csv" in captions
+    assert f"the app's {cap} MB cap rounded to 1GB" in captions
