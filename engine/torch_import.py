@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import re
 import warnings
 from pathlib import Path
 
 from engine.model_io import ModelError
+from engine.user_models import MAX_SYNTHETIC_BYTES
 
 _ENTRY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -37,6 +39,16 @@ def export_safetensors(weights: Path, entry: str, shapes: dict[str, tuple[int, .
         raise ModelError(
             "--shape is needed with --entry: the example input to export with, e.g. input=1x3x32x32"
         )
+    for name, shape in shapes.items():  # checked before torch allocates it (a typo is not a MemoryError)
+        written = "x".join(map(str, shape))
+        if any(d < 1 for d in shape):
+            raise ModelError(f"--shape {name}={written}: every size must be a whole number of at least 1")
+        if math.prod(shape) * 4 > MAX_SYNTHETIC_BYTES:  # the example is float32
+            raise ModelError(
+                f"--shape {name}={written}: an example input of {math.prod(shape) * 4 / 2**30:.1f} GiB; "
+                f"expected at most {MAX_SYNTHETIC_BYTES / 2**30:g} GiB (the batch can be 1: it is "
+                "exported as dynamic)"
+            )
     source = Path(m["file"])
     if not source.is_file():
         raise ModelError(

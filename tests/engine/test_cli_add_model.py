@@ -88,3 +88,23 @@ def test_safetensors_with_an_entry_point_is_exported_and_added(home: Path, tmp_p
     assert added["card"]["inputs"] == [{"name": "image", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
     no_entry = run(home, "add-model", str(tmp_path / "tiny.safetensors"))
     assert no_entry.returncode == 2 and "--entry FILE.py:FUNCTION" in no_entry.stderr
+
+
+def test_an_example_shape_torch_cannot_allocate_is_refused_by_name(home: Path, tmp_path: Path) -> None:
+    save_file(TinyCNN().state_dict(), str(tmp_path / "tiny.safetensors"))
+    (tmp_path / "build.py").write_text(
+        "def make():\n    raise AssertionError('not reached: the shape is checked first')\n"
+    )
+    entry = ("--entry", f"{tmp_path / 'build.py'}:make")
+    huge = run(
+        home, "add-model", str(tmp_path / "tiny.safetensors"), *entry, "--shape", "image=1x1x100000x100000"
+    )
+    assert huge.returncode == 2 and "Traceback" not in huge.stderr
+    assert (
+        "--shape image=1x1x100000x100000: an example input of 37.3 GiB; expected at most 1 GiB" in huge.stderr
+    )
+    zero = run(home, "add-model", str(tmp_path / "tiny.safetensors"), *entry, "--shape", "image=1x1x0x8")
+    assert (
+        zero.returncode == 2
+        and "image=1x1x0x8: every size must be a whole number of at least 1" in zero.stderr
+    )
