@@ -12,15 +12,16 @@
 Every plan a search measures is recorded in the store's search_trials table as it lands. A
 search with the same identity (model, data, candidates, constraints, objective, settings,
 seed) started again continues from there: its earlier plans are re-seeded from the store and
-never measured twice.
+never measured twice. Its settings (spec and measurement settings) are kept in the store's
+searches table as it starts, so latest_search can name the model's last search after a restart.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from engine.datasets import ModelBundle
 from engine.latency_compare import comparable_ms
 from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_predictor
 from engine.sensitivity import ALONE, candidate_precisions, layer_profile, run_sensitivity
-from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
+from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError, Precision, stable_hash
 from engine.units import decimal_bytes
 
 ORIGIN_BASELINE = "baseline"
@@ -111,6 +112,28 @@ class Constraints:
             "max_latency_ms": self.max_latency_ms,
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Constraints:
+        """The limits to_json wrote; ValueError naming what is wrong."""
+        unknown = set(data) - set(_CONSTRAINT_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"limits have unknown keys {sorted(unknown)}; expected some of {_CONSTRAINT_FIELDS}"
+            )
+        limits = {k: _optional_number(k, data.get(k)) for k in _CONSTRAINT_FIELDS if k != "relative"}
+        return cls(relative=bool(data.get("relative", False)), **limits)
+
+
+_CONSTRAINT_FIELDS = ("max_accuracy_drop", "relative", "max_size_bytes", "max_latency_ms")
+
+
+def _optional_number(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number or null, got {value!r}")
+    return float(value)
+
 
 @dataclass(frozen=True)
 class SearchSpec:
@@ -146,6 +169,34 @@ class SearchSpec:
             "objective": self.objective,
             "seed": self.seed,
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole spec, budget included, as plain JSON (from_json reads it back)."""
+        return {**self.identity(), "max_evaluations": self.max_evaluations, "max_seconds": self.max_seconds}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SearchSpec:
+        """The spec to_json wrote; ValueError naming what is wrong (a precision no longer known, say)."""
+        unknown = set(data) - set(_SPEC_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"search spec has unknown keys {sorted(unknown)}; expected some of {_SPEC_FIELDS}"
+            )
+        candidates = data.get("candidates")
+        if not isinstance(candidates, Mapping) or not all(isinstance(v, list) for v in candidates.values()):
+            raise ValueError("search spec 'candidates' must map each layer name to a list of precisions")
+        seconds = _optional_number("max_seconds", data.get("max_seconds"))
+        return cls(
+            candidates={str(k): tuple(Precision(p) for p in v) for k, v in candidates.items()},
+            constraints=Constraints.from_json(data.get("constraints") or {}),
+            objective=str(data.get("objective", "size")),
+            max_evaluations=int(data.get("max_evaluations", 40)),
+            max_seconds=seconds,
+            seed=int(data.get("seed", 0)),
+        )
+
+
+_SPEC_FIELDS = ("candidates", "constraints", "objective", "seed", "max_evaluations", "max_seconds")
 
 
 @dataclass
@@ -433,6 +484,16 @@ class _Search:
 
     def run(self) -> SearchResult:
         check_candidates(self.engine, self.bundle, self.spec)
+        # Kept before anything is measured, so a page opened later (a reload, another tab) can show
+        # this search, running or not, with the settings it was started with.
+        self.engine.store.record_search(
+            self.id,
+            model_hash=self.bundle.model_hash,
+            data_hash=self.bundle.data_hash,
+            settings_hash=self.settings.hash,
+            spec=self.spec.to_json(),
+            calibration=self.settings.calibration.value,
+        )
         self.resume()
         predictor, fp32, n_probes = self.predictor()
         self.phase = "predictor"
@@ -538,6 +599,43 @@ def run_search(
     return _Search(engine, bundle, spec, settings or engine.settings, on_progress).run()
 
 
+@dataclass(frozen=True)
+class StoredSearch:
+    """A search's settings as the store kept them when it last started or continued."""
+
+    search_id: str
+    spec: SearchSpec
+    settings: MeasureSettings
+    started_at: str
+
+
+def latest_search(
+    engine: Engine, bundle: ModelBundle, settings: Iterable[MeasureSettings] | None = None
+) -> StoredSearch | None:
+    """The model's search that started (or continued) last, measured with one of `settings` (default:
+    the engine's own, with each calibration method). None if there is none whose settings were kept,
+    or if the latest one no longer fits the model (a layer gone, a precision it no longer takes)."""
+    options = (
+        list(settings)
+        if settings is not None
+        else [replace(engine.settings, calibration=c) for c in CalibrationMethod]
+    )
+    by_hash = {s.hash: s for s in options}
+    row = engine.store.latest_search(bundle.model_hash, bundle.data_hash, by_hash)
+    if row is None:
+        return None
+    try:
+        spec = SearchSpec.from_json(row["spec"])
+        check_candidates(engine, bundle, spec)
+    except (ValueError, TypeError, KeyError):  # PlanError is a ValueError
+        return None
+    found = by_hash[row["settings_hash"]]
+    # An engine whose search identity changed since cannot continue that search: not the same one.
+    if search_id(bundle, spec, found) != row["search_id"]:
+        return None
+    return StoredSearch(str(row["search_id"]), spec, found, str(row["started_at"]))
+
+
 def stored_search(
     engine: Engine, bundle: ModelBundle, spec: SearchSpec, settings: MeasureSettings | None = None
 ) -> pd.DataFrame:
@@ -557,7 +655,9 @@ __all__ = [
     "SearchProgress",
     "SearchResult",
     "SearchSpec",
+    "StoredSearch",
     "default_candidates",
+    "latest_search",
     "recommend",
     "run_search",
     "search_id",

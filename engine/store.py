@@ -128,6 +128,17 @@ CREATE TABLE IF NOT EXISTS search_trials (
     PRIMARY KEY (search_id, seq),
     UNIQUE (search_id, result_key)
 );
+CREATE TABLE IF NOT EXISTS searches (
+    search_id TEXT PRIMARY KEY,
+    model_hash TEXT NOT NULL,
+    data_hash TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    calibration TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS searches_model_data ON searches (model_hash, data_hash, started_at);
 """
 
 
@@ -378,6 +389,46 @@ class ResultStore:
         )
         return [str(r["search_id"]) for r in rows]
 
+    def record_search(
+        self,
+        search_id: str,
+        *,
+        model_hash: str,
+        data_hash: str,
+        settings_hash: str,
+        spec: dict[str, Any],
+        calibration: str,
+    ) -> None:
+        """Keep a search's settings as it starts or continues (a larger budget replaces the spec kept)."""
+        now = _now()
+        with self._write() as cur:
+            cur.execute(
+                "INSERT INTO searches (search_id, model_hash, data_hash, settings_hash, spec, calibration,"
+                " created_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (search_id) DO UPDATE"
+                " SET spec = excluded.spec, calibration = excluded.calibration,"
+                " started_at = excluded.started_at",
+                (search_id, model_hash, data_hash, settings_hash, json.dumps(spec), calibration, now, now),
+            )
+
+    def get_search(self, search_id: str) -> dict[str, Any] | None:
+        """A search's kept settings (spec parsed from JSON), or None if it started before they were kept."""
+        rows = self._query("SELECT * FROM searches WHERE search_id = ?", (search_id,))
+        return _search_row(rows[0]) if rows else None
+
+    def latest_search(
+        self, model_hash: str, data_hash: str, settings_hashes: Iterable[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The kept settings of the search of a model on a data set that started (or continued) last,
+        optionally only among those measured with one of `settings_hashes`; None if none was kept."""
+        sql = "SELECT * FROM searches WHERE model_hash = ? AND data_hash = ?"
+        params: list[str] = [model_hash, data_hash]
+        if settings_hashes is not None:
+            wanted = list(settings_hashes)
+            sql += f" AND settings_hash IN ({', '.join('?' for _ in wanted)})"
+            params += wanted
+        rows = self._query(sql + " ORDER BY started_at DESC, rowid DESC LIMIT 1", params)
+        return _search_row(rows[0]) if rows else None
+
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         return dict(rows[0]) if rows else None
@@ -505,6 +556,12 @@ def _number(value: Any) -> float | None:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _search_row(row: sqlite3.Row) -> dict[str, Any]:
+    search = dict(row)
+    search["spec"] = json.loads(search["spec"])
+    return search
 
 
 def _row_to_record(row: sqlite3.Row) -> dict[str, Any]:

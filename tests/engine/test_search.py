@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -15,7 +16,15 @@ import pytest
 from engine.api import Engine
 from engine.evaluate import ModelCache
 from engine.profile import OTHER
-from engine.search import Constraints, SearchProgress, SearchSpec, default_candidates, run_search, search_id
+from engine.search import (
+    Constraints,
+    SearchProgress,
+    SearchSpec,
+    default_candidates,
+    latest_search,
+    run_search,
+    search_id,
+)
 from engine.sensitivity import (
     ALONE,
     KEEP_FP32,
@@ -161,6 +170,55 @@ def test_impossible_limits_say_so_and_name_the_closest(engine: Engine, digits) -
     result = run_search(engine, digits, spec)
     assert result.recommended is None
     assert "none of the 4 measured plans meets the limits; closest:" in result.message
+
+
+def test_a_spec_round_trips_through_json_budget_and_limits_included() -> None:
+    spec = SearchSpec(
+        {"b": (Precision.FP32, Precision.INT4), "a": (Precision.INT8,)},
+        Constraints(max_accuracy_drop=0.5, relative=True, max_size_bytes=1_100, max_latency_ms=0.25),
+        objective="latency",
+        max_evaluations=7,
+        max_seconds=30,
+        seed=2,
+    )
+    back = SearchSpec.from_json(json.loads(json.dumps(spec.to_json())))
+    assert back == spec and back.identity() == spec.identity()
+    assert SearchSpec.from_json(SearchSpec({"a": (Precision.INT8,)}).to_json()) == SearchSpec(
+        {"a": (Precision.INT8,)}
+    )
+    with pytest.raises(ValueError, match="'int3' is not a valid Precision"):
+        SearchSpec.from_json({**spec.to_json(), "candidates": {"a": ["int3"]}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        SearchSpec.from_json({**spec.to_json(), "budget": 3})
+
+
+def test_the_latest_search_of_a_model_comes_back_with_its_settings(engine: Engine, digits) -> None:  # type: ignore[no-untyped-def]
+    spec = SearchSpec(
+        default_candidates(engine, digits, [Precision.INT8]),
+        Constraints(max_accuracy_drop=0.5),
+        objective="latency",
+        max_evaluations=2,
+        max_seconds=600,
+        seed=5,
+    )
+    result = run_search(engine, digits, spec)
+    latest = latest_search(engine, digits)
+    assert latest is not None
+    assert (latest.search_id, latest.spec, latest.settings) == (result.search_id, spec, FAST)
+    # Searches measured with other settings are not this engine's to continue.
+    assert latest_search(engine, digits, [replace(FAST, seed=9)]) is None
+    # A kept spec that no longer fits the model (a layer gone, a precision it no longer takes, one
+    # this engine does not know) is no search to restore, and no error either.
+    for candidates in ({"/gone/Conv": ["int8"]}, {"/conv1/Conv": ["int3"]}):
+        engine.store.record_search(
+            "stale",
+            model_hash=digits.model_hash,
+            data_hash=digits.data_hash,
+            settings_hash=FAST.hash,
+            spec={**spec.to_json(), "candidates": candidates},
+            calibration=FAST.calibration.value,
+        )
+        assert latest_search(engine, digits) is None
 
 
 def test_bad_candidates_are_refused_with_the_valid_choices(engine: Engine, digits, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -315,3 +315,58 @@ def test_search_ids_lists_a_models_searches_most_recent_first(store: ResultStore
     assert store.search_ids(a["model_hash"], a["data_hash"]) == ["newer", "older"]
     assert store.search_ids("other", b["data_hash"]) == ["other-model"]
     assert store.search_ids(a["model_hash"], "other data") == []
+
+
+def test_a_searchs_settings_round_trip_and_the_latest_one_of_a_model_is_found(store: ResultStore) -> None:
+    spec = {"candidates": {"conv": ["fp32", "int8"]}, "constraints": {"max_accuracy_drop": 0.5}}
+    assert store.latest_search("m", "d") is None and store.get_search("first") is None
+    store.record_search(
+        "first", model_hash="m", data_hash="d", settings_hash="s", spec=spec, calibration="minmax"
+    )
+    store.record_search(
+        "second",
+        model_hash="m",
+        data_hash="d",
+        settings_hash="s2",
+        spec={**spec, "seed": 1},
+        calibration="entropy",
+    )
+    store.record_search(
+        "elsewhere", model_hash="other", data_hash="d", settings_hash="s", spec={}, calibration="minmax"
+    )
+    kept = store.get_search("first")
+    assert kept is not None
+    assert (kept["spec"], kept["calibration"], kept["settings_hash"]) == (spec, "minmax", "s")
+    latest = store.latest_search("m", "d")
+    assert latest is not None and latest["search_id"] == "second" and latest["calibration"] == "entropy"
+    assert store.latest_search("m", "d", settings_hashes=["s"])["search_id"] == "first"  # type: ignore[index]
+    assert store.latest_search("m", "other data") is None
+    # Continued with a larger budget: it is the latest again, with the spec it was continued with.
+    store.record_search(
+        "first",
+        model_hash="m",
+        data_hash="d",
+        settings_hash="s",
+        spec={**spec, "max_evaluations": 9},
+        calibration="minmax",
+    )
+    latest = store.latest_search("m", "d")
+    assert latest is not None and latest["search_id"] == "first" and latest["spec"]["max_evaluations"] == 9
+    assert latest["created_at"] < latest["started_at"]
+
+
+def test_a_store_from_before_searches_were_kept_opens_and_gains_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with ResultStore(path) as store:
+        store.add_search_trial("old", "key", "nsga2", {}, {})
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE searches")  # as a store written by the previous engine
+    con.commit()
+    con.close()
+    with ResultStore(path) as store:
+        assert store.get_search("old") is None  # its trials are there, its settings never were
+        assert len(store.search_trials("old")) == 1
+        store.record_search(
+            "new", model_hash="m", data_hash="d", settings_hash="s", spec={}, calibration="minmax"
+        )
+        assert store.latest_search("m", "d")["search_id"] == "new"  # type: ignore[index]
