@@ -18,7 +18,7 @@ from dashboard.search_logic import (
     recommendation_text,
     trials_table,
 )
-from engine.search import SearchSpec, default_candidates, recommend
+from engine.search import SearchSpec, default_candidates, latest_search, recommend
 from engine.search_charts import (
     SORTS,
     SensitivityChartInfo,
@@ -43,6 +43,105 @@ layer_names = [x.name for x in layers]
 offered = [p.value for p in Precision if p is not Precision.FP32 and any(p in x.accepts for x in layers)]
 # Added without labelled data: no accuracy to measure (sensitivity is drawn by SQNR, nothing to search).
 no_labels = not cached.has_labels(model)
+_NEVER = object()  # what state.get returns for a key never written
+
+
+def _pressed_yet() -> bool:
+    # Each press of Find best plans writes its outcome (None when it started a search): a session
+    # with none has not pressed it yet, as after a reload.
+    return state.get(state.SEARCH_OUTCOME, _NEVER) is not _NEVER
+
+
+def _spec(
+    allowed: list[str],
+    pinned: dict[str, str],
+    max_drop: float | None,
+    unit: str,
+    max_kb: float | None,
+    max_ms: float | None,
+    objective: str,
+    budget: int,
+    seconds: float | None,
+) -> SearchSpec:
+    """The search the form's settings ask for; ValueError (or PlanError) in plain words if none."""
+    if not allowed:
+        raise ValueError(
+            "pick at least one candidate precision; with FP32 alone every layer stays FP32 and there "
+            "is nothing to search"
+        )
+    candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
+    return SearchSpec(
+        candidates=pinned_candidates(candidates, pinned),
+        constraints=constraints(max_drop, unit == "relative", max_kb, max_ms),
+        objective=objective,
+        max_evaluations=int(budget),
+        max_seconds=seconds,
+    )
+
+
+def _restore_latest_search() -> None:
+    """Show the model's latest search (kept in the store) with its settings back in the form, so a
+    reload loses nothing and Find best plans pressed unchanged continues it. A search the form cannot
+    ask for again (the model's layers or precisions changed since) leaves the form at its defaults."""
+    stored = latest_search(
+        runner.engine, runner.model(model), [runner.settings(c) for c in CalibrationMethod]
+    )
+    if stored is None:
+        return
+    spec = stored.spec
+    # The candidate precisions are those of the layers left free; a layer given one precision other
+    # than those precisions allow it is pinned there.
+    free = {p for ps in spec.candidates.values() if len(ps) > 1 for p in ps}
+    chosen = (free or {p for ps in spec.candidates.values() for p in ps}) - {Precision.FP32}
+    allowed = [v for v in offered if Precision(v) in chosen]
+    c = spec.constraints
+    form = {
+        state.SEARCH_PRECISIONS: allowed,
+        state.SEARCH_MAX_DROP: c.max_accuracy_drop,
+        state.SEARCH_DROP_UNIT: "relative" if c.relative else "points",
+        state.SEARCH_MAX_SIZE: None if c.max_size_bytes is None else c.max_size_bytes / 1e3,
+        state.SEARCH_MAX_LATENCY: c.max_latency_ms,
+        state.SEARCH_OBJECTIVE: spec.objective,
+        # The budget and time limit are not part of what the search is (a larger budget continues it):
+        # kept within what the form takes.
+        state.SEARCH_BUDGET: min(max(spec.max_evaluations, 1), 1000),
+        state.SEARCH_SECONDS: None if spec.max_seconds is None else max(spec.max_seconds, 1.0),
+    }
+    try:
+        defaults = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
+        pinned = {
+            name: ps[0].value
+            for name, ps in spec.candidates.items()
+            if len(ps) == 1 and defaults.get(name) != ps
+        }
+        rebuilt = _spec(
+            allowed,
+            pinned,
+            form[state.SEARCH_MAX_DROP],
+            form[state.SEARCH_DROP_UNIT],
+            form[state.SEARCH_MAX_SIZE],
+            form[state.SEARCH_MAX_LATENCY],
+            spec.objective,
+            form[state.SEARCH_BUDGET],
+            form[state.SEARCH_SECONDS],
+        )
+    except (ValueError, PlanError):
+        return
+    if rebuilt.identity() != spec.identity():  # the form cannot ask for it again: another search
+        return
+    for key, value in form.items():
+        state.put(key, value)
+    state.put(state.SEARCH_CALIBRATION, stored.settings.calibration)
+    if pinned:
+        state.set_pins(model, pinned)
+        if state.plan_assignment(model) is None:  # the pins were set in the plan editor too
+            state.set_plan_assignment(model, {**uniform(layers), **pinned})
+    state.show_search(model, rebuilt, stored.settings.calibration.value)
+
+
+# A new session (a reload, a new tab) has nothing of the model's search: it shows the latest one.
+if not no_labels and state.shown_search(model) is None and not _pressed_yet():
+    _restore_latest_search()
 
 st.header(f"Sensitivity & search · {model}")
 widgets.jobs_panel()
@@ -351,19 +450,7 @@ busy = (model, bool(_running("search")))
 if submitted:
     refusal, wait = None, None
     try:
-        if not allowed:
-            raise ValueError(
-                "pick at least one candidate precision; with FP32 alone every layer stays FP32 and there "
-                "is nothing to search"
-            )
-        candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
-        spec = SearchSpec(
-            candidates=pinned_candidates(candidates, pins),
-            constraints=constraints(max_drop, unit == "relative", max_kb, max_ms),
-            objective=objective,
-            max_evaluations=int(budget),
-            max_seconds=seconds,
-        )
+        spec = _spec(allowed, pins, max_drop, unit, max_kb, max_ms, objective, budget, seconds)
     except (ValueError, PlanError) as e:
         refusal = f"These settings cannot start a search: {e}"
     else:
@@ -386,6 +473,12 @@ shown = state.shown_search(model)
 if shown is None:
     st.stop()
 spec, spec_calibration = shown
+if not _pressed_yet():  # shown without a press: restored from the store
+    st.caption(
+        "This is the latest search of this model, restored: its settings are kept in the store, so a "
+        "reload shows it again. Find best plans with these settings continues it; nothing is measured "
+        "twice."
+    )
 search_running = _running("search")
 key = cached.search_key(model, spec, spec_calibration)
 fp32 = fp32_point(runner.store.get_ok(cached.baseline_key(model)))
