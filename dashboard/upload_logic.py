@@ -20,7 +20,8 @@ from dashboard.text import md
 from engine import safe_files
 from engine.api import Engine
 from engine.model_io import ModelError
-from engine.user_models import AddedModel, check_synthetic_sizes
+from engine.synthetic import check_synthetic_sizes
+from engine.user_models import AddedModel
 
 FORMATS_HELP = (
     "**Model**: a `.onnx` file, or a `.zip` holding one `.onnx` and its external data files.  \n"

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 from engine.model_io import ModelError
-from engine.user_models import MAX_SYNTHETIC_BYTES
+from engine.synthetic import MAX_SYNTHETIC_BYTES
 
 _ENTRY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
 

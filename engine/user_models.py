@@ -12,13 +12,12 @@ reads it the same way.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from engine.datasets import (
     ModelBundle,
     load_model_folder,
     sample_names,
-    synthetic_inputs,
 )
 from engine.model_io import (
     ModelError,
@@ -39,20 +37,12 @@ from engine.model_io import (
     layer_table,
     prepare_model,
 )
+from engine.synthetic import draw as draw_random_inputs
 
 MODELS_DIR = "models"
 NAME_RULE = "1 to 48 characters: lower-case letters, digits, '-' and '_', starting with a letter or digit"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 _SHAPE = re.compile(r"^([^=\s]+)=(\d+(?:x\d+)*)$")
-SYNTHETIC_EVAL_ROWS = 64
-SYNTHETIC_CALIB_ROWS = 32
-# All random inputs of a model added without data (evaluation and calibration samples together),
-# in bytes of the inputs' own types. They are drawn in the worker that checks the upload, and numpy
-# draws in 64 bits before casting, so drawing peaks at about twice this: 1 GiB keeps the peak at half
-# a worker's 4 GiB memory limit (engine/jobs.py). Real inputs stay far below it: 96 samples of a
-# 3x640x640 float32 image take 450 MiB, of 8,192 int64 tokens 6 MiB. A size past it is a slip of
-# the keyboard, refused by name before anything is allocated (not an out-of-memory error later).
-MAX_SYNTHETIC_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -317,7 +307,7 @@ def _check_upload(
         if task == "fidelity_only":
             notes.append("no labels: only fidelity to FP32 (agreement, SQNR, KL divergence) is measured")
     else:
-        eval_inputs, calib = _synthetic(model_bytes, specs, shapes)
+        eval_inputs, calib = draw_random_inputs(model_bytes, specs, shapes)
         task, eval_labels = "fidelity_only", None
         notes.append(
             "accuracy unknown: no data given. Size, latency and fidelity to FP32 are measured on random "
@@ -443,128 +433,6 @@ def _stored_shape(spec: user_data.InputSpec, arrays: dict[str, np.ndarray]) -> l
     if shape and isinstance(shape[0], str):
         shape[0] = "batch"
     return shape
-
-
-def _synthetic(
-    model_bytes: bytes,
-    specs: list[user_data.InputSpec],
-    shapes: dict[str, tuple[int, ...]],
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Random (evaluation, calibration) inputs; every dynamic dimension but the batch must be given
-    (the page or --shape asks)."""
-    unknown = [s for s in shapes if s not in {x.name for x in specs}]
-    if unknown:
-        raise ModelError(
-            f"--shape names {', '.join(map(repr, unknown))}, which the model does not have; "
-            f"its inputs are {', '.join(repr(s.name) for s in specs)}"
-        )
-    for s in specs:
-        if s.name in shapes:
-            dims = shapes[s.name]
-            if len(dims) != len(s.shape):
-                raise ModelError(
-                    f"--shape {s.name}={'x'.join(map(str, dims))} has {len(dims)} dimensions; "
-                    f"input {s.name!r} has {len(s.shape)}: {s.shape_text}"
-                )
-            for d, declared in zip(dims, s.shape, strict=True):
-                if isinstance(declared, int) and declared != d:
-                    raise ModelError(
-                        f"--shape {s.name}={'x'.join(map(str, dims))} does not fit the declared shape "
-                        f"{s.shape_text}; expected the fixed dimensions as declared"
-                    )
-        elif any(isinstance(d, str) for d in s.shape[1:]):
-            example = "x".join(str(d) if isinstance(d, int) else "N" for d in s.shape)
-            raise ModelError(
-                f"input {s.name!r} has dynamic dimensions {s.shape_text}; without data, give its "
-                f"size to draw random inputs: --shape {s.name}={example.replace('N', '1', 1)} "
-                "(each N a number)"
-            )
-    check_synthetic_sizes(
-        [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype.name} for s in specs], shapes
-    )
-
-    def draw(rows: int, seed: int) -> dict[str, np.ndarray]:
-        # The batch dimension is the synthetic set's row count, whatever the user typed.
-        given = {name: (rows, *dims[1:]) for name, dims in shapes.items()}
-        return synthetic_inputs(model_bytes, rows=rows, seed=seed, shapes=given)
-
-    return draw(SYNTHETIC_EVAL_ROWS, 0), draw(SYNTHETIC_CALIB_ROWS, 1)
-
-
-def check_synthetic_sizes(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[str, Sequence[int]]) -> None:
-    """Refuse sizes that random inputs cannot be drawn to, before anything is allocated (ModelError).
-
-    A size given for a dynamic dimension must be a whole number of at least 1, and all random samples
-    (SYNTHETIC_EVAL_ROWS + SYNTHETIC_CALIB_ROWS of each input) must fit in MAX_SYNTHETIC_BYTES.
-    `inputs` as declared_inputs lists them ({name, shape, dtype}), `shapes` as add_model takes them;
-    only arithmetic on the declared shapes, so the page may ask before it sends anything to a worker.
-    """
-    rows = SYNTHETIC_EVAL_ROWS + SYNTHETIC_CALIB_ROWS
-    drawn: list[_Drawn] = []
-    for inp in inputs:
-        name, declared = str(inp["name"]), list(inp["shape"])
-        given = shapes.get(name)
-        opened: list[tuple[int, str, int]] = []
-        dims: list[int] = []
-        for axis, d in enumerate(declared[1:], start=1):  # the first is the batch: `rows` of it
-            if isinstance(d, int):
-                dims.append(d)
-            elif given is not None and axis < len(given):
-                size = given[axis]
-                if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-                    raise ModelError(
-                        f"input {name!r} dimension {axis} ({d!r}): {size} is not a size; "
-                        "expected a whole number of at least 1"
-                    )
-                opened.append((axis, d, int(size)))
-                dims.append(int(size))
-            else:
-                dims.append(1)  # not given: refused by name where it matters (_synthetic)
-        dtype = np.dtype(inp["dtype"])
-        per_sample = math.prod(dims)  # Python ints: a typo's size cannot overflow
-        drawn.append(_Drawn(rows * per_sample * dtype.itemsize, name, declared, opened, per_sample, dtype))
-    total = sum(d.nbytes for d in drawn)
-    if total <= MAX_SYNTHETIC_BYTES:
-        return
-    worst = max(drawn, key=lambda d: d.nbytes)
-    shape = "[" + ", ".join(str(d) for d in worst.declared) + "]"
-    set_to = " and ".join(f"dimension {axis} ({d!r}) set to {size:,}" for axis, d, size in worst.opened)
-    head = f"input {worst.name!r} {shape}" + (f" with {set_to}" if set_to else "")
-    together = " (all inputs together)" if len(drawn) > 1 else ""
-    text = (
-        f"{head} makes each random sample {worst.per_sample:,} {worst.dtype.name} values: "
-        f"{_bytes_text(total)}{together} for the {rows} samples drawn ({SYNTHETIC_EVAL_ROWS} to evaluate, "
-        f"{SYNTHETIC_CALIB_ROWS} to calibrate), over the {_bytes_text(MAX_SYNTHETIC_BYTES)} limit for "
-        "random inputs. "
-    )
-    if len(worst.opened) == 1:
-        size = worst.opened[0][2]
-        per_unit = rows * (worst.per_sample // size) * worst.dtype.itemsize
-        most = (MAX_SYNTHETIC_BYTES - (total - worst.nbytes)) // per_unit
-        text += "Expected the size the model really takes (a sequence length, an image side)"
-        text += f": at most {most:,} here" if most >= 1 else ""
-    elif worst.opened:
-        text += "Expected the sizes the model really takes (a sequence length, an image side)"
-    else:
-        text += "Give evaluation data instead (--data, or the data file on the Models page)"
-    raise ModelError(text)
-
-
-@dataclass(frozen=True)
-class _Drawn:
-    """What one input's random samples would take, and the sizes the user gave for it."""
-
-    nbytes: int
-    name: str
-    declared: list[int | str]
-    opened: list[tuple[int, str, int]]  # (axis, declared name, size given)
-    per_sample: int
-    dtype: np.dtype
-
-
-def _bytes_text(n: int) -> str:
-    value, unit = (n / 2**30, "GiB") if n >= 2**30 else (n / 2**20, "MiB")
-    return f"{value:,.1f}".removesuffix(".0") + f" {unit}"
 
 
 def _first_outputs(

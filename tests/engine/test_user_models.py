@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine import user_models
+from engine import synthetic
 from engine.api import Engine
 from engine.cli import main as cli_main
 from engine.jobs import WorkerPool
@@ -163,10 +163,10 @@ def test_a_size_too_large_to_draw_is_refused_by_name_before_anything_is_allocate
 
 
 def test_the_synthetic_limit_is_exact_and_counts_every_input() -> None:
-    check_synthetic_sizes = user_models.check_synthetic_sizes
-    rows = user_models.SYNTHETIC_EVAL_ROWS + user_models.SYNTHETIC_CALIB_ROWS
+    check_synthetic_sizes = synthetic.check_synthetic_sizes
+    rows = synthetic.SYNTHETIC_EVAL_ROWS + synthetic.SYNTHETIC_CALIB_ROWS
     seq = {"name": "x", "shape": ["batch", 2, "length"], "dtype": "float32"}
-    most = user_models.MAX_SYNTHETIC_BYTES // (rows * 2 * 4)
+    most = synthetic.MAX_SYNTHETIC_BYTES // (rows * 2 * 4)
     check_synthetic_sizes([seq], {"x": (1, 2, most)})  # exactly at the limit: drawn
     with pytest.raises(ModelError, match=f"set to {most + 1:,} .* at most {most:,} here"):
         check_synthetic_sizes([seq], {"x": (1, 2, most + 1)})
