@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from engine.charts import distinct_summaries
-from engine.search import Constraints, objective_point
+from engine.search import Constraints, SearchSpec, objective_point
 from engine.types import Plan, Precision
 
 ORIGINS = {
@@ -50,6 +50,56 @@ def constraints(
         max_size_bytes=None if max_size_kb is None else max_size_kb * 1e3,
         max_latency_ms=max_latency_ms,
     )
+
+
+def spec_from_form(
+    candidates_for: Callable[[list[Precision]], Mapping[str, tuple[Precision, ...]]],
+    form: Mapping[str, Any],
+    pins: Mapping[str, str],
+) -> SearchSpec:
+    """The search the form's fields (FORM_FIELDS) ask for, with the pinned layers held; ValueError
+    (or PlanError) in plain words if none. candidates_for(precisions): each layer's candidates."""
+    if not form["allowed"]:
+        raise ValueError(
+            "pick at least one candidate precision; with FP32 alone every layer stays FP32 and there "
+            "is nothing to search"
+        )
+    return SearchSpec(
+        candidates=pinned_candidates(candidates_for([Precision(v) for v in form["allowed"]]), pins),
+        constraints=constraints(form["max_drop"], form["unit"] == "relative", form["max_kb"], form["max_ms"]),
+        objective=form["objective"],
+        max_evaluations=int(form["budget"]),
+        max_seconds=form["seconds"],
+    )
+
+
+FORM_FIELDS = ("allowed", "max_drop", "unit", "max_kb", "max_ms", "objective", "budget", "seconds")
+
+
+def form_from_spec(spec: SearchSpec, offered: list[str]) -> dict[str, Any]:
+    """The form's fields that ask for a stored search again (spec_from_form's inverse, with the
+    pins from pins_from_spec). The candidate precisions are those of the layers left free."""
+    free = {p for ps in spec.candidates.values() if len(ps) > 1 for p in ps}
+    chosen = (free or {p for ps in spec.candidates.values() for p in ps}) - {Precision.FP32}
+    c = spec.constraints
+    return {
+        "allowed": [v for v in offered if Precision(v) in chosen],
+        "max_drop": c.max_accuracy_drop,
+        "unit": "relative" if c.relative else "points",
+        "max_kb": None if c.max_size_bytes is None else c.max_size_bytes / 1e3,
+        "max_ms": c.max_latency_ms,
+        "objective": spec.objective,
+        # Not part of what the search is (a larger budget continues it): kept within what the form takes.
+        "budget": min(max(spec.max_evaluations, 1), 1000),
+        "seconds": None if spec.max_seconds is None else max(spec.max_seconds, 1.0),
+    }
+
+
+def pins_from_spec(spec: SearchSpec, defaults: Mapping[str, tuple[Precision, ...]]) -> dict[str, str]:
+    """The layers a stored search held at one precision that the form's candidates would not."""
+    return {
+        name: ps[0].value for name, ps in spec.candidates.items() if len(ps) == 1 and defaults.get(name) != ps
+    }
 
 
 def fp32_point(record: Mapping[str, Any] | None) -> dict[str, float] | None:

@@ -146,8 +146,22 @@ def shown_search(model: str) -> tuple[Any, str] | None:
     return (value[0], value[1]) if value is not None else None
 
 
-def show_search(model: str, spec: Any, calibration: str) -> None:
-    st.session_state[f"qd_search::{model}"] = (spec, calibration)
+def show_search(model: str, spec: Any, calibration: str, restored: bool = False) -> None:
+    """restored: shown because it is the model's latest search in the store, not by a press here."""
+    st.session_state[f"qd_search::{model}"] = (spec, calibration, restored)
+
+
+def search_restored(model: str) -> bool:
+    value = st.session_state.get(f"qd_search::{model}")
+    return bool(value is not None and len(value) > 2 and value[2])
+
+
+def first_search_visit(model: str) -> bool:
+    """True once per session and model: when the page may show the model's latest stored search."""
+    key = f"qd_search_visited::{model}"
+    first = key not in st.session_state
+    st.session_state[key] = True
+    return first
 
 
 def selected_result() -> str | None:
@@ -228,12 +242,19 @@ _OUTCOMES = (
 
 
 def forget_model(model: str) -> None:
-    """Drop a removed model's page state (its plan, pins, search, report): a new model may take its name.
+    """Drop a removed model's page state (its plan, pins, search): a new model may take its name.
 
     What buttons said goes too, whichever model it was about: their attempts name a model only by its
     name, so a new model of the same name would be shown the old one's messages; a removal is rare.
     """
-    for key in (_plan_key(model), f"qd_pins::{model}", f"qd_search::{model}", f"qd_report::{model}"):
+    keys = (
+        _plan_key(model),
+        draft_saved_key(model),
+        f"qd_pins::{model}",
+        f"qd_search::{model}",
+        f"qd_search_visited::{model}",
+    )
+    for key in keys:
         st.session_state.pop(key, None)
     for key in _OUTCOMES:
         st.session_state.pop(key, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -10,12 +11,14 @@ import streamlit as st
 from dashboard import cached, state, widgets
 from dashboard.plan_logic import uniform
 from dashboard.search_logic import (
-    constraints,
+    FORM_FIELDS,
+    form_from_spec,
     fp32_point,
     pin,
-    pinned_candidates,
+    pins_from_spec,
     plan_assignment,
     recommendation_text,
+    spec_from_form,
     trials_table,
 )
 from engine.search import SearchSpec, default_candidates, latest_search, recommend
@@ -43,40 +46,22 @@ layer_names = [x.name for x in layers]
 offered = [p.value for p in Precision if p is not Precision.FP32 and any(p in x.accepts for x in layers)]
 # Added without labelled data: no accuracy to measure (sensitivity is drawn by SQNR, nothing to search).
 no_labels = not cached.has_labels(model)
-_NEVER = object()  # what state.get returns for a key never written
+# The form's fields (search_logic.FORM_FIELDS) and the widgets that hold them.
+FORM_KEYS = {
+    "allowed": state.SEARCH_PRECISIONS,
+    "max_drop": state.SEARCH_MAX_DROP,
+    "unit": state.SEARCH_DROP_UNIT,
+    "max_kb": state.SEARCH_MAX_SIZE,
+    "max_ms": state.SEARCH_MAX_LATENCY,
+    "objective": state.SEARCH_OBJECTIVE,
+    "budget": state.SEARCH_BUDGET,
+    "seconds": state.SEARCH_SECONDS,
+}
 
 
-def _pressed_yet() -> bool:
-    # Each press of Find best plans writes its outcome (None when it started a search): a session
-    # with none has not pressed it yet, as after a reload.
-    return state.get(state.SEARCH_OUTCOME, _NEVER) is not _NEVER
-
-
-def _spec(
-    allowed: list[str],
-    pinned: dict[str, str],
-    max_drop: float | None,
-    unit: str,
-    max_kb: float | None,
-    max_ms: float | None,
-    objective: str,
-    budget: int,
-    seconds: float | None,
-) -> SearchSpec:
-    """The search the form's settings ask for; ValueError (or PlanError) in plain words if none."""
-    if not allowed:
-        raise ValueError(
-            "pick at least one candidate precision; with FP32 alone every layer stays FP32 and there "
-            "is nothing to search"
-        )
-    candidates = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
-    return SearchSpec(
-        candidates=pinned_candidates(candidates, pinned),
-        constraints=constraints(max_drop, unit == "relative", max_kb, max_ms),
-        objective=objective,
-        max_evaluations=int(budget),
-        max_seconds=seconds,
-    )
+def _spec(form: dict[str, Any], pinned: dict[str, str]) -> SearchSpec:
+    bundle = runner.model(model)
+    return spec_from_form(lambda ps: default_candidates(runner.engine, bundle, ps), form, pinned)
 
 
 def _restore_latest_search() -> None:
@@ -88,59 +73,30 @@ def _restore_latest_search() -> None:
     )
     if stored is None:
         return
-    spec = stored.spec
-    # The candidate precisions are those of the layers left free; a layer given one precision other
-    # than those precisions allow it is pinned there.
-    free = {p for ps in spec.candidates.values() if len(ps) > 1 for p in ps}
-    chosen = (free or {p for ps in spec.candidates.values() for p in ps}) - {Precision.FP32}
-    allowed = [v for v in offered if Precision(v) in chosen]
-    c = spec.constraints
-    form = {
-        state.SEARCH_PRECISIONS: allowed,
-        state.SEARCH_MAX_DROP: c.max_accuracy_drop,
-        state.SEARCH_DROP_UNIT: "relative" if c.relative else "points",
-        state.SEARCH_MAX_SIZE: None if c.max_size_bytes is None else c.max_size_bytes / 1e3,
-        state.SEARCH_MAX_LATENCY: c.max_latency_ms,
-        state.SEARCH_OBJECTIVE: spec.objective,
-        # The budget and time limit are not part of what the search is (a larger budget continues it):
-        # kept within what the form takes.
-        state.SEARCH_BUDGET: min(max(spec.max_evaluations, 1), 1000),
-        state.SEARCH_SECONDS: None if spec.max_seconds is None else max(spec.max_seconds, 1.0),
-    }
+    form = form_from_spec(stored.spec, offered)
     try:
-        defaults = default_candidates(runner.engine, runner.model(model), [Precision(v) for v in allowed])
-        pinned = {
-            name: ps[0].value
-            for name, ps in spec.candidates.items()
-            if len(ps) == 1 and defaults.get(name) != ps
-        }
-        rebuilt = _spec(
-            allowed,
-            pinned,
-            form[state.SEARCH_MAX_DROP],
-            form[state.SEARCH_DROP_UNIT],
-            form[state.SEARCH_MAX_SIZE],
-            form[state.SEARCH_MAX_LATENCY],
-            spec.objective,
-            form[state.SEARCH_BUDGET],
-            form[state.SEARCH_SECONDS],
+        defaults = default_candidates(
+            runner.engine, runner.model(model), [Precision(v) for v in form["allowed"]]
         )
+        pinned = pins_from_spec(stored.spec, defaults)
+        rebuilt = _spec(form, pinned)
     except (ValueError, PlanError):
         return
-    if rebuilt.identity() != spec.identity():  # the form cannot ask for it again: another search
+    if rebuilt.identity() != stored.spec.identity():  # the form cannot ask for it again: another search
         return
-    for key, value in form.items():
-        state.put(key, value)
+    for field, key in FORM_KEYS.items():
+        state.put(key, form[field])
     state.put(state.SEARCH_CALIBRATION, stored.settings.calibration)
     if pinned:
         state.set_pins(model, pinned)
         if state.plan_assignment(model) is None:  # the pins were set in the plan editor too
             state.set_plan_assignment(model, {**uniform(layers), **pinned})
-    state.show_search(model, rebuilt, stored.settings.calibration.value)
+    state.show_search(model, rebuilt, stored.settings.calibration.value, restored=True)
 
 
-# A new session (a reload, a new tab) has nothing of the model's search: it shows the latest one.
-if not no_labels and state.shown_search(model) is None and not _pressed_yet():
+# The first visit of a session (a reload, a new tab) to a model with no search shown here: its
+# latest search, from the store.
+if state.first_search_visit(model) and not no_labels and state.shown_search(model) is None:
     _restore_latest_search()
 
 st.header(f"Sensitivity & search · {model}")
@@ -450,7 +406,8 @@ busy = (model, bool(_running("search")))
 if submitted:
     refusal, wait = None, None
     try:
-        spec = _spec(allowed, pins, max_drop, unit, max_kb, max_ms, objective, budget, seconds)
+        fields = (allowed, max_drop, unit, max_kb, max_ms, objective, budget, seconds)
+        spec = _spec(dict(zip(FORM_FIELDS, fields, strict=True)), pins)
     except (ValueError, PlanError) as e:
         refusal = f"These settings cannot start a search: {e}"
     else:
@@ -473,7 +430,7 @@ shown = state.shown_search(model)
 if shown is None:
     st.stop()
 spec, spec_calibration = shown
-if not _pressed_yet():  # shown without a press: restored from the store
+if state.search_restored(model):
     st.caption(
         "This is the latest search of this model, restored: its settings are kept in the store, so a "
         "reload shows it again. Find best plans with these settings continues it; nothing is measured "

@@ -67,7 +67,7 @@ def test_a_reload_shows_the_same_search_and_pressing_again_measures_nothing_new(
     assert not _texts(again.error) and "still running" not in _texts(again.warning)
     assert _trial_keys(again) == shown
     assert store.count() == results  # nothing measured again
-    spec, calibration = again.session_state[f"qd_search::{MODEL}"]
+    spec, calibration = again.session_state[f"qd_search::{MODEL}"][:2]
     runner = cached.runner()
     sid = search_id(runner.model(MODEL), spec, runner.settings(CalibrationMethod(calibration)))
     assert len(store.search_trials(sid)) == 2
@@ -127,3 +127,20 @@ def test_a_kept_search_that_no_longer_fits_the_model_leaves_the_defaults(home: P
     assert at.number_input(key=state.SEARCH_BUDGET).value == 20
     assert at.number_input(key=state.SEARCH_MAX_DROP).value is None
     assert RESTORED not in _texts(at.caption) and "plans measured (budget" not in _texts(at.caption)
+
+
+def test_a_press_on_another_model_does_not_keep_this_ones_search_from_coming_back(home: Path) -> None:
+    at = _open()
+    at.number_input(key=state.SEARCH_BUDGET).set_value(2)
+    _press_and_wait(at)  # a search of digits_cnn in the store
+    shown = _trial_keys(at)
+
+    other = app(model="digits_mobilenet")  # a new session, on another model first
+    other.switch_page(PAGE).run()
+    other.multiselect(key=state.SEARCH_PRECISIONS).set_value([])
+    other.button(key=state.SEARCH_RUN).click().run()  # refused: nothing to search
+    assert "cannot start a search" in _texts(other.error)
+    other.session_state[state.MODEL] = MODEL  # then to digits_cnn, as the sidebar does
+    other.run()
+    assert not other.exception
+    assert RESTORED in _texts(other.caption) and _trial_keys(other) == shown
