@@ -115,16 +115,18 @@ class Constraints:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Constraints:
         """The limits to_json wrote; ValueError naming what is wrong."""
-        unknown = set(data) - set(_CONSTRAINT_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"limits have unknown keys {sorted(unknown)}; expected some of {_CONSTRAINT_FIELDS}"
-            )
+        _no_unknown_keys("limits", data, _CONSTRAINT_FIELDS)
         limits = {k: _optional_number(k, data.get(k)) for k in _CONSTRAINT_FIELDS if k != "relative"}
         return cls(relative=bool(data.get("relative", False)), **limits)
 
 
 _CONSTRAINT_FIELDS = ("max_accuracy_drop", "relative", "max_size_bytes", "max_latency_ms")
+
+
+def _no_unknown_keys(what: str, data: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ValueError(f"{what} has unknown keys {sorted(unknown)}; expected some of {fields}")
 
 
 def _optional_number(name: str, value: Any) -> float | None:
@@ -177,11 +179,7 @@ class SearchSpec:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SearchSpec:
         """The spec to_json wrote; ValueError naming what is wrong (a precision no longer known, say)."""
-        unknown = set(data) - set(_SPEC_FIELDS)
-        if unknown:
-            raise ValueError(
-                f"search spec has unknown keys {sorted(unknown)}; expected some of {_SPEC_FIELDS}"
-            )
+        _no_unknown_keys("search spec", data, _SPEC_FIELDS)
         candidates = data.get("candidates")
         if not isinstance(candidates, Mapping) or not all(isinstance(v, list) for v in candidates.values()):
             raise ValueError("search spec 'candidates' must map each layer name to a list of precisions")
