@@ -10,24 +10,38 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.evaluate import atomic_write
-from engine.types import LayerInfo, Precision
+from engine.types import CalibrationMethod, LayerInfo, Precision
+
+
+@dataclass(frozen=True)
+class Draft:
+    assignment: dict[str, str]  # layer name -> precision value, every layer
+    calibration: CalibrationMethod | None  # of the INT8 and W8A16 activations, if one was chosen
 
 
 def _path(home: Path, model_id: str) -> Path:
     return home / "drafts" / f"{hashlib.sha256(model_id.encode()).hexdigest()[:24]}.json"
 
 
-def save(home: Path, model_id: str, assignment: Mapping[str, str]) -> None:
-    """Keep the plan being edited (layer name -> precision value), written whole or not at all."""
+def save(
+    home: Path, model_id: str, assignment: Mapping[str, str], calibration: CalibrationMethod | None = None
+) -> None:
+    """Keep the plan being edited, written whole or not at all."""
     path = _path(home, model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps({"model_id": model_id, "assignment": dict(assignment)}).encode())
+    data = {
+        "model_id": model_id,
+        "assignment": dict(assignment),
+        "calibration": calibration.value if calibration is not None else None,
+    }
+    atomic_write(path, json.dumps(data).encode())
 
 
-def load(home: Path, model_id: str, layers: list[LayerInfo]) -> dict[str, str] | None:
+def load(home: Path, model_id: str, layers: list[LayerInfo]) -> Draft | None:
     """The kept plan, if there is one and every layer of the model is in it at a precision it
     accepts; None otherwise (no draft, a damaged file, or a draft of other layers)."""
     try:
@@ -37,6 +51,7 @@ def load(home: Path, model_id: str, layers: list[LayerInfo]) -> dict[str, str] |
             return None
         if any(Precision(assignment[x.name]) not in x.accepts for x in layers):
             return None
+        calibration = data.get("calibration")
+        return Draft(assignment, CalibrationMethod(calibration) if calibration is not None else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return assignment

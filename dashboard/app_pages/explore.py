@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, state, widgets
+from dashboard import cached, editing, state, widgets
 from engine.charts import filter_results, is_baseline, model_identity, selected_key
 from engine.types import Precision
 
@@ -182,7 +182,7 @@ st.dataframe(
 def _load() -> None:
     # Put the plan in the editor of its own model and show that model.
     state.put(state.MODEL, record["model_name"])
-    state.set_plan_assignment(record["model_name"], dict(record["plan"]["layers"]))
+    editing.set_plan(record["model_name"], dict(record["plan"]["layers"]))
 
 
 def _not_loadable() -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import cached, drafts, state, widgets
+from dashboard import cached, editing, state, widgets
 from dashboard.plan_logic import (
     LABEL_TO_VALUE,
     VALUE_TO_LABEL,
@@ -12,7 +12,6 @@ from dashboard.plan_logic import (
     editor_frame,
     estimate_size,
     set_op_type,
-    uniform,
 )
 from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
 from engine.types import CalibrationMethod, Plan, PlanError, Precision, plan_summary
@@ -21,16 +20,7 @@ model = state.current_model()
 runner = cached.runner()
 layers = cached.layers(model)
 by_name = {x.name: x for x in layers}
-home, model_id = runner.engine.home, cached.model_id(model)
-if state.plan_assignment(model) is None:  # a new session (a reload): the plan kept on disk, if any
-    state.set_plan_assignment(model, drafts.load(home, model_id, layers) or uniform(layers))
-assignment = state.plan_assignment(model)
-assert assignment is not None
-# Every change to the plan reruns the app (here, or loaded from Explore or Search): kept on disk once
-# per change, so a reload or a restart does not lose it.
-if state.get(state.draft_saved_key(model)) != assignment:
-    drafts.save(home, model_id, assignment)
-    state.put(state.draft_saved_key(model), dict(assignment))
+assignment = editing.current_plan(model, layers)  # this session's, else the one kept on disk
 
 st.header(f"Plan · {model}")
 widgets.jobs_panel()
@@ -39,7 +29,7 @@ widgets.jobs_panel()
 def _set(new: dict[str, str], notes: list[str] | None = None) -> None:
     """Make `new` the plan; `notes`: what the edit left to say, shown while the plan stays this one
     (every rerun draws them: a background job ending reruns the app, which would wipe a one-off)."""
-    state.set_plan_assignment(model, new)
+    editing.set_plan(model, new)
     state.put(state.EDIT_NOTES, (model, dict(new), notes or []))
 
 
@@ -138,6 +128,7 @@ if any(p.calibrated for p in precisions.values()):
         help="How each activation's 8- or 16-bit range is chosen from the calibration split. "
         "Layers in other precisions do not use it.",
     )
+editing.keep(model)  # the calibration picked is kept with the plan
 known = runner.engine.cached(runner.engine.job(runner.model(model), plan, runner.settings(calibration)))
 if st.button("Evaluate", key="qd_evaluate", type="primary"):
     try:

@@ -8,8 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, state, widgets
-from dashboard.plan_logic import uniform
+from dashboard import cached, editing, state, widgets
 from dashboard.search_logic import (
     FORM_FIELDS,
     form_from_spec,
@@ -89,8 +88,8 @@ def _restore_latest_search() -> None:
     state.put(state.SEARCH_CALIBRATION, stored.settings.calibration)
     if pinned:
         state.set_pins(model, pinned)
-        if state.plan_assignment(model) is None:  # the pins were set in the plan editor too
-            state.set_plan_assignment(model, {**uniform(layers), **pinned})
+        # The pins were set in the plan editor too: on the plan being edited, kept or not.
+        editing.set_plan(model, {**editing.current_plan(model, layers), **pinned})
     state.show_search(model, rebuilt, stored.settings.calibration.value, restored=True)
 
 
@@ -174,11 +173,9 @@ def _pin_from_chart(info: SensitivityChartInfo) -> None:
     if picked is None:
         return
     layer, precision = picked
-    pins, assignment = pin(
-        state.pins(model), state.plan_assignment(model) or uniform(layers), layer, precision
-    )
+    pins, assignment = pin(state.pins(model), editing.current_plan(model, layers), layer, precision)
     state.set_pins(model, pins)
-    state.set_plan_assignment(model, assignment)
+    editing.set_plan(model, assignment)
     state.put(state.PIN_TOAST, f"Pinned {layer} at {Precision(precision).label} in the plan editor.")
     st.rerun()  # the whole page, so the search section lists the new pin too
 
@@ -464,7 +461,7 @@ elif recommended is not None:
 
     def _load() -> None:
         state.put(state.MODEL, model)  # the Plan page shows the model it was loaded for
-        state.set_plan_assignment(model, plan_assignment(row["plan"], layer_names))
+        editing.set_plan(model, plan_assignment(row["plan"], layer_names))
 
     if st.button("Load recommended plan into the plan editor", key=state.SEARCH_LOAD, on_click=_load):
         st.switch_page("app_pages/plan.py")

@@ -224,10 +224,27 @@ def test_a_kept_plan_that_does_not_fit_the_model_is_ignored(tmp_path: Path) -> N
 
     layers = cached.layers(MODEL)
     names = [x.name for x in layers]
-    drafts.save(tmp_path, "m@1/2", {n: "int8" for n in names})
-    assert drafts.load(tmp_path, "m@1/2", layers) == {n: "int8" for n in names}
+    drafts.save(tmp_path, "m@1/2", {n: "int8" for n in names}, CalibrationMethod.ENTROPY)
+    kept = drafts.load(tmp_path, "m@1/2", layers)
+    assert kept is not None and kept.assignment == {n: "int8" for n in names}
+    assert kept.calibration is CalibrationMethod.ENTROPY
     assert drafts.load(tmp_path, "m@other/2", layers) is None  # another network under the name
     drafts.save(tmp_path, "m@1/2", {n: "int8" for n in names[1:]})  # a layer missing
     assert drafts.load(tmp_path, "m@1/2", layers) is None
     drafts.save(tmp_path, "m@1/2", {n: "no-such-precision" for n in names})
     assert drafts.load(tmp_path, "m@1/2", layers) is None
+
+
+def test_the_kept_plan_comes_back_with_its_calibration(home: Path) -> None:
+    at = app(model=MODEL)
+    at.switch_page("app_pages/plan.py").run()
+    at.selectbox(key="qd_preset").set_value("int8").run()
+    at.button(key="qd_apply_preset").click().run()
+    at.selectbox(key=state.CALIBRATION).set_value(CalibrationMethod.ENTROPY).run()
+    assert not at.exception
+
+    again = app(model=MODEL)  # a reload: the plan and the calibration it is to be measured with
+    again.switch_page("app_pages/plan.py").run()
+    assert not again.exception
+    assert {m.label: m.value for m in again.metric}["Plan"] == "5 INT8"
+    assert again.selectbox(key=state.CALIBRATION).value is CalibrationMethod.ENTROPY

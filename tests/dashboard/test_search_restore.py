@@ -77,6 +77,9 @@ def test_every_setting_and_the_pins_come_back(home: Path) -> None:
     layers = cached.layers(MODEL)
     pinned = layers[-1].name
     at = app(model=MODEL)
+    at.switch_page("app_pages/plan.py").run()  # the plan being edited, kept on disk: all INT8
+    at.selectbox(key="qd_preset").set_value("int8").run()
+    at.button(key="qd_apply_preset").click().run()
     at.session_state[f"qd_pins::{MODEL}"] = {pinned: Precision.INT4.value}  # as a click on the chart
     at.switch_page(PAGE).run()
     at.selectbox(key=state.SEARCH_CALIBRATION).set_value(CalibrationMethod.PERCENTILE)
@@ -103,7 +106,11 @@ def test_every_setting_and_the_pins_come_back(home: Path) -> None:
     assert again.number_input(key=state.SEARCH_BUDGET).value == 1
     assert again.number_input(key=state.SEARCH_SECONDS).value == 300.0
     assert f"`{pinned}` at {Precision.INT4.label}" in _texts(again.success)
-    assert again.session_state[f"qd_plan::{MODEL}"][pinned] == Precision.INT4.value  # in the editor too
+    # In the editor too, on the plan kept there (this session opened Search first, not Plan).
+    assert again.session_state[f"qd_plan::{MODEL}"] == {
+        **{x.name: Precision.INT8.value for x in layers},
+        pinned: Precision.INT4.value,
+    }
     assert _trial_keys(again) == shown
     _press_and_wait(again)
     assert _trial_keys(again) == shown and cached.runner().store.count() == results

@@ -1,0 +1,53 @@
+"""The plan being edited for each model, for every page that reads or changes it.
+
+This session's plan if it has one; else the one kept on disk (dashboard/drafts.py) from an earlier
+session, so a reload or a restart opens the Plan page, and the pins the Search page sets, on it;
+else all FP32. Every change is kept on disk at once, whichever page makes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dashboard import cached, drafts, state
+from dashboard.plan_logic import uniform
+from engine.types import CalibrationMethod, LayerInfo
+
+
+def current_plan(model: str, layers: list[LayerInfo]) -> dict[str, str]:
+    """The plan being edited (layer name -> precision value, every layer)."""
+    assignment = state.plan_assignment(model)
+    if assignment is not None:
+        return assignment
+    kept = drafts.load(cached.runner().engine.home, cached.model_id(model), layers)
+    if kept is None:
+        assignment = uniform(layers)
+    else:
+        assignment = kept.assignment
+        if kept.calibration is not None and state.get(state.CALIBRATION) is None:
+            state.put(state.CALIBRATION, kept.calibration)  # the Plan page's picker starts on it
+    state.set_plan_assignment(model, assignment)
+    state.put(state.draft_saved_key(model), (dict(assignment), _calibration()))
+    return assignment
+
+
+def set_plan(model: str, assignment: Mapping[str, str]) -> None:
+    """Make `assignment` the plan being edited, and keep it."""
+    state.set_plan_assignment(model, dict(assignment))
+    keep(model)
+
+
+def keep(model: str) -> None:
+    """Keep the session's plan and calibration on disk, if they changed since last kept."""
+    assignment = state.plan_assignment(model)
+    if assignment is None:
+        return
+    now = (dict(assignment), _calibration())
+    if state.get(state.draft_saved_key(model)) != now:
+        drafts.save(cached.runner().engine.home, cached.model_id(model), *now)
+        state.put(state.draft_saved_key(model), now)
+
+
+def _calibration() -> CalibrationMethod | None:
+    value = state.get(state.CALIBRATION)
+    return CalibrationMethod(value) if value is not None else None
