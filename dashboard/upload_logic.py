@@ -78,16 +78,46 @@ def dynamic_dims(declared: Sequence[Mapping[str, Any]]) -> list[DynamicDim]:
     ]
 
 
+def read_size(text: str | None) -> int | str | None:
+    """A size as typed: None if nothing is, the whole number it says ("32", "1,024", "1e9"), or the
+    text itself when it says none ("2.5", "abc"), for the page to name it rather than change it."""
+    cleaned = (text or "").strip().replace(",", "").replace("_", "")
+    if not cleaned:
+        return None
+    try:
+        return int(cleaned)
+    except ValueError:
+        pass
+    try:
+        value = float(cleaned)
+    except ValueError:
+        return text.strip() if text else None
+    return int(value) if value.is_integer() else text.strip() if text else None
+
+
+def unreadable_size(
+    dims: Sequence[DynamicDim], sizes: Mapping[tuple[int, int], int | str | None]
+) -> str | None:
+    """What is wrong with the first size typed that is not a whole number, or None."""
+    for d in dims:
+        typed = sizes.get((d.input_index, d.axis))
+        if isinstance(typed, str):
+            return f"{d.label}: {typed!r} is not a size; expected a whole number of at least 1"
+    return None
+
+
 def shapes_for(
-    declared: Sequence[Mapping[str, Any]], sizes: Mapping[tuple[int, int], int | None]
+    declared: Sequence[Mapping[str, Any]], sizes: Mapping[tuple[int, int], int | str | None]
 ) -> tuple[dict[str, tuple[int, ...]], list[DynamicDim]]:
     """({input name: (1, d1, ...)} for inputs with dynamic dimensions, the dimensions still missing).
 
-    ``sizes`` maps (input index, axis) to what the user typed (None while empty). A size typed is kept
-    as typed, 0 or -3 too: the engine's check_synthetic_sizes says what is wrong with it, which
-    "give a size" would not.
+    ``sizes`` maps (input index, axis) to what the user typed (read_size: None while empty). A size
+    typed is kept as typed, 0 or -3 too: the engine's check_synthetic_sizes says what is wrong with it,
+    which "give a size" would not. Text that is no number counts as missing here (unreadable_size
+    names it first).
     """
     dims = dynamic_dims(declared)
+    sizes = {k: v for k, v in sizes.items() if not isinstance(v, str)}
     missing = [d for d in dims if sizes.get((d.input_index, d.axis)) is None]
     shapes: dict[str, tuple[int, ...]] = {}
     for i in sorted({d.input_index for d in dims}):

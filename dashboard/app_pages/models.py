@@ -42,8 +42,9 @@ st.dataframe(
 )
 
 
-def _dimension_sizes(declared: list[dict[str, Any]]) -> dict[tuple[int, int], int | None]:
-    """Ask for each dynamic dimension but the batch; (input index, axis) -> the size typed (or None)."""
+def _dimension_sizes(declared: list[dict[str, Any]]) -> dict[tuple[int, int], int | str | None]:
+    """Ask for each dynamic dimension but the batch; (input index, axis) -> the size typed
+    (upload_logic.read_size: None if empty, the text itself if it is no whole number)."""
     dims = upload_logic.dynamic_dims(declared)
     if not dims:
         return {}
@@ -53,15 +54,13 @@ def _dimension_sizes(declared: list[dict[str, Any]]) -> dict[tuple[int, int], in
     )
     sizes = {}
     for col, d in zip(itertools.cycle(st.columns(min(len(dims), 3))), dims, strict=False):
-        # No min_value: below it, Streamlit drops a 0 or -3 typed (the widget reads None) and the page
-        # would ask for a size that was given. The engine's check names what is wrong with it instead.
-        sizes[(d.input_index, d.axis)] = col.number_input(
-            d.label,
-            value=None,
-            step=1,
-            placeholder="a size, e.g. 32",
-            key=state.upload_key(f"dim_{d.input_index}_{d.axis}"),
+        # Text, not a number field: the browser's number field turned "1e9" into 1 and "2.5" into 2
+        # without a word, and Streamlit drops what is below a min_value. What was typed is read here,
+        # and what is wrong with it named (upload_logic.unreadable_size, the engine's size check).
+        typed = col.text_input(
+            d.label, placeholder="a size, e.g. 32", key=state.upload_key(f"dim_{d.input_index}_{d.axis}")
         )
+        sizes[(d.input_index, d.axis)] = upload_logic.read_size(typed)
     return sizes
 
 
@@ -96,6 +95,8 @@ def add_section() -> None:
     shapes: dict[str, tuple[int, ...]] = {}
     declared: list[dict[str, Any]] = []
     missing: list[upload_logic.DynamicDim] = []
+    sizes: dict[tuple[int, int], int | str | None] = {}
+    not_a_size: str | None = None  # a size typed that is no whole number
     unreadable = False
     if data_file is None:
         st.info(
@@ -117,13 +118,15 @@ def add_section() -> None:
                 unreadable = True
             else:
                 declared = outcome["inputs"]
-                shapes, missing = upload_logic.shapes_for(declared, _dimension_sizes(declared))
-    # What this press of Add model tries: the same files, name and sizes are the same attempt.
-    attempt = (model_file.file_id, data_file and data_file.file_id, name, tuple(sorted(shapes.items())))
+                sizes = _dimension_sizes(declared)
+                shapes, missing = upload_logic.shapes_for(declared, sizes)
+                not_a_size = upload_logic.unreadable_size(upload_logic.dynamic_dims(declared), sizes)
+    # What this press of Add model tries: the same files, name and sizes (as typed) are the same attempt.
+    attempt = (model_file.file_id, data_file and data_file.file_id, name, tuple(sorted(sizes.items())))
     if st.button("Add model", key=state.UPLOAD_ADD, type="primary", disabled=unreadable):
-        widgets.keep_outcome(
-            state.UPLOAD_OUTCOME, attempt, _refusal(model_file, data_file, name, shapes, declared, missing)
-        )
+        said = md(not_a_size) if not_a_size else None
+        said = said or _refusal(model_file, data_file, name, shapes, declared, missing)
+        widgets.keep_outcome(state.UPLOAD_OUTCOME, attempt, said)
     widgets.show_outcome(state.UPLOAD_OUTCOME, attempt)
 
 

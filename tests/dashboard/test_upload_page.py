@@ -330,10 +330,10 @@ def _form_with_seq_upload() -> AppTest:
     return at
 
 
-def _add_with_length(at: AppTest, size: int) -> str:
+def _add_with_length(at: AppTest, size: int | str) -> str:
     """Type `size` for the open dimension, press Add model; what the page says in red."""
-    [length] = [n for n in at.number_input if SEQ_LABEL in n.label]
-    length.set_value(size).run()
+    [length] = [n for n in at.text_input if SEQ_LABEL in n.label]
+    length.input(str(size)).run()
     at.button(key=state.UPLOAD_ADD).click().run()
     assert not at.exception
     return _texts(at.error)
@@ -351,9 +351,17 @@ def test_a_size_below_one_is_named_not_asked_for_again(home: Path, size: int) ->
     assert "lengths" not in user_model_names(home)
 
 
+@pytest.mark.parametrize(("typed", "said"), [("2.5", "'2.5' is not a size"), ("abc", "'abc' is not a size")])
+def test_a_size_that_is_no_whole_number_is_named_not_rounded(home: Path, typed: str, said: str) -> None:
+    at = _form_with_seq_upload()
+    refusal = _add_with_length(at, typed)
+    assert said in refusal and "expected a whole number of at least 1" in refusal
+    assert "lengths" not in user_model_names(home)
+
+
 def test_a_size_too_large_to_draw_is_refused_with_the_size_and_the_limit(home: Path) -> None:
     at = _form_with_seq_upload()
-    said = _add_with_length(at, 100_000_000)
+    said = _add_with_length(at, "1e8")  # as typed in the QA pass: read as 100,000,000, not as 1
     assert said.startswith(  # as markdown: the brackets escaped
         text.md("lengths.onnx: input 'x' [batch, 2, length] with dimension 2 ('length') set to 100,000,000")
     )
