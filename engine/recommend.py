@@ -264,16 +264,11 @@ def caveats(
             f"Static activation ranges (INT8, W8A16) were calibrated ({calib}) on the model's calibration "
             "split; inputs unlike it can lose more accuracy."
         )
+    few = f"Only {n_candidates} plan{' was' if n_candidates == 1 else 's were'} measured for this model"
     if n_candidates < 10 and not searched:
-        out.append(
-            f"Only {n_candidates} plans were measured for this model; a search (Sensitivity & search) "
-            "may find better ones."
-        )
+        out.append(f"{few}; a search (Sensitivity & search) may find better ones.")
     elif n_candidates < 10:
-        out.append(
-            f"Only {n_candidates} plans were measured for this model, a search's among them; a search "
-            "with a larger budget may find better ones."
-        )
+        out.append(f"{few}, a search's among them; a search with a larger budget may find better ones.")
     return out
 
 

@@ -178,6 +178,7 @@ def test_after_a_search_the_few_plans_caveat_does_not_send_the_user_to_search(
     said = " ".join(caveats(int8, baseline, n_candidates=7, searched=True))
     assert "a search's among them; a search with a larger budget may find better ones" in said
     assert "a search (Sensitivity & search) may find" not in said
+    assert "Only 1 plan was measured" in " ".join(caveats(int8, baseline, n_candidates=1))
 
 
 def test_the_recommendation_says_when_the_chosen_interval_crosses_the_goals_limit(
