@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import streamlit as st
+
 from dashboard import cached, drafts, state
 from dashboard.plan_logic import uniform
+from dashboard.text import one_line
 from engine.types import CalibrationMethod, LayerInfo
 
 
@@ -24,10 +27,10 @@ def current_plan(model: str, layers: list[LayerInfo]) -> dict[str, str]:
         assignment = uniform(layers)
     else:
         assignment = kept.assignment
-        if kept.calibration is not None and state.get(state.CALIBRATION) is None:
-            state.put(state.CALIBRATION, kept.calibration)  # the Plan page's picker starts on it
+        if kept.calibration is not None and state.get(state.calibration_key(model)) is None:
+            state.put(state.calibration_key(model), kept.calibration)  # the Plan page's picker starts on it
     state.set_plan_assignment(model, assignment)
-    state.put(state.draft_saved_key(model), (dict(assignment), _calibration()))
+    state.put(state.draft_saved_key(model), (dict(assignment), _calibration(model)))
     return assignment
 
 
@@ -42,12 +45,16 @@ def keep(model: str) -> None:
     assignment = state.plan_assignment(model)
     if assignment is None:
         return
-    now = (dict(assignment), _calibration())
+    now = (dict(assignment), _calibration(model))
     if state.get(state.draft_saved_key(model)) != now:
-        drafts.save(cached.runner().engine.home, cached.model_id(model), *now)
+        try:
+            drafts.save(cached.runner().engine.home, cached.model_id(model), *now)
+        except OSError as e:  # a full disk, a folder not writable: the session's plan still stands
+            st.warning(f"The plan could not be kept on disk ({one_line(e)}): it is kept in this tab only.")
+            return
         state.put(state.draft_saved_key(model), now)
 
 
-def _calibration() -> CalibrationMethod | None:
-    value = state.get(state.CALIBRATION)
+def _calibration(model: str) -> CalibrationMethod | None:
+    value = state.get(state.calibration_key(model))
     return CalibrationMethod(value) if value is not None else None

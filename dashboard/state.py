@@ -30,7 +30,6 @@ COMPARE_PICKS = "qd_compare_picks"  # {model: result keys}: the picks of each mo
 PRESET = "qd_preset"
 OP_TYPE = "qd_op_type"
 ONE_LAYER = "qd_one_layer"
-CALIBRATION = "qd_calibration"
 EXPLORE_MODELS = "qd_explore_models"
 EXPLORE_PRECISIONS = "qd_explore_precisions"
 EXPLORE_RELATIVE = "qd_explore_relative"
@@ -118,6 +117,11 @@ def set_plan_assignment(model: str, assignment: dict[str, str]) -> None:
     st.session_state[_plan_key(model)] = dict(assignment)
     # A new editor key makes data_editor start again from the plan (dropping its own edit state).
     st.session_state[_editor_version_key(model)] = st.session_state.get(_editor_version_key(model), 0) + 1
+
+
+def calibration_key(model: str) -> str:
+    """The Plan page's calibration picker of a model: one per model, as the plan it goes with."""
+    return f"qd_calibration_{model}"
 
 
 def draft_saved_key(model: str) -> str:
@@ -250,6 +254,7 @@ def forget_model(model: str) -> None:
     keys = (
         _plan_key(model),
         draft_saved_key(model),
+        calibration_key(model),
         f"qd_pins::{model}",
         f"qd_search::{model}",
         f"qd_search_visited::{model}",

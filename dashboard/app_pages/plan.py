@@ -123,7 +123,7 @@ if any(p.calibrated for p in precisions.values()):
         "Calibration of INT8 and W8A16 activations",
         list(CalibrationMethod),
         format_func=lambda m: f"{m.label}: {m.description}",
-        key=state.CALIBRATION,
+        key=state.calibration_key(model),
         persist_state=state.KEEP,
         help="How each activation's 8- or 16-bit range is chosen from the calibration split. "
         "Layers in other precisions do not use it.",

@@ -65,7 +65,7 @@ def test_plan_preset_edit_estimate_and_evaluate(home: Path) -> None:
     assert "Already measured: 4 INT8 · 1 FP32" in _texts(at.info)
 
     # The same plan with another calibration method is another result, named as such.
-    at.selectbox(key="qd_calibration").set_value(CalibrationMethod.PERCENTILE).run()
+    at.selectbox(key=state.calibration_key(MODEL)).set_value(CalibrationMethod.PERCENTILE).run()
     assert not at.info  # not measured with Percentile yet
     at.button(key="qd_evaluate").click().run()
     wait_for_jobs(at)
@@ -157,7 +157,7 @@ def test_values_set_on_a_page_are_there_after_visiting_another(home: Path) -> No
     at.switch_page("app_pages/plan.py").run()
     at.selectbox(key="qd_preset").set_value("int8").run()
     at.button(key="qd_apply_preset").click().run()
-    at.selectbox(key=state.CALIBRATION).set_value(CalibrationMethod.ENTROPY).run()
+    at.selectbox(key=state.calibration_key(MODEL)).set_value(CalibrationMethod.ENTROPY).run()
     at.selectbox(key="qd_preset").set_value("fp32").run()
     at.button(key="qd_apply_preset").click().run()  # an FP32 plan hides the calibration picker
     at.switch_page("app_pages/explore.py").run()
@@ -176,7 +176,7 @@ def test_values_set_on_a_page_are_there_after_visiting_another(home: Path) -> No
     at.switch_page("app_pages/plan.py").run()
     at.selectbox(key="qd_preset").set_value("int8").run()
     at.button(key="qd_apply_preset").click().run()
-    assert at.selectbox(key=state.CALIBRATION).value == CalibrationMethod.ENTROPY
+    assert at.selectbox(key=state.calibration_key(MODEL)).value == CalibrationMethod.ENTROPY
 
 
 def test_a_link_to_a_model_that_is_not_here_says_so(home: Path) -> None:
@@ -240,11 +240,52 @@ def test_the_kept_plan_comes_back_with_its_calibration(home: Path) -> None:
     at.switch_page("app_pages/plan.py").run()
     at.selectbox(key="qd_preset").set_value("int8").run()
     at.button(key="qd_apply_preset").click().run()
-    at.selectbox(key=state.CALIBRATION).set_value(CalibrationMethod.ENTROPY).run()
+    at.selectbox(key=state.calibration_key(MODEL)).set_value(CalibrationMethod.ENTROPY).run()
     assert not at.exception
 
     again = app(model=MODEL)  # a reload: the plan and the calibration it is to be measured with
     again.switch_page("app_pages/plan.py").run()
     assert not again.exception
     assert {m.label: m.value for m in again.metric}["Plan"] == "5 INT8"
-    assert again.selectbox(key=state.CALIBRATION).value is CalibrationMethod.ENTROPY
+    assert again.selectbox(key=state.calibration_key(MODEL)).value is CalibrationMethod.ENTROPY
+
+
+def test_each_models_calibration_is_its_own_after_a_reload(home: Path) -> None:
+    other = "digits_mobilenet"
+    at = app(model=MODEL)
+    at.switch_page("app_pages/plan.py").run()
+    for model, method in ((MODEL, CalibrationMethod.ENTROPY), (other, CalibrationMethod.PERCENTILE)):
+        at.session_state[state.MODEL] = model  # as the sidebar picks it
+        at.run()
+        at.selectbox(key="qd_preset").set_value("int8").run()
+        at.button(key="qd_apply_preset").click().run()
+        at.selectbox(key=state.calibration_key(model)).set_value(method).run()
+        assert not at.exception
+
+    again = app(model=MODEL)  # a reload, then each model in turn
+    again.switch_page("app_pages/plan.py").run()
+    assert again.selectbox(key=state.calibration_key(MODEL)).value is CalibrationMethod.ENTROPY
+    again.session_state[state.MODEL] = other
+    again.run()
+    assert not again.exception
+    assert again.selectbox(key=state.calibration_key(other)).value is CalibrationMethod.PERCENTILE
+
+
+def test_a_plan_that_cannot_be_kept_on_disk_is_said_so_and_still_edited(home: Path) -> None:
+    blocked = home / "drafts"
+    moved = home / "drafts-aside"
+    if blocked.exists():
+        blocked.rename(moved)
+    blocked.write_text("a file where the drafts folder goes: nothing can be written in it")
+    try:
+        at = app(model=MODEL)
+        at.switch_page("app_pages/plan.py").run()
+        at.selectbox(key="qd_preset").set_value("fp16").run()
+        at.button(key="qd_apply_preset").click().run()
+        assert not at.exception
+        assert "could not be kept on disk" in _texts(at.warning)
+        assert {m.label: m.value for m in at.metric}["Plan"] == "5 FP16"  # the edit stands
+    finally:
+        blocked.unlink()
+        if moved.exists():
+            moved.rename(blocked)

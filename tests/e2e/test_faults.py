@@ -127,8 +127,8 @@ def set_int8_plan(page: Any, calibration: str) -> None:
     choose(page, "qd_preset", re.compile(r"^int8:"))
     click(page, "qd_apply_preset")
     page.get_by_text(re.compile(r"^\d+ INT8$")).wait_for(timeout=30_000)
-    page.locator(".st-key-qd_calibration [data-testid=stSelectbox]").wait_for(timeout=30_000)
-    choose(page, "qd_calibration", re.compile(rf"^{calibration}:"))
+    page.locator(f".st-key-qd_calibration_{MODEL} [data-testid=stSelectbox]").wait_for(timeout=30_000)
+    choose(page, f"qd_calibration_{MODEL}", re.compile(rf"^{calibration}:"))
     wait_idle(page)
 
 
