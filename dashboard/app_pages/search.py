@@ -87,9 +87,8 @@ def _restore_latest_search() -> None:
         state.put(key, form[field])
     state.put(state.SEARCH_CALIBRATION, stored.settings.calibration)
     if pinned:
+        # Into the search only: the plan being edited may have changed since (it is kept on its own).
         state.set_pins(model, pinned)
-        # The pins were set in the plan editor too: on the plan being edited, kept or not.
-        editing.set_plan(model, {**editing.current_plan(model, layers), **pinned})
     state.show_search(model, rebuilt, stored.settings.calibration.value, restored=True)
 
 
