@@ -81,9 +81,13 @@ def dynamic_dims(declared: Sequence[Mapping[str, Any]]) -> list[DynamicDim]:
 def read_size(text: str | None) -> int | str | None:
     """A size as typed: None if nothing is, the whole number it says ("32", "1,024", "1e9"), or the
     text itself when it says none ("2.5", "abc"), for the page to name it rather than change it."""
-    cleaned = (text or "").strip().replace(",", "").replace("_", "")
-    if not cleaned:
+    typed = (text or "").strip()
+    if not typed:
         return None
+    # Commas only as thousands separators: "1,5" (a decimal comma) is named, not read as 15.
+    if "," in typed and not re.fullmatch(r"\d{1,3}(,\d{3})+", typed):
+        return typed
+    cleaned = typed.replace(",", "").replace("_", "")
     try:
         return int(cleaned)
     except ValueError:
@@ -91,8 +95,9 @@ def read_size(text: str | None) -> int | str | None:
     try:
         value = float(cleaned)
     except ValueError:
-        return text.strip() if text else None
-    return int(value) if value.is_integer() else text.strip() if text else None
+        return typed
+    # Whole, and not absurd: "1e300" is a typo to name, not a 301-digit size to echo.
+    return int(value) if value.is_integer() and abs(value) < 1e18 else typed
 
 
 def unreadable_size(

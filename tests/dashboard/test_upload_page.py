@@ -383,3 +383,21 @@ def test_the_uploaders_state_the_real_size_limit(home: Path) -> None:
     assert f"Up to {cap} MB per file" in captions  # the model: .onnx or .zip
     assert f"256 MB for .npz, {cap} MB for .zip, 64 MB for .csv" in captions
     assert f"the app's {cap} MB cap rounded to 1GB" in captions
+
+
+@pytest.mark.parametrize(
+    ("typed", "read"),
+    [
+        ("32", 32),
+        (" 1,024 ", 1024),
+        ("1e9", 1_000_000_000),
+        ("-3", -3),  # named by the engine's size check, not here
+        ("", None),
+        ("2.5", "2.5"),
+        ("1,5", "1,5"),  # a decimal comma: named, not read as 15
+        ("1e300", "1e300"),  # no 301-digit size echoed back
+        ("abc", "abc"),
+    ],
+)
+def test_a_size_is_read_as_typed_or_kept_as_text_to_name(typed: str, read: int | str | None) -> None:
+    assert upload_logic.read_size(typed) == read
