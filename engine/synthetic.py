@@ -17,12 +17,15 @@ from engine.model_io import ModelError
 SYNTHETIC_EVAL_ROWS = 64
 SYNTHETIC_CALIB_ROWS = 32
 # All random inputs of a model added without data (evaluation and calibration samples together),
-# in bytes of the inputs' own types. They are drawn in the worker that checks the upload, and numpy
-# draws in 64 bits before casting, so drawing peaks at about twice this: 1 GiB keeps the peak at half
-# a worker's 4 GiB memory limit (engine/jobs.py). Real inputs stay far below it: 96 samples of a
-# 3x640x640 float32 image take 450 MiB, of 8,192 int64 tokens 6 MiB. A size past it is a slip of
-# the keyboard, refused by name before anything is allocated (not an out-of-memory error later).
+# counted as numpy draws them: 64 bits a value (engine.datasets.synthetic_inputs draws float64 or
+# int64, then casts), whatever the input's own type. They are drawn in the worker that checks the
+# upload, and the cast copy comes on top, so drawing peaks at under twice this: 1 GiB keeps the peak
+# at half a worker's 4 GiB memory limit (engine/jobs.py). Counted in the inputs' own types, a uint8
+# image would pass at 1 GiB and need 9 GiB to draw. Real inputs stay far below it: 96 samples of a
+# 3x640x640 image take 900 MiB as drawn, of 8,192 tokens 6 MiB. A size past it is a slip of the
+# keyboard, refused by name before anything is allocated (not an out-of-memory error later).
 MAX_SYNTHETIC_BYTES = 2**30
+DRAWN_BYTES_PER_VALUE = 8
 
 
 def draw(
@@ -102,7 +105,8 @@ def check_synthetic_sizes(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[s
                 dims.append(1)  # not given: refused by name where it matters (draw)
         dtype = np.dtype(inp["dtype"])
         per_sample = math.prod(dims)  # Python ints: a typo's size cannot overflow
-        drawn.append(_Drawn(rows * per_sample * dtype.itemsize, name, declared, opened, per_sample, dtype))
+        nbytes = rows * per_sample * max(DRAWN_BYTES_PER_VALUE, dtype.itemsize)
+        drawn.append(_Drawn(nbytes, name, declared, opened, per_sample, dtype))
     total = sum(d.nbytes for d in drawn)
     if total <= MAX_SYNTHETIC_BYTES:
         return
@@ -114,12 +118,12 @@ def check_synthetic_sizes(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[s
     text = (
         f"{head} makes each random sample {worst.per_sample:,} {worst.dtype.name} values: "
         f"{_bytes_text(total)}{together} for the {rows} samples drawn ({SYNTHETIC_EVAL_ROWS} to evaluate, "
-        f"{SYNTHETIC_CALIB_ROWS} to calibrate), over the {_bytes_text(MAX_SYNTHETIC_BYTES)} limit for "
-        "random inputs. "
+        f"{SYNTHETIC_CALIB_ROWS} to calibrate; drawn at 64 bits a value), over the "
+        f"{_bytes_text(MAX_SYNTHETIC_BYTES)} limit for random inputs. "
     )
     if len(worst.opened) == 1:
         size = worst.opened[0][2]
-        per_unit = rows * (worst.per_sample // size) * worst.dtype.itemsize
+        per_unit = rows * (worst.per_sample // size) * max(DRAWN_BYTES_PER_VALUE, worst.dtype.itemsize)
         most = (MAX_SYNTHETIC_BYTES - (total - worst.nbytes)) // per_unit
         text += "Expected the size the model really takes (a sequence length, an image side)"
         text += f": at most {most:,} here" if most >= 1 else ""

@@ -365,7 +365,7 @@ def test_a_size_too_large_to_draw_is_refused_with_the_size_and_the_limit(home: P
     assert said.startswith(  # as markdown: the brackets escaped
         text.md("lengths.onnx: input 'x' [batch, 2, length] with dimension 2 ('length') set to 100,000,000")
     )
-    assert "over the 1 GiB limit for random inputs" in said and "at most 1,398,101 here" in said
+    assert "over the 1 GiB limit for random inputs" in said and "at most 699,050 here" in said
     assert "MemoryError" not in said and "could not be checked" not in said
     assert "lengths" not in user_model_names(home)
     # A size the model really takes is added as before.

@@ -155,9 +155,9 @@ def test_a_size_too_large_to_draw_is_refused_by_name_before_anything_is_allocate
     msg = _refused(engine, path, shapes=parse_shapes(["x=1x2x100000000"]))
     assert msg.startswith(
         "seq.onnx: input 'x' [batch, 2, length] with dimension 2 ('length') set to 100,000,000 makes each "
-        "random sample 200,000,000 float32 values: 71.5 GiB for the 96 samples drawn"
+        "random sample 200,000,000 float32 values: 143.1 GiB for the 96 samples drawn"
     ), msg
-    assert "over the 1 GiB limit for random inputs" in msg and "at most 1,398,101 here" in msg
+    assert "over the 1 GiB limit for random inputs" in msg and "at most 699,050 here" in msg
     assert "MemoryError" not in msg and "could not be checked" not in msg
     assert not list(models_dir(engine.home).iterdir())
 
@@ -166,7 +166,7 @@ def test_the_synthetic_limit_is_exact_and_counts_every_input() -> None:
     check_synthetic_sizes = synthetic.check_synthetic_sizes
     rows = synthetic.SYNTHETIC_EVAL_ROWS + synthetic.SYNTHETIC_CALIB_ROWS
     seq = {"name": "x", "shape": ["batch", 2, "length"], "dtype": "float32"}
-    most = synthetic.MAX_SYNTHETIC_BYTES // (rows * 2 * 4)
+    most = synthetic.MAX_SYNTHETIC_BYTES // (rows * 2 * 8)  # drawn at 64 bits a value
     check_synthetic_sizes([seq], {"x": (1, 2, most)})  # exactly at the limit: drawn
     with pytest.raises(ModelError, match=f"set to {most + 1:,} .* at most {most:,} here"):
         check_synthetic_sizes([seq], {"x": (1, 2, most + 1)})
@@ -176,6 +176,11 @@ def test_the_synthetic_limit_is_exact_and_counts_every_input() -> None:
         check_synthetic_sizes([seq, mask], {"x": (1, 2, most), "mask": (1, most)})
     image = {"name": "image", "shape": ["batch", 3, "h", "w"], "dtype": "float32"}
     check_synthetic_sizes([image], {"image": (1, 3, 640, 640)})
+    # Counted as drawn (64 bits a value), not in the input's own type: a uint8 image of 933 MB would
+    # take 7.3 GiB to draw, past a worker's 4 GiB, and crash it instead of being refused.
+    pixels = {**image, "dtype": "uint8"}
+    with pytest.raises(ModelError, match=r"drawn at 64 bits a value"):
+        check_synthetic_sizes([pixels], {"image": (1, 3, 1800, 1800)})
     # Declared sizes count too, with nothing typed to blame: data is the way.
     with pytest.raises(
         ModelError, match=r"^input 'x' \[batch, 3, 4096, 4096\] makes .* Give evaluation data"
