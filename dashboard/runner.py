@@ -70,6 +70,8 @@ class Runner:
         # Sensitivity passes and searches take minutes: threads of their own, so a plan evaluated on
         # the Plan page meanwhile is not queued behind them.
         self._long = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-long")
+        # Reports only read the store (and render with Chromium): not queued behind two searches.
+        self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantdash-report")
         self._model_lock = threading.Lock()
         self._submit_lock = threading.Lock()
 
@@ -271,13 +273,20 @@ class Runner:
             )
             return f"Report of {model_name} built in {out_dir}"
 
-        return self._start(
-            "report",
-            model_name,
-            f"Building the report of {model_name}",
-            work,
-            advice="Check the message, then press Build report again.",
-        )
+        # Tabs share this runner: a build of the model already running is the answer to a second press.
+        with self._submit_lock:
+            active = self.store.list_jobs(["queued", "running"])
+            same = [j["job_id"] for j in active if j["kind"] == "report" and j["model_name"] == model_name]
+            if same:
+                return str(same[0])
+            return self._start(
+                "report",
+                model_name,
+                f"Building the report of {model_name}",
+                work,
+                advice="Check the message, then press Build report again.",
+                executor=self._reports,
+            )
 
     def _start(
         self,
@@ -287,6 +296,7 @@ class Runner:
         work: Callable[[Callable[[float, str], None]], str],
         advice: str = "What was measured is kept: press the button again to continue from there; if it "
         "repeats, restart the app (its worker processes restart with it).",
+        executor: ThreadPoolExecutor | None = None,
     ) -> str:
         """Run work(report) on a long-job thread, its progress and outcome in a job row; job id.
         `advice`: what a failure message tells the user to do next."""
@@ -316,11 +326,12 @@ class Runner:
                     f"({type(e).__name__}: {reason}). {advice}",
                 )
 
-        self._long.submit(run)
+        (executor or self._long).submit(run)
         return job_id
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self._long.shutdown(wait=False, cancel_futures=True)
+        self._reports.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.close()

@@ -44,6 +44,15 @@ def jobs_panel() -> None:
     panel()
 
 
+# What to press to run a job again that a restart interrupted, by the job's kind.
+_AGAIN = {
+    "evaluate": "Press Evaluate again to re-run it.",
+    "sensitivity": "Press Run sensitivity pass again: what was measured is kept.",
+    "search": "Press Find best plans again with the same settings: it continues where it stopped.",
+    "report": "Press Build report again.",
+}
+
+
 def _failures() -> None:
     dismissed = set(state.get(state.DISMISSED, set()))
     since = (datetime.now(UTC) - _RECENT).isoformat()
@@ -55,9 +64,8 @@ def _failures() -> None:
     for job in failed:
         cols = st.columns([12, 1])
         if job["state"] == "stale":
-            cols[0].error(
-                f"{job['message']}: interrupted because the app restarted. Press Evaluate again to re-run it."
-            )
+            again = _AGAIN.get(job.get("kind") or "", _AGAIN["evaluate"])
+            cols[0].error(f"{job['message']}: interrupted because the app restarted. {again}")
         else:
             cols[0].error(job["message"] or "The evaluation failed for an unknown reason. Try again.")
         if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dashboard import cached, report_files, state
+from engine.goal import parse_goal
 from engine.render import RenderError
 from engine.report import ensure_candidates
 from tests.dashboard.conftest import app, wait_for_jobs
@@ -207,3 +208,39 @@ def test_a_build_that_fails_says_why_and_the_page_stays_usable(home: Path, monke
     at.run()  # and it keeps working, and keeps saying why (a job ending elsewhere reruns the app like this)
     assert not at.exception and "Recommended" in _texts(at.subheader)
     assert "(OSError: No space left on device)" in _texts(at.error)
+
+
+def test_a_second_build_of_the_model_from_another_tab_joins_the_running_one(
+    home: Path, monkeypatch: Any
+) -> None:
+    import threading
+
+    import engine.report
+
+    release = threading.Event()
+
+    def slow_build(*_args: Any, **_kwargs: Any) -> Any:
+        release.wait(timeout=60)
+        raise OSError("stopped by the test")
+
+    monkeypatch.setattr(engine.report, "build_report", slow_build)
+    _measured()
+    runner = cached.runner()
+    goal = parse_goal("smallest model within 1 point of FP32 accuracy")
+    first = runner.submit_report(MODEL, goal, "a")
+    second = runner.submit_report(MODEL, goal, "b")  # the other tab's press, while the first builds
+    release.set()
+    assert second == first
+    at = _open()
+    wait_for_jobs(at)
+    assert [j["kind"] for j in runner.store.list_jobs() if j["job_id"] == first] == ["report"]
+
+
+def test_a_build_a_restart_interrupted_says_to_build_again(home: Path) -> None:
+    store = cached.runner().store
+    store.upsert_job("report-interrupted", kind="report", model_name=MODEL, state="stale", progress=0.3,
+                     message="Building the report of digits_cnn: rendering")  # fmt: skip
+    at = _open()
+    said = _texts(at.error)
+    assert "interrupted because the app restarted. Press Build report again." in said
+    assert "Press Evaluate again" not in said
