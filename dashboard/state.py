@@ -150,14 +150,16 @@ def shown_search(model: str) -> tuple[Any, str] | None:
     return (value[0], value[1]) if value is not None else None
 
 
-def show_search(model: str, spec: Any, calibration: str, restored: bool = False) -> None:
-    """restored: shown because it is the model's latest search in the store, not by a press here."""
+def show_search(model: str, spec: Any, calibration: str, restored: dict[str, Any] | None = None) -> None:
+    """restored: the form's values that ask for it, when it is shown because it is the model's latest
+    search in the store rather than by a press here."""
     st.session_state[f"qd_search::{model}"] = (spec, calibration, restored)
 
 
-def search_restored(model: str) -> bool:
+def search_restored(model: str) -> dict[str, Any] | None:
+    """The form's values a restored search was shown with (show_search), or None."""
     value = st.session_state.get(f"qd_search::{model}")
-    return bool(value is not None and len(value) > 2 and value[2])
+    return value[2] if value is not None and len(value) > 2 else None
 
 
 def first_search_visit(model: str) -> bool:

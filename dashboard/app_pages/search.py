@@ -89,7 +89,7 @@ def _restore_latest_search() -> None:
     if pinned:
         # Into the search only: the plan being edited may have changed since (it is kept on its own).
         state.set_pins(model, pinned)
-    state.show_search(model, rebuilt, stored.settings.calibration.value, restored=True)
+    state.show_search(model, rebuilt, stored.settings.calibration.value, restored=form)
 
 
 # The first visit of a session (a reload, a new tab) to a model with no search shown here: its
@@ -398,12 +398,14 @@ with st.form(state.SEARCH_FORM, border=True):
 # What a press of Find best plans acted on: the settings it was given (a form: they change only on a
 # press), and whether a search on the model was running then. Each message stays while its own is so.
 given = (model, allowed, pins, max_drop, unit, max_kb, max_ms, objective, budget, seconds, calibration)
+form_now = dict(
+    zip(FORM_FIELDS, (allowed, max_drop, unit, max_kb, max_ms, objective, budget, seconds), strict=True)
+)
 busy = (model, bool(_running("search")))
 if submitted:
     refusal, wait = None, None
     try:
-        fields = (allowed, max_drop, unit, max_kb, max_ms, objective, budget, seconds)
-        spec = _spec(dict(zip(FORM_FIELDS, fields, strict=True)), pins)
+        spec = _spec(form_now, pins)
     except (ValueError, PlanError) as e:
         refusal = f"These settings cannot start a search: {e}"
     else:
@@ -426,12 +428,20 @@ shown = state.shown_search(model)
 if shown is None:
     st.stop()
 spec, spec_calibration = shown
-if state.search_restored(model):
-    st.caption(
-        "This is the latest search of this model, restored: its settings are kept in the store, so a "
-        "reload shows it again. Find best plans with these settings continues it; nothing is measured "
-        "twice."
-    )
+restored = state.search_restored(model)
+if restored is not None:
+    # The form is one for every model: another model's restore (or typing) may have changed it since.
+    if form_now == restored:
+        st.caption(
+            "This is the latest search of this model, restored: its settings are kept in the store, so a "
+            "reload shows it again. Find best plans with these settings continues it; nothing is measured "
+            "twice."
+        )
+    else:
+        st.caption(
+            "This is the latest search of this model, restored from the store. The form above now holds "
+            "other settings: Find best plans starts the search they ask for."
+        )
 search_running = _running("search")
 key = cached.search_key(model, spec, spec_calibration)
 fp32 = fp32_point(runner.store.get_ok(cached.baseline_key(model)))

@@ -151,3 +151,17 @@ def test_a_press_on_another_model_does_not_keep_this_ones_search_from_coming_bac
     other.run()
     assert not other.exception
     assert RESTORED in _texts(other.caption) and _trial_keys(other) == shown
+
+
+def test_the_restored_caption_holds_only_while_the_form_asks_for_that_search(home: Path) -> None:
+    at = _open()
+    at.number_input(key=state.SEARCH_BUDGET).set_value(2)
+    _press_and_wait(at)
+
+    again = _open()
+    assert RESTORED in _texts(again.caption)
+    # Another model's restore writes the form (it is one for every model), as here:
+    again.session_state[state.SEARCH_BUDGET] = 7
+    again.run()
+    assert "with these settings continues it" not in _texts(again.caption)
+    assert "The form above now holds other settings" in _texts(again.caption)
