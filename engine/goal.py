@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from engine.search import Constraints
+from engine.search_spec import Constraints
 from engine.units import decimal_bytes
 
 OBJECTIVES = {"size": "smallest", "latency": "fastest", "accuracy": "most accurate"}
