@@ -70,7 +70,8 @@ class Runner:
         # Sensitivity passes and searches take minutes: threads of their own, so a plan evaluated on
         # the Plan page meanwhile is not queued behind them.
         self._long = ThreadPoolExecutor(max_workers=2, thread_name_prefix="quantdash-long")
-        # Reports only read the store (and render with Chromium): not queued behind two searches.
+        # Reports mostly read the store (a chosen plan whose model file is gone is measured again) and
+        # render with Chromium: a thread of their own, not queued behind two searches.
         self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantdash-report")
         self._model_lock = threading.Lock()
         self._submit_lock = threading.Lock()
