@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 import json
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from engine.evaluate import atomic_write
 
@@ -63,3 +65,13 @@ def latest(root: Path, model: str, model_id: str) -> dict[str, Any] | None:
         if Path(str(record.get("html"))).is_file():
             found.append(record)
     return max(found, key=lambda r: str(r.get("built_at_iso", "")), default=None)
+
+
+def measured_since(results: pd.DataFrame, record: Mapping[str, Any], model_hash: str) -> int:
+    """How many of the model's results (store.to_frame rows) were measured after the report was
+    built: what it does not show."""
+    built = str(record.get("built_at_iso") or "")
+    if results.empty or not built:
+        return 0
+    mine = results[results["model_hash"] == model_hash]
+    return int((pd.to_datetime(mine["created_at"], utc=True, format="ISO8601") > pd.Timestamp(built)).sum())

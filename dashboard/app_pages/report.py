@@ -154,6 +154,12 @@ if st.button(
 built = report_files.latest(runner.engine.home / "reports", model, cached.model_id(model))
 if built is not None:
     st.caption(md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
+    later = report_files.measured_since(runner.store.to_frame(model), built, runner.model(model).model_hash)
+    if later:
+        st.info(
+            f"{later} plan{' was' if later == 1 else 's were'} measured after this report was built: "
+            "build it again to include them."
+        )
     downloads = [
         ("html", "report.html", "text/html", state.REPORT_DL_HTML),
         ("pdf", "report.pdf", "application/pdf", state.REPORT_DL_PDF),

@@ -11,6 +11,7 @@ from dashboard import cached, report_files, state
 from engine.goal import parse_goal
 from engine.render import RenderError
 from engine.report import ensure_candidates
+from engine.types import Plan, Precision
 from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
@@ -168,6 +169,16 @@ def test_build_report_offers_the_files_for_download(home: Path) -> None:
         else:
             assert "No PDF or plot images" in _texts(page.warning)
         assert f"Built {built['built_at']}" in _texts(page.caption)
+        assert "after this report was built" not in _texts(page.info)
+
+    # A plan measured since is one the report does not show: the page says so.
+    runner = cached.runner()
+    layer = runner.engine.layers(runner.model(MODEL))[0].name
+    runner.engine.evaluate(
+        runner.model(MODEL), Plan(layers={layer: Precision.W8A16}), settings=runner.settings()
+    )
+    at.run()
+    assert "1 plan was measured after this report was built: build it again" in _texts(at.info)
 
 
 def test_without_chromium_the_html_and_bundle_are_still_offered(home: Path, monkeypatch: Any) -> None:
