@@ -234,6 +234,14 @@ class Runner:
 
         return self._start("search", model_name, f"Searching mixed-precision plans for {model_name}", work)
 
+    def active_jobs(self, kind: str, model_name: str) -> list[dict[str, Any]]:
+        """The model's queued or running jobs of a kind ("search", "report", ...), oldest first."""
+        return [
+            j
+            for j in self.store.list_jobs(["queued", "running"])
+            if j["kind"] == kind and j["model_name"] == model_name
+        ]
+
     def submit_report(self, model_name: str, goal: Goal, goal_text: str) -> str:
         """Build the report for the goal in a new folder under <home>/reports; returns the job id.
 
@@ -276,10 +284,9 @@ class Runner:
 
         # Tabs share this runner: a build of the model already running is the answer to a second press.
         with self._submit_lock:
-            active = self.store.list_jobs(["queued", "running"])
-            same = [j["job_id"] for j in active if j["kind"] == "report" and j["model_name"] == model_name]
+            same = self.active_jobs("report", model_name)
             if same:
-                return str(same[0])
+                return str(same[0]["job_id"])
             return self._start(
                 "report",
                 model_name,

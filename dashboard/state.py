@@ -159,7 +159,7 @@ def show_search(model: str, spec: Any, calibration: str, restored: dict[str, Any
 def search_restored(model: str) -> dict[str, Any] | None:
     """The form's values a restored search was shown with (show_search), or None."""
     value = st.session_state.get(f"qd_search::{model}")
-    return value[2] if value is not None and len(value) > 2 else None
+    return value[2] if value is not None else None
 
 
 def first_search_visit(model: str) -> bool:

@@ -123,7 +123,7 @@ def check_synthetic_sizes(inputs: Sequence[Mapping[str, Any]], shapes: Mapping[s
     )
     if len(worst.opened) == 1:
         size = worst.opened[0][2]
-        per_unit = rows * (worst.per_sample // size) * max(DRAWN_BYTES_PER_VALUE, worst.dtype.itemsize)
+        per_unit = worst.nbytes // size  # the bytes one more of that size adds (size divides per_sample)
         most = (MAX_SYNTHETIC_BYTES - (total - worst.nbytes)) // per_unit
         text += "Expected the size the model really takes (a sequence length, an image side)"
         text += f": at most {most:,} here" if most >= 1 else ""

@@ -135,9 +135,7 @@ st.caption(
     "by headless Chromium), and bundle.zip: the chosen quantized model with its plan, its measurements and "
     "how to run it with ONNX Runtime. Built from what the store holds now; nothing is measured again."
 )
-building = any(
-    j["kind"] == "report" and j["model_name"] == model for j in runner.store.list_jobs(["queued", "running"])
-)
+building = bool(runner.active_jobs("report", model))
 if st.button(
     "Build report",
     key=state.REPORT_BUILD,

@@ -67,18 +67,15 @@ def _restore_latest_search() -> None:
     """Show the model's latest search (kept in the store) with its settings back in the form, so a
     reload loses nothing and Find best plans pressed unchanged continues it. A search the form cannot
     ask for again (the model's layers or precisions changed since) leaves the form at its defaults."""
-    stored = latest_search(
-        runner.engine, runner.model(model), [runner.settings(c) for c in CalibrationMethod]
-    )
+    bundle = runner.model(model)
+    stored = latest_search(runner.engine, bundle, [runner.settings(c) for c in CalibrationMethod])
     if stored is None:
         return
     form = form_from_spec(stored.spec, offered)
     try:
-        defaults = default_candidates(
-            runner.engine, runner.model(model), [Precision(v) for v in form["allowed"]]
-        )
+        defaults = default_candidates(runner.engine, bundle, [Precision(v) for v in form["allowed"]])
         pinned = pins_from_spec(stored.spec, defaults)
-        rebuilt = _spec(form, pinned)
+        rebuilt = spec_from_form(lambda _: defaults, form, pinned)  # the candidates just computed
     except (ValueError, PlanError):
         return
     if rebuilt.identity() != stored.spec.identity():  # the form cannot ask for it again: another search
@@ -102,9 +99,7 @@ widgets.jobs_panel()
 
 
 def _running(kind: str) -> bool:
-    return any(
-        j["kind"] == kind and j["model_name"] == model for j in runner.store.list_jobs(["queued", "running"])
-    )
+    return bool(runner.active_jobs(kind, model))
 
 
 calibration: CalibrationMethod = st.columns([2, 1])[0].selectbox(
@@ -141,10 +136,8 @@ def _search_probing() -> bool:
     # progress says "sensitivity: ..."): a pass started beside it would measure them twice, and they
     # land in this chart as they come. After that phase it measures whole plans: nothing to wait for.
     return any(
-        j["kind"] == "search"
-        and j["model_name"] == model
-        and ("sensitivity" in (j["message"] or "") or (j["message"] or "").endswith(": starting"))
-        for j in runner.store.list_jobs(["queued", "running"])
+        "sensitivity" in (j["message"] or "") or (j["message"] or "").endswith(": starting")
+        for j in runner.active_jobs("search", model)
     )
 
 
@@ -397,10 +390,10 @@ with st.form(state.SEARCH_FORM, border=True):
     submitted = st.form_submit_button("Find best plans", type="primary", key=state.SEARCH_RUN)
 # What a press of Find best plans acted on: the settings it was given (a form: they change only on a
 # press), and whether a search on the model was running then. Each message stays while its own is so.
-given = (model, allowed, pins, max_drop, unit, max_kb, max_ms, objective, budget, seconds, calibration)
 form_now = dict(
     zip(FORM_FIELDS, (allowed, max_drop, unit, max_kb, max_ms, objective, budget, seconds), strict=True)
 )
+given = (model, pins, calibration, form_now)
 busy = (model, bool(_running("search")))
 if submitted:
     refusal, wait = None, None
