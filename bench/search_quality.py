@@ -109,6 +109,12 @@ def transformer_case(engine: Engine) -> Case:
     return Case("char_transformer", candidates, SETTINGS)
 
 
+def predictions(bundle: ModelBundle) -> int:
+    """How many predictions an accuracy counts: one per eval example, or per token of a language
+    model's sequences (its eval_size counts sequences)."""
+    return int(np.asarray(bundle.eval_set.labels).size)
+
+
 def objectives(record: dict) -> tuple[float, float, float]:
     m = record["metrics"]
     return float(m["accuracy"]), float(m["size_bytes"]), comparable_ms(m["latency"]["1"])
@@ -180,14 +186,14 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
     print(f"  exhaustive front: {front.sum()} plans, hypervolume {hv_truth:.4f}")
     # Each objective is scaled to its range over the space, so a narrow range makes small
     # differences weigh as much as large ones: put the accuracy range beside its noise.
-    n_eval = records[0]["metrics"]["eval_size"]
+    n_eval = predictions(bundle)
     clear = sum(
         r["metrics"]["accuracy_delta_ci_low"] > 0 or r["metrics"]["accuracy_delta_ci_high"] < 0
         for r in records
     )
     print(
         f"  accuracy over the space: {lo[0]:.4f} to {hi[0]:.4f}, {round((hi[0] - lo[0]) * n_eval)} of "
-        f"{n_eval} eval examples; {clear} of {len(records)} plans' changes from FP32 have a 95% CI "
+        f"{n_eval} eval predictions; {clear} of {len(records)} plans' changes from FP32 have a 95% CI "
         "(paired) that excludes 0"
     )
 
@@ -228,7 +234,7 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
         )
     index = {engine.job(bundle, p, case.settings).key: i for i, p in enumerate(plans)}
     found = [index[k] for k in result.trials["result_key"] if k in index]
-    shown = explain_front(records, truth, front, found, result.fp32["accuracy"])
+    shown = explain_front(records, truth, front, found, result.fp32["accuracy"], n_eval)
     logit_additive_ranks(engine, bundle, case, plans, truth, shown)
     # The search is seeded (NSGA-II's sampler): other seeds, on the same measurements, show how much
     # of the ratio above is the luck of one seed. Every plan is in the store already: no new work.
@@ -272,7 +278,12 @@ def search_case(engine: Engine, case: Case) -> tuple[float, float]:
 
 
 def explain_front(
-    records: list[dict], truth: np.ndarray, front: np.ndarray, found: list[int], fp32_accuracy: float
+    records: list[dict],
+    truth: np.ndarray,
+    front: np.ndarray,
+    found: list[int],
+    fp32_accuracy: float,
+    n_eval: int,
 ) -> list[int]:
     """Each exhaustive-front plan's own share of the front's hypervolume (what the front loses
     without it), its accuracy in eval examples beside FP32's, and whether the search found it:
@@ -280,7 +291,6 @@ def explain_front(
     lo, hi = truth.min(axis=0), truth.max(axis=0)
     members = np.flatnonzero(front)
     whole = normalized_hypervolume(truth[members], lo, hi)
-    n_eval = records[0]["metrics"]["eval_size"]
     shares = {i: 1 - normalized_hypervolume(truth[members[members != i]], lo, hi) / whole for i in members}
     shown = [i for i in sorted(members, key=lambda i: -shares[i]) if shares[i] >= SHOWN_SHARE]
     rest = [shares[i] for i in members if i not in shown]
@@ -339,7 +349,7 @@ def logit_additive_ranks(
         return float(np.mean(np.argmax(summed, axis=-1) == labels))
 
     predicted = np.array([predicted_accuracy(plan) for plan in plans])
-    n_eval = len(labels)
+    n_eval = predictions(bundle)
     hits = np.mean(predicted == truth[:, 0])
     print(
         f"  a predictor adding each layer's probe to the logits, example by example ({len(change)} probes): "
