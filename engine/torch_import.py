@@ -13,13 +13,35 @@ import importlib.util
 import io
 import math
 import re
+import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from engine.model_io import ModelError
 from engine.synthetic import MAX_SYNTHETIC_BYTES
 
+T = TypeVar("T")
 _ENTRY = re.compile(r"^(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _run_user_code(source: Path, what: str, call: Callable[[], T]) -> T:
+    """Run code from the user's own file; what it raises becomes one line naming the error and
+    the line of their file it came from (their code's traceback is not ours to print)."""
+    try:
+        return call()
+    except Exception as e:
+        own = [
+            f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == source.resolve()
+        ]
+        where = f" at {source.name} line {own[-1].lineno}" if own else ""
+        if isinstance(e, SyntaxError) and e.lineno:
+            where = f" at {source.name} line {e.lineno}"
+        raise ModelError(
+            f"--entry: {what} raised {type(e).__name__}{where}: {e}; expected it to build the model "
+            "without error"
+        ) from None
 
 
 def export_safetensors(weights: Path, entry: str, shapes: dict[str, tuple[int, ...]]) -> bytes:
@@ -57,11 +79,12 @@ def export_safetensors(weights: Path, entry: str, shapes: dict[str, tuple[int, .
     spec = importlib.util.spec_from_file_location(f"quantdash_entry_{source.stem}", source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    loader = spec.loader
+    _run_user_code(source, f"running {source.name}", lambda: loader.exec_module(module))
     build = getattr(module, m["function"], None)
     if not callable(build):
         raise ModelError(f"--entry: {source} defines no function {m['function']!r}")
-    net = build()
+    net = _run_user_code(source, f"{m['function']}()", build)
     if not isinstance(net, torch.nn.Module):
         raise ModelError(
             f"--entry: {m['function']}() returned {type(net).__name__}; expected a torch.nn.Module"

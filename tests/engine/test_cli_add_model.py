@@ -108,3 +108,18 @@ def test_an_example_shape_torch_cannot_allocate_is_refused_by_name(home: Path, t
         zero.returncode == 2
         and "image=1x1x0x8: every size must be a whole number of at least 1" in zero.stderr
     )
+
+
+def test_an_entry_point_that_raises_is_named_with_its_line_not_a_traceback(
+    home: Path, tmp_path: Path
+) -> None:
+    save_file(TinyCNN().state_dict(), str(tmp_path / "tiny.safetensors"))
+    weights, shape = str(tmp_path / "tiny.safetensors"), ("--shape", "image=1x1x8x8")
+    (tmp_path / "build.py").write_text("def make():\n    width = 0\n    return 1 / width\n")
+    out = run(home, "add-model", weights, "--entry", f"{tmp_path / 'build.py'}:make", *shape)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "--entry: make() raised ZeroDivisionError at build.py line 3: division by zero" in out.stderr
+    (tmp_path / "broken.py").write_text("import torch\n\ndef make(:\n    pass\n")
+    out = run(home, "add-model", weights, "--entry", f"{tmp_path / 'broken.py'}:make", *shape)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "--entry: running broken.py raised SyntaxError at broken.py line 3" in out.stderr
