@@ -21,7 +21,9 @@ EXAMPLES = (
     "smallest within 0.5% of FP32 and under 3 ms",
 )
 
-_NUMBER = r"(-?\d+(?:\.\d+)?)"  # a sign too, so "within -5 points" is refused as -5, not read as 5
+# A sign too, so "within -5 points" is refused as -5, not read as 5; commas only between groups
+# of three digits ("1,000 kB"; "1,5 MB" is not a number here), and an exponent ("1.5e3 kB").
+_NUMBER = r"(-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:e[-+]?\d+)?)"
 _OBJECTIVE_WORDS = (
     ("accuracy", r"\b(most accurate|best accuracy|highest accuracy|most accuracy)\b"),
     ("size", r"\b(smallest|tiniest|lightest|least memory|lowest size|minimum size)\b"),
@@ -109,6 +111,14 @@ def _refuse(text: str, why: str, read: bool = False) -> GoalError:
     )
 
 
+def _number(text: str, written: str) -> float:
+    """A number _NUMBER matched, as a float; one too large for a float is refused by name."""
+    value = float(written.replace(",", ""))
+    if value in (float("inf"), float("-inf")):
+        raise _refuse(text, f"the number {written} is too large to be a limit")
+    return value
+
+
 def parse_goal(text: str) -> Goal:
     """Read a plain-words goal; GoalError says what was not understood and what would be."""
     # "−" (U+2212) as the app itself prints negative numbers: a pasted "−5 points" reads as -5.
@@ -131,14 +141,14 @@ def parse_goal(text: str) -> Goal:
     if no_loss:
         drop = 0.0
     elif drops:
-        drop = float(drops[0].group(1))
+        drop = _number(text, drops[0].group(1))
         relative = drops[0].group(2) in ("%", "percent")
     sizes = take(_SIZE)
     latencies = take(_LATENCY)
     if len(sizes) > 1 or len(latencies) > 1:
         raise _refuse(text, "it gives more than one size or latency limit")
-    size = float(sizes[0].group(1)) * _SIZE_UNITS[sizes[0].group(2)] if sizes else None
-    latency = float(latencies[0].group(1)) * _TIME_UNITS[latencies[0].group(2)] if latencies else None
+    size = _number(text, sizes[0].group(1)) * _SIZE_UNITS[sizes[0].group(2)] if sizes else None
+    latency = _number(text, latencies[0].group(1)) * _TIME_UNITS[latencies[0].group(2)] if latencies else None
 
     leftover = s
     for start, end in sorted(spans, reverse=True):
@@ -160,7 +170,9 @@ def parse_goal(text: str) -> Goal:
         )
     stray = re.search(r"\d+(?:\.\d+)?\s*\S*", leftover) or _UNREAD.search(leftover)
     if stray:
-        raise _refuse(text, f"the part {stray.group(0).strip()!r} is not a limit it understands")
+        # "1,5 MB": a decimal comma is not read (a comma only groups thousands), so say so.
+        hint = " (write decimals with a point: 1.5)" if re.search(r"\d,\d", stray.group(0)) else ""
+        raise _refuse(text, f"the part {stray.group(0).strip()!r} is not a limit it understands{hint}")
     if objectives:
         objective = objectives[0]
     elif drop is not None:

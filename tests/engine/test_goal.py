@@ -27,6 +27,9 @@ from engine.goal import EXAMPLES, GoalError, parse_goal
         ("smaller than 5 MB", "accuracy", None, False, 5e6, None),  # a limit, not "smallest"
         ("fastest model smaller than 5 MB", "latency", None, False, 5e6, None),
         ("smallest model within 1 point of the FP32 baseline", "size", 1.0, False, None, None),
+        ("most accurate under 1,500 kB", "accuracy", None, False, 1.5e6, None),  # thousands separator
+        ("fastest under 12,345,678 bytes", "latency", None, False, 12_345_678, None),
+        ("smallest under 2.5e3 kB", "size", None, False, 2.5e6, None),
     ],
 )
 def test_goals_are_read(
@@ -67,6 +70,9 @@ def test_describe_says_the_goal_back() -> None:
         ("smallest, no slower than FP32", "'slower' is not a limit"),
         ("biggest speed-up within 1 point", "'biggest' is not a limit"),
         ("1.5x faster", "'1.5x' is not a limit"),
+        ("smallest under 1,5 MB", "'1,5' is not a limit it understands (write decimals with a point: 1.5)"),
+        ("smallest within 1e400 points", "the number 1e400 is too large to be a limit"),
+        ("most accurate under 1e400 MB", "the number 1e400 is too large to be a limit"),
         # Limits no plan can meet or that mean nothing are refused, with the number as given.
         ("smallest model within -5 points of FP32 accuracy", "must be 0 to 100 points (or none), got -5"),
         ("smallest within −0.5 points of FP32", "must be 0 to 100 points (or none), got -0.5"),  # U+2212
