@@ -28,8 +28,9 @@ from engine.goal import parse_goal
 from engine.model_io import ModelError
 from engine.recommend import Recommendation
 from engine.report import recommendation_for
-from engine.search import SearchSpec, search_id, stored_search
+from engine.search import SearchSpec, search_id
 from engine.search_charts import search_front_info
+from engine.search_history import stored_search
 from engine.sensitivity import candidate_precisions, layer_profile, sensitivity_frame, sensitivity_settings
 from engine.store import default_home
 from engine.types import CalibrationMethod, LayerInfo, Plan, Precision

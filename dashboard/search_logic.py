@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from engine.charts import distinct_summaries
-from engine.search import Constraints, SearchSpec, objective_point
+from engine.search import Constraints, SearchSpec
+from engine.search_trials import objective_point
 from engine.types import Plan, Precision
 
 ORIGINS = {

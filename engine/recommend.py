@@ -19,8 +19,8 @@ from engine import pareto
 from engine.charts import precision_mix
 from engine.goal import Goal
 from engine.latency_compare import comparable_latency
-from engine.search import objective_point
 from engine.search_spec import EXACT_LIMIT
+from engine.search_trials import objective_point
 
 # Ties on the objective are broken by the other two, in this order.
 _ORDER = {

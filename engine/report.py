@@ -36,8 +36,8 @@ from engine.handoff import write_bundle
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
 from engine.render import RenderError, render_in_subprocess
-from engine.search import objective_point, trials_frame
 from engine.search_charts import PRECISION_COLORS, sensitivity_chart_info, sensitivity_figure
+from engine.search_trials import objective_point, trials_frame
 from engine.sensitivity import sensitivity_frame
 from engine.types import LayerInfo, MeasureSettings, Plan, Precision
 from engine.units import decimal_bytes

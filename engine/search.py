@@ -13,29 +13,29 @@ Every plan a search measures is recorded in the store's search_trials table as i
 search with the same identity (model, data, candidates, constraints, objective, settings,
 seed) started again continues from there: its earlier plans are re-seeded from the store and
 never measured twice. Its settings (spec and measurement settings) are kept in the store's
-searches table as it starts, so latest_search can name the model's last search after a restart.
+searches table as it starts, so engine/search_history.py can name the model's last search after a
+restart. The trials table and the recommendation from it are engine/search_trials.py.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from engine import pareto
 from engine.api import Engine, Job
 from engine.datasets import ModelBundle
-from engine.latency_compare import comparable_ms
-from engine.predictor import OBJECTIVES, AdditivePredictor, Prediction, build_predictor
-from engine.search_spec import EXACT_LIMIT, Constraints, SearchSpec
+from engine.predictor import OBJECTIVES, AdditivePredictor, build_predictor
+from engine.search_spec import Constraints, SearchSpec
+from engine.search_trials import objective_point, prediction_json, recommend, trial_objectives, trials_frame
 from engine.sensitivity import ALONE, candidate_precisions, layer_profile, run_sensitivity
-from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError, Precision, stable_hash
+from engine.types import MeasureSettings, Plan, PlanError, Precision, stable_hash
 
 ORIGIN_BASELINE = "baseline"
 ORIGIN_ANCHOR = "anchor"  # each precision's uniform plan: puts predicted latency on the measured scale
@@ -90,26 +90,6 @@ def check_candidates(engine: Engine, bundle: ModelBundle, spec: SearchSpec) -> N
         if bad:
             ok = ", ".join(p.value for p in layers[name].accepts)
             raise PlanError(f"layer {name!r} cannot take {', '.join(bad)}; it accepts: {ok}")
-
-
-def _objectives(record: dict[str, Any]) -> tuple[float, float, float] | None:
-    """(accuracy, size bytes, latency ms at batch 1 as plans compare by it) of an ok result, else None."""
-    if record.get("status") != "ok":
-        return None
-    m = record["metrics"]
-    latency = (m.get("latency") or {}).get("1") or {}
-    accuracy, size = m.get("accuracy"), m.get("size_bytes")
-    if accuracy is None or size is None or latency.get("median_ms") is None:
-        return None
-    return float(accuracy), float(size), comparable_ms(latency)
-
-
-def objective_point(record: dict[str, Any] | None) -> dict[str, float] | None:
-    """{accuracy, size_bytes, latency_ms (batch 1 median)} of an ok result, as the search scores it."""
-    values = _objectives(record) if record else None
-    return (
-        None if values is None else dict(zip(("accuracy", "size_bytes", "latency_ms"), values, strict=True))
-    )
 
 
 def _sensitivity_candidates(spec: SearchSpec) -> dict[str, tuple[Precision, ...]]:
@@ -182,7 +162,7 @@ class _Search:
                 "result_key": record["key"],
                 "origin": origin,
                 "plan": jobs[i].plan.to_json(),
-                "predicted": _prediction_json(predicted),
+                "predicted": prediction_json(predicted),
                 "result": record,
             }
             self.engine.store.add_search_trial(
@@ -280,7 +260,7 @@ class _Search:
         measured: dict[Precision, tuple[Mapping[str, Precision], float]] = {}
         for precision, plan in uniforms.items():
             trial = self.known.get(self.engine.job(self.bundle, Plan(layers=plan), self.settings).key)
-            values = _objectives(trial["result"]) if trial else None
+            values = trial_objectives(trial["result"]) if trial else None
             if values is not None:
                 measured[precision] = (plan, values[2])
         return predictor.anchored(measured)
@@ -312,7 +292,7 @@ class _Search:
             for t, a in zip(asked, assignments, strict=True):
                 key = self.engine.job(self.bundle, Plan(layers=a), self.settings).key
                 found = self.known.get(key)
-                values = _objectives(found["result"]) if found else None
+                values = trial_objectives(found["result"]) if found else None
                 if values is None:
                     study.tell(t, state=optuna.trial.TrialState.FAIL)
                 else:
@@ -357,69 +337,6 @@ class _Search:
         return SearchResult(self.id, trials, fp32, recommended, message, n_probes, self.new_evaluations)
 
 
-def _prediction_json(p: Prediction) -> dict[str, float]:
-    return {"accuracy_drop": p.accuracy_drop, "size_bytes": p.size_bytes, "latency_ms": p.latency_ms}
-
-
-def trials_frame(trials: list[dict[str, Any]], fp32: Mapping[str, float]) -> pd.DataFrame:
-    """One row per trial: measured and predicted accuracy, size, latency; on the measured front?"""
-    rows = []
-    for t in trials:
-        record = t["result"] or {}
-        values = _objectives(record) if record else None
-        m = record.get("metrics") or {}
-        p = t["predicted"]
-        rows.append(
-            {
-                "result_key": t["result_key"],
-                "origin": t["origin"],
-                "plan_summary": record.get("plan_summary"),
-                "status": record.get("status", "missing"),
-                "accuracy": values[0] if values else np.nan,
-                "accuracy_drop": fp32["accuracy"] - values[0] if values else np.nan,
-                "ci_low": m.get("accuracy_delta_ci_low", np.nan),
-                "ci_high": m.get("accuracy_delta_ci_high", np.nan),
-                "size_bytes": values[1] if values else np.nan,
-                "latency_ms": values[2] if values else np.nan,
-                "predicted_accuracy_drop": p["accuracy_drop"],
-                "predicted_size_bytes": p["size_bytes"],
-                "predicted_latency_ms": p["latency_ms"],
-                "plan": t["plan"],
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["on_front"] = pareto.non_dominated(
-        frame[["accuracy", "size_bytes", "latency_ms"]].to_numpy(), maximize=[True, False, False]
-    )
-    return frame
-
-
-def recommend(trials: pd.DataFrame, spec: SearchSpec, fp32: Mapping[str, float]) -> tuple[str | None, str]:
-    """The best measured plan meeting the limits, or (None, why not and which plans come closest)."""
-    if trials.empty or trials["status"].ne("ok").all():
-        return None, "no plan could be measured"
-    ok = trials[trials["status"] == "ok"].copy()
-    ok["excess"] = [
-        spec.constraints.excess(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32) for r in ok.itertuples()
-    ]
-    cost = "size_bytes" if spec.objective == "size" else "latency_ms"
-    feasible = ok[ok["excess"] <= EXACT_LIMIT]
-    if not feasible.empty:
-        best = feasible.sort_values([cost, "accuracy_drop"]).iloc[0]
-        return str(best["result_key"]), (
-            f"{len(feasible)} of {len(ok)} measured plans meet the limits; the "
-            f"{'smallest' if spec.objective == 'size' else 'fastest'} is recommended"
-        )
-    closest = ok.sort_values(["excess", cost]).head(3)
-    names = "; ".join(
-        f"{r.plan_summary} ({spec.constraints.overshoot(r.accuracy_drop, r.size_bytes, r.latency_ms, fp32)})"
-        for r in closest.itertuples()
-    )
-    return None, f"none of the {len(ok)} measured plans meets the limits; closest: {names}"
-
-
 def check_searchable(bundle: ModelBundle) -> None:
     """ValueError in plain words unless the model has labelled evaluation data to measure accuracy on."""
     if bundle.eval_set.labels is None:
@@ -443,54 +360,6 @@ def run_search(
     return _Search(engine, bundle, spec, settings or engine.settings, on_progress).run()
 
 
-@dataclass(frozen=True)
-class StoredSearch:
-    """A search's settings as the store kept them when it last started or continued."""
-
-    search_id: str
-    spec: SearchSpec
-    settings: MeasureSettings
-    started_at: str
-
-
-def latest_search(
-    engine: Engine, bundle: ModelBundle, settings: Iterable[MeasureSettings] | None = None
-) -> StoredSearch | None:
-    """The model's search that started (or continued) last, measured with one of `settings` (default:
-    the engine's own, with each calibration method). None if there is none whose settings were kept,
-    or if the latest one no longer fits the model (a layer gone, a precision it no longer takes)."""
-    options = (
-        list(settings)
-        if settings is not None
-        else [replace(engine.settings, calibration=c) for c in CalibrationMethod]
-    )
-    by_hash = {s.hash: s for s in options}
-    row = engine.store.latest_search(bundle.model_hash, bundle.data_hash, by_hash)
-    if row is None:
-        return None
-    try:
-        spec = SearchSpec.from_json(row["spec"])
-        check_candidates(engine, bundle, spec)
-    except (ValueError, TypeError, KeyError):  # PlanError is a ValueError
-        return None
-    found = by_hash[row["settings_hash"]]
-    # An engine whose search identity changed since cannot continue that search: not the same one.
-    if search_id(bundle, spec, found) != row["search_id"]:
-        return None
-    return StoredSearch(str(row["search_id"]), spec, found, str(row["started_at"]))
-
-
-def stored_search(
-    engine: Engine, bundle: ModelBundle, spec: SearchSpec, settings: MeasureSettings | None = None
-) -> pd.DataFrame:
-    """The trials a search holds in the store now (for a page that shows one still running)."""
-    settings = settings or engine.settings
-    fp32 = objective_point(engine.store.get_ok(engine.job(bundle, Plan(), settings).key))
-    if fp32 is None:
-        return pd.DataFrame()
-    return trials_frame(engine.store.search_trials(search_id(bundle, spec, settings)), fp32)
-
-
 __all__ = [
     "Constraints",
     "check_candidates",
@@ -499,12 +368,9 @@ __all__ = [
     "SearchProgress",
     "SearchResult",
     "SearchSpec",
-    "StoredSearch",
     "default_candidates",
-    "latest_search",
     "recommend",
     "run_search",
     "search_id",
-    "stored_search",
     "trials_frame",
 ]

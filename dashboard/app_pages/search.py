@@ -20,7 +20,7 @@ from dashboard.search_logic import (
     spec_from_form,
     trials_table,
 )
-from engine.search import SearchSpec, default_candidates, latest_search, recommend
+from engine.search import SearchSpec, default_candidates
 from engine.search_charts import (
     SORTS,
     SensitivityChartInfo,
@@ -28,6 +28,8 @@ from engine.search_charts import (
     sensitivity_chart_info,
     sensitivity_figure,
 )
+from engine.search_history import latest_search
+from engine.search_trials import recommend
 from engine.sensitivity import ALONE, KEEP_FP32
 from engine.types import CalibrationMethod, PlanError, Precision
 

@@ -21,10 +21,10 @@ from engine.search import (
     SearchProgress,
     SearchSpec,
     default_candidates,
-    latest_search,
     run_search,
     search_id,
 )
+from engine.search_history import latest_search
 from engine.sensitivity import (
     ALONE,
     KEEP_FP32,
