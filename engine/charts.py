@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.latency_compare import comparable_latency, latency_words
+from engine.latency_compare import comparable_latency, has_ratio, latency_words
 from engine.pareto import non_dominated
 from engine.types import Precision
 
@@ -131,10 +132,21 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     # The latest FP32 result of each model (network and data, not name) is its latency reference.
     base = out[out["baseline"]].sort_values("created_at").groupby("model_id")["latency_ms_b1"].last()
     ref = out["model_id"].map(base).astype(float)
-    out["latency_change_pct"] = (out["latency_ms_b1"] / ref - 1) * 100
-    out["speedup"] = ref / out["latency_ms_b1"]
+    # A plan timed alternately with FP32 compares by that paired ratio, what its "= N× FP32" says;
+    # the FP32 plan is the reference itself; older results by their median over the FP32 result's.
+    paired = out["metrics"].map(lambda m: _paired_ratio(_latency(m))).astype(float)
+    slower = paired.where(paired.notna(), out["latency_ms_b1"] / ref).where(~out["baseline"], 1.0)
+    out["latency_change_pct"] = (slower - 1) * 100
+    out["speedup"] = 1 / slower
     out["hover"] = [hover_text(r) for r in out.to_dict("records")]
     return out
+
+
+HOVER_WIDTH = 90  # characters a hover line holds before it is wrapped
+
+
+def _paired_ratio(stats: Mapping[str, Any]) -> float:
+    return float(stats["vs_fp32"]) if has_ratio(stats) else np.nan
 
 
 def _fmt_mb(nbytes: float) -> str:
@@ -147,7 +159,10 @@ def hover_text(row: Mapping[str, Any]) -> str:
     lines = [f"<b>{row.get('plan_summary') or '?'}</b> · {row.get('model_name')}"]
     size, fp32 = row.get("size_bytes"), m.get("fp32_size_bytes")
     if _finite(size):
-        ratio = f" ({fp32 / size:.2f}× smaller than FP32)" if _finite(fp32) and size else ""
+        ratio = ""
+        if _finite(fp32) and size and not row.get("baseline"):
+            r = fp32 / size
+            ratio = f" ({r:.2f}× smaller than FP32)" if r >= 1 else f" ({1 / r:.2f}× larger than FP32)"
         lines.append(f"size {_fmt_mb(size)}{ratio}")
     lat = _latency(m)
     if lat:
@@ -156,12 +171,18 @@ def hover_text(row: Mapping[str, Any]) -> str:
             f"{env.get('cpu', 'CPU ?')}, ONNX Runtime {env.get('onnxruntime', '?')}, "
             f"{lat.get('threads', '?')} thread(s)"
         )
-        lines.append(f"latency b1 {latency_words(lat)}<br>on {where}")
+        # Wrapped: a hover label is one box, and a 200-character line runs past the plot's edge.
+        lines.append(
+            "<br>".join(textwrap.wrap(f"latency b1 {latency_words(lat)}", HOVER_WIDTH)) + f"<br>on {where}"
+        )
         speed = row.get("speedup")
         if _finite(speed) and not row.get("baseline"):
             word = "faster" if speed >= 1 else "slower"
             factor = speed if speed >= 1 else 1 / speed
-            lines.append(f"{factor:.2f}× {word} than FP32")
+            clear = not has_ratio(lat) or not lat["vs_fp32_ci_low"] <= 1.0 <= lat["vs_fp32_ci_high"]
+            lines.append(
+                f"{factor:.2f}× {word} than FP32" if clear else "no clear latency difference from FP32"
+            )
     acc = row.get("accuracy")
     if _finite(acc):
         text = f"accuracy {acc:.2%}"

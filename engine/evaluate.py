@@ -363,7 +363,14 @@ def evaluate_task(
     unchanged = all(p is Precision.FP32 for p in built.realized.values())
     outputs = cache.reference(model_bytes, eval_set, settings.threads) if unchanged else None
     metrics = measure_built_model(
-        built.model_bytes, model_bytes, eval_set, settings, cache, n_classes, outputs=outputs
+        built.model_bytes,
+        model_bytes,
+        eval_set,
+        settings,
+        cache,
+        n_classes,
+        outputs=outputs,
+        reference=unchanged,
     )
     return _task_value(built, metrics, time.perf_counter() - t, settings.threads)
 
@@ -462,11 +469,14 @@ def measure_built_model(
     cache: ModelCache | None = None,
     n_classes: int | None = None,
     outputs: np.ndarray | None = None,
+    reference: bool = False,
 ) -> dict[str, Any]:
     """Size, accuracy and fidelity vs FP32, and latency at each batch size, of a built model.
 
     ``outputs``: its first output over the eval set when already computed (engine.prefix), else
-    it is run here."""
+    it is run here. ``reference``: the model is the FP32 model itself, so its latency is the FP32
+    scale exactly (a ratio of 1 by definition): timed against itself, its ratio would be only the
+    method's noise, and every "N x faster than FP32" would then disagree with the plan's own ratio."""
     cache = cache or ModelCache(Path(tempfile.gettempdir()) / "quantdash-cache", sha256_bytes(model_bytes))
     with tempfile.TemporaryDirectory(prefix="measure-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -500,9 +510,11 @@ def measure_built_model(
     for batch in settings.batch_sizes if settings.latency else ():
         assert session is not None
         feeds = measure.make_feeds(eval_set.inputs, batch)
-        stats = timed(session, feeds, settings, fp32)
+        stats = timed(session, feeds, settings, None if reference else fp32)
         if fp32 is not None:
             stats = replace(stats, fp32_ms=cache.fp32_latency_ms(model_bytes, feeds, settings))
+            if reference:
+                stats = replace(stats, vs_fp32=1.0, vs_fp32_ci_low=1.0, vs_fp32_ci_high=1.0)
         latency[str(batch)] = stats.to_json()
     metrics["latency"] = latency
     return metrics

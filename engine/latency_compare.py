@@ -20,6 +20,14 @@ def has_ratio(stats: Mapping[str, Any]) -> bool:
     return stats.get("vs_fp32") is not None and stats.get("fp32_ms") is not None
 
 
+def is_reference(stats: Mapping[str, Any]) -> bool:
+    """The FP32 model's own result: its ratio is 1 by definition (engine.evaluate, reference)."""
+    return (
+        has_ratio(stats)
+        and stats["vs_fp32"] == stats.get("vs_fp32_ci_low") == stats.get("vs_fp32_ci_high") == 1.0
+    )
+
+
 def comparable_ms(stats: Mapping[str, Any]) -> float:
     """The value alone of comparable_latency (a record may lack the absolute median's CI)."""
     if not has_ratio(stats):
@@ -47,6 +55,11 @@ def latency_words(stats: Mapping[str, Any]) -> str:
     (95% CI 0.229–0.248 ms), 70 runs'."""
     value, low, high = comparable_latency(stats)
     runs = stats.get("runs", "?")
+    if is_reference(stats):
+        return (
+            f"{value:.3f} ms: the FP32 model, the scale every plan of this model is timed against (timed "
+            f"once for the model); this run's own median {float(stats['median_ms']):.3f} ms, {runs} runs"
+        )
     if not has_ratio(stats):
         return f"{value:.3f} ms (95% CI {low:.3f}–{high:.3f} ms), {runs} runs"
     # The interval is the ratio's: how surely plans of one model differ on its one scale. It does not
@@ -56,3 +69,15 @@ def latency_words(stats: Mapping[str, Any]) -> str:
         f"{float(stats['vs_fp32']):.2f}× FP32 ({float(stats['fp32_ms']):.3f} ms, timed once for the model) "
         f"timed alternately with it, {runs} runs; this run's own median {float(stats['median_ms']):.3f} ms"
     )
+
+
+def ratio_to_fp32(stats: Mapping[str, Any], fp32_stats: Mapping[str, Any]) -> tuple[float, bool]:
+    """(this latency over FP32's, whether they clearly differ): the paired ratio timed alternately
+    with FP32 and whether its 95% CI excludes 1, the figure "= N× FP32" gives; for an older result
+    without one, the medians' quotient and whether their 95% intervals are apart."""
+    if has_ratio(stats):
+        return float(stats["vs_fp32"]), not float(stats["vs_fp32_ci_low"]) <= 1.0 <= float(
+            stats["vs_fp32_ci_high"]
+        )
+    (new, new_lo, new_hi), (old, old_lo, old_hi) = comparable_latency(stats), comparable_latency(fp32_stats)
+    return new / old, new_lo > old_hi or old_lo > new_hi

@@ -18,7 +18,7 @@ import pandas as pd
 from engine import pareto
 from engine.charts import precision_mix
 from engine.goal import Goal
-from engine.latency_compare import comparable_latency
+from engine.latency_compare import comparable_latency, ratio_to_fp32
 from engine.search_spec import EXACT_LIMIT
 from engine.search_trials import objective_point
 
@@ -148,11 +148,11 @@ def _latency_ci(metrics: Mapping[str, Any]) -> tuple[float, float, float]:
 
 def speed_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     """ "1.7× faster", "1.3× slower" or "no clear latency difference", from the median intervals."""
-    new, new_lo, new_hi = _latency_ci(chosen["metrics"])
-    old, old_lo, old_hi = _latency_ci(baseline["metrics"])
-    if new_lo <= old_hi and old_lo <= new_hi:
+    new, old = _latency_ci(chosen["metrics"])[0], _latency_ci(baseline["metrics"])[0]
+    slower, clear = ratio_to_fp32(chosen["metrics"]["latency"]["1"], baseline["metrics"]["latency"]["1"])
+    if not clear:
         return f"no clear latency difference ({new:.3g} ms vs {old:.3g} ms at batch 1)"
-    ratio = old / new
+    ratio = 1 / slower
     factor = ratio if ratio >= 1 else 1 / ratio
     shown = f"{factor:.2f}" if factor < 1.1 else f"{factor:.1f}"  # never "1.0× faster"
     return f"{shown}× faster" if ratio >= 1 else f"{shown}× slower"

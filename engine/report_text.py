@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.latency_compare import comparable_latency
+from engine.latency_compare import comparable_latency, ratio_to_fp32
 from engine.types import LayerInfo, Precision
 
 
@@ -61,11 +61,11 @@ def _latency(stats: dict[str, Any]) -> str:
 
 
 def _latency_change(base: dict[str, Any], new: dict[str, Any]) -> str:
-    # Overlapping 95% intervals: the medians' ratio is within noise, so say so instead of a ratio.
-    (old, old_low, old_high), (value, low, high) = comparable_latency(base), comparable_latency(new)
-    ratio = ratio_words(old, value, "faster", "slower")
-    if old_low <= high and low <= old_high:
-        return f"no clear difference (95% intervals overlap; medians {ratio})"
+    # Within the 95% interval of no change: the ratio is within noise, so say so instead of a ratio.
+    slower, clear = ratio_to_fp32(new, base)
+    ratio = ratio_words(1.0, slower, "faster", "slower")
+    if not clear:
+        return f"no clear difference (within its 95% interval; {ratio})"
     return ratio
 
 

@@ -14,6 +14,7 @@ from engine import evaluate, measure
 from engine.api import Engine
 from engine.datasets import load_sample, sample_names
 from engine.evaluate import ModelCache
+from engine.latency_compare import comparable_ms
 from engine.measure import make_session
 from engine.presets import preset_plan
 from engine.store import ResultStore
@@ -83,7 +84,10 @@ def test_plans_are_timed_against_fp32_on_one_scale(engine: Engine, digits) -> No
     for batch in ("1", "8"):
         a, b = fp32[batch], dynamic[batch]
         assert a["fp32_ms"] == b["fp32_ms"] > 0
-        assert 0.75 < a["vs_fp32"] < 1.33, a  # FP32 against itself
+        # The FP32 plan is the model every plan is timed against: its ratio is 1 by definition (timed
+        # against itself it measured 0.97-1.04 here, noise that made "N× faster" disagree with the ratio).
+        assert (a["vs_fp32"], a["vs_fp32_ci_low"], a["vs_fp32_ci_high"]) == (1.0, 1.0, 1.0), a
+        assert comparable_ms(a) == a["fp32_ms"]
         assert b["vs_fp32_ci_low"] <= b["vs_fp32"] <= b["vs_fp32_ci_high"]
     # Dynamic INT8 Conv is ~4x slower than FP32 on this CPU (DESIGN.md): the ratio says so.
     assert dynamic["1"]["vs_fp32"] > 1.5, dynamic["1"]

@@ -268,3 +268,29 @@ def test_summaries_two_plans_share_get_their_key_and_others_stay_as_they_are() -
         "3 INT4 · 2 FP32 (123456)",
         "",
     ]
+
+
+def test_speed_against_fp32_is_the_plans_paired_ratio_and_says_when_it_is_noise(tmp_path: Path) -> None:
+    """The QA case: FP32 timed against itself at 1.035 (before the FP32 plan became the reference),
+    a plan at 1.09x FP32 (CI 1.05-1.14): its point said "= 1.09× FP32" and "1.05× slower"."""
+
+    def timed(key: str, precs: list[str], ratio: float, low: float, high: float) -> dict[str, Any]:
+        r = record(key, precs, 100, 1.45, 0.9)
+        r["metrics"]["latency"]["1"].update(
+            vs_fp32=ratio, vs_fp32_ci_low=low, vs_fp32_ci_high=high, fp32_ms=1.398
+        )
+        return r
+
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.put({**timed("base", ["fp32"] * 3, 1.035, 1.0, 1.07), "created_at": "2026-01-01T00:00:00"})
+        store.put(timed("int4", ["int4"] * 3, 1.09, 1.05, 1.14))
+        store.put(timed("fp16", ["fp16"] * 3, 1.02, 0.98, 1.05))
+        frame = store.to_frame()
+        frame["environment"] = [store.get(k)["environment"] for k in frame["key"]]
+    out = with_derived(frame).set_index("key")
+    assert out.loc["int4", "latency_change_pct"] == pytest.approx(9.0)
+    assert out.loc["base", "latency_change_pct"] == 0.0  # the reference itself
+    assert "= 1.09× FP32" in out.loc["int4", "hover"] and "1.09× slower than FP32" in out.loc["int4", "hover"]
+    assert "no clear latency difference from FP32" in out.loc["fp16", "hover"]
+    assert "smaller than FP32" not in out.loc["base", "hover"]  # FP32 is not compared with itself
+    assert all(len(line) <= 120 for line in out.loc["int4", "hover"].split("<br>"))  # wrapped to fit
