@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from engine.charts import distinct_summaries
+from engine.recommend import limit_met_not_surely
 from engine.search import Constraints, SearchSpec
 from engine.search_trials import objective_point
 from engine.types import Plan, Precision
@@ -121,25 +122,23 @@ def trials_table(trials: pd.DataFrame, recommended: str | None) -> pd.DataFrame:
     """The search's trials for a table: measured beside predicted, in points, kB and ms."""
     if trials.empty:
         return pd.DataFrame()
-    drop = trials["accuracy_drop"].map(_pp)
-    # The CI is of the accuracy change (= -drop): the drop's interval is it mirrored.
+    # Changes vs FP32 (a loss is negative), as the recommendation, the plots and the report give them.
+    change = 0.0 - trials["accuracy_drop"].map(_pp)
     ci = [
-        f"{0.0 - _pp(hi):+.2f} to {0.0 - _pp(lo):+.2f}"
-        if np.isfinite(_pp(lo)) and np.isfinite(_pp(hi))
-        else ""
+        f"{_pp(lo):+.2f} to {_pp(hi):+.2f}" if np.isfinite(_pp(lo)) and np.isfinite(_pp(hi)) else ""
         for lo, hi in zip(trials["ci_low"], trials["ci_high"], strict=True)
     ]
-    predicted = trials["predicted_accuracy_drop"].map(_pp)
+    predicted = 0.0 - trials["predicted_accuracy_drop"].map(_pp)
     return pd.DataFrame(
         {
             "recommended": np.where(trials["result_key"] == recommended, "★", ""),
             "plan": distinct_summaries(trials["plan_summary"], trials["result_key"]),
             "found by": trials["origin"].map(lambda o: ORIGINS.get(o, o)),
             "accuracy (%)": trials["accuracy"].map(_pp),
-            "drop (pp)": drop,
-            "drop 95% CI (pp)": ci,
-            "predicted drop (pp)": predicted,
-            "drop beyond prediction (pp)": drop - predicted,
+            "change (pp)": change,
+            "change 95% CI (pp)": ci,
+            "predicted change (pp)": predicted,
+            "change beyond prediction (pp)": change - predicted,
             "size (kB)": trials["size_bytes"] / 1e3,
             "predicted size (kB)": trials["predicted_size_bytes"] / 1e3,
             "latency b1 (ms)": trials["latency_ms"],
@@ -151,8 +150,11 @@ def trials_table(trials: pd.DataFrame, recommended: str | None) -> pd.DataFrame:
     )
 
 
-def recommendation_text(row: Mapping[str, Any], fp32: Mapping[str, float]) -> str:
-    """One line on the recommended plan: size, latency and accuracy change, each against FP32."""
+def recommendation_text(
+    row: Mapping[str, Any], fp32: Mapping[str, float], drop_limit: float | None = None
+) -> str:
+    """One line on the recommended plan: size, latency and accuracy change, each against FP32; and,
+    when its interval reaches past the accuracy limit (a fraction), that it meets it not surely."""
     size, latency, accuracy = row["size_bytes"], row["latency_ms"], row["accuracy"]
     text = (
         f"{size / 1e3:.1f} kB ({fp32['size_bytes'] / size:.2f}× smaller than FP32) · "
@@ -162,4 +164,5 @@ def recommendation_text(row: Mapping[str, Any], fp32: Mapping[str, float]) -> st
     lo, hi = _pp(row.get("ci_low")), _pp(row.get("ci_high"))
     if np.isfinite(lo) and np.isfinite(hi):
         text += f" (95% CI {lo:+.2f} to {hi:+.2f})"
-    return text
+    unsure = limit_met_not_surely(row.get("ci_low"), drop_limit)
+    return text + (f"  \n{unsure}" if unsure else "")

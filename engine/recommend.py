@@ -146,6 +146,18 @@ def _latency_ci(metrics: Mapping[str, Any]) -> tuple[float, float, float]:
     return comparable_latency(metrics["latency"]["1"])
 
 
+def limit_met_not_surely(ci_low: float | None, drop_limit: float | None) -> str | None:
+    """For a plan chosen by its measured change, which meets the accuracy-drop limit (a fraction):
+    what to say when the change's 95% interval reaches past it (None when it does not)."""
+    if drop_limit is None or ci_low is None or not np.isfinite(ci_low) or -ci_low <= drop_limit + EXACT_LIMIT:
+        return None
+    return (
+        f"The limit is met by the measured change, not surely: its 95% interval reaches {_points(ci_low)} "
+        f"points, past the limit of {_points(-drop_limit)} points. A larger evaluation set, or a plan "
+        "whose interval stays within the limit, would make it sure."
+    )
+
+
 def speed_words(chosen: Mapping[str, Any], baseline: Mapping[str, Any]) -> str:
     """ "1.7× faster", "1.3× slower" or "no clear latency difference", from the median intervals."""
     new, old = _latency_ci(chosen["metrics"])[0], _latency_ci(baseline["metrics"])[0]
@@ -231,13 +243,9 @@ def caveats(
         )
     elif hi < 0:
         out.append(f"The accuracy loss is real, not noise: its 95% interval ends at {_points(hi)} points.")
-    if drop_limit is not None and -lo > drop_limit + EXACT_LIMIT:
-        # Chosen by its measured change, which meets the limit; the interval says how sure that is.
-        out.append(
-            f"The limit is met by the measured change, not surely: its 95% interval reaches {_points(lo)} "
-            f"points, past the limit of {_points(-drop_limit)} points. A larger evaluation set, or a plan "
-            "whose interval stays within the limit, would make it sure."
-        )
+    unsure = limit_met_not_surely(lo, drop_limit)
+    if unsure:
+        out.append(unsure)
     n = int(m.get("eval_size") or 0)
     if 0 < n < SMALL_EVAL_SET and _units(m) == "examples":
         out.append(

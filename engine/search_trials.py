@@ -38,6 +38,12 @@ def objective_point(record: dict[str, Any] | None) -> dict[str, float] | None:
     )
 
 
+# Trials whose predictions are not the predictor's word on a plan: the FP32 baseline (exact by
+# construction) and each precision's uniform plan, whose measured latency puts the predictor's latency
+# on the measured scale (its own latency prediction, made before, is the profiler's alone).
+CALIBRATION_ORIGINS = ("baseline", "anchor")
+
+
 def prediction_json(p: Prediction) -> dict[str, float]:
     return {"accuracy_drop": p.accuracy_drop, "size_bytes": p.size_bytes, "latency_ms": p.latency_ms}
 
@@ -64,7 +70,7 @@ def trials_frame(trials: list[dict[str, Any]], fp32: Mapping[str, float]) -> pd.
                 "latency_ms": values[2] if values else np.nan,
                 "predicted_accuracy_drop": p["accuracy_drop"],
                 "predicted_size_bytes": p["size_bytes"],
-                "predicted_latency_ms": p["latency_ms"],
+                "predicted_latency_ms": np.nan if t["origin"] == "anchor" else p["latency_ms"],
                 "plan": t["plan"],
             }
         )

@@ -460,7 +460,8 @@ elif trials.empty:
     st.info("No plan of this search is measured yet. Press Find best plans to start (or continue) it.")
 elif recommended is not None:
     row = trials.set_index("result_key").loc[recommended]
-    st.success(f"**Recommended: {row['plan_summary']}**  \n{recommendation_text(row, fp32)}")
+    limit = spec.constraints.drop_limit(fp32["accuracy"])
+    st.success(f"**Recommended: {row['plan_summary']}**  \n{recommendation_text(row, fp32, limit)}")
     st.caption(message[0].upper() + message[1:] + ".")
 
     def _load() -> None:
@@ -505,9 +506,9 @@ def search_view() -> None:
             c: st.column_config.NumberColumn(c, format=f)
             for c, f in (
                 ("accuracy (%)", "%.2f"),
-                ("drop (pp)", "%+.2f"),
-                ("predicted drop (pp)", "%+.2f"),
-                ("drop beyond prediction (pp)", "%+.2f"),
+                ("change (pp)", "%+.2f"),
+                ("predicted change (pp)", "%+.2f"),
+                ("change beyond prediction (pp)", "%+.2f"),
                 ("size (kB)", "%.1f"),
                 ("predicted size (kB)", "%.1f"),
                 ("latency b1 (ms)", "%.3f"),
@@ -516,9 +517,10 @@ def search_view() -> None:
         },
     )
     st.caption(
-        "Predicted: the sum of each layer's own effect from the sensitivity pass. Where the measured drop, "
-        "size or latency departs from it, the layers do not simply add up (errors compound, or "
-        "quantize/dequantize pairs at precision boundaries cost time)."
+        "Changes are against FP32 (a loss is negative). Predicted: the sum of each layer's own effect from "
+        "the sensitivity pass. Where the measured change, size or latency departs from it, the layers do not "
+        "simply add up (errors compound, or quantize/dequantize pairs at precision boundaries cost time). "
+        "Uniform plans have no latency prediction: their measured latency sets the predictor's scale."
     )
 
 

@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard.search_logic import constraints, pin, pinned_candidates, plan_assignment, trials_table
+from dashboard.search_logic import (
+    constraints,
+    pin,
+    pinned_candidates,
+    plan_assignment,
+    recommendation_text,
+    trials_table,
+)
 from engine.profile import OTHER
 from engine.search_charts import picked_bar, sensitivity_chart_info, sensitivity_figure
+from engine.search_trials import trials_frame
 from engine.sensitivity import ALONE, KEEP_FP32
 from engine.types import Precision
 
@@ -167,8 +175,10 @@ def test_trials_table_puts_prediction_beside_measurement() -> None:
     table = trials_table(trials, "k2")
     assert list(table["recommended"]) == ["", "★"]
     assert list(table["found by"]) == ["additive predictor", "NSGA-II"]
-    assert table["drop beyond prediction (pp)"].tolist() == pytest.approx([2.0, 0.0])
-    assert table["drop 95% CI (pp)"].tolist() == ["+1.00 to +5.00", "+0.00 to +2.00"]
+    # Changes vs FP32, a loss negative, as the recommendation above the table gives them.
+    assert table["change (pp)"].tolist() == pytest.approx([-3.0, -1.0])
+    assert table["change beyond prediction (pp)"].tolist() == pytest.approx([-2.0, 0.0])
+    assert table["change 95% CI (pp)"].tolist() == ["-5.00 to -1.00", "-2.00 to +0.00"]
     assert table["size (kB)"].tolist() == [50.0, 120.0]
     assert trials_table(trials.iloc[:0], None).empty
 
@@ -176,3 +186,30 @@ def test_trials_table_puts_prediction_beside_measurement() -> None:
 def test_a_stored_plan_spells_every_layer_for_the_editor() -> None:
     plan = {"default": "int8", "layers": {"b": "fp32"}}
     assert plan_assignment(plan, ["a", "b", "c"]) == {"a": "int8", "b": "fp32", "c": "int8"}
+
+
+def test_the_recommendation_says_when_its_interval_reaches_past_the_accuracy_limit() -> None:
+    """The QA case: "within 1 point" recommended a plan at -0.84 (CI -1.12 to -0.54) with no word
+    that its interval crosses the limit, which the Report page says."""
+    row = {"size_bytes": 700_000.0, "latency_ms": 1.5, "accuracy": 0.6196, "accuracy_drop": 0.0084}
+    row |= {"ci_low": -0.0112, "ci_high": -0.0054}
+    fp32 = {"size_bytes": 3_400_000.0, "latency_ms": 1.4, "accuracy": 0.628}
+    text = recommendation_text(row, fp32, drop_limit=0.01)
+    assert "-0.84 pp vs FP32 (95% CI -1.12 to -0.54)" in text
+    assert "not surely: its 95% interval reaches −1.1 points, past the limit of −1.0 points" in text
+    assert "not surely" not in recommendation_text(row, fp32, drop_limit=0.02)
+    assert "not surely" not in recommendation_text(row, fp32)
+
+
+def test_a_uniform_plan_has_no_latency_prediction_of_its_own() -> None:
+    """Its latency sets the predictor's scale after it was predicted (by the profiler alone): a
+    0.38 ms prediction beside 1.03 ms measured read as the predictor being 3x off."""
+
+    def trial(key: str, origin: str) -> dict[str, object]:
+        record = {"status": "ok", "plan_summary": key, "metrics": {"accuracy": 0.9, "size_bytes": 10.0}}
+        record["metrics"]["latency"] = {"1": {"median_ms": 1.03}}  # type: ignore[index]
+        predicted = {"accuracy_drop": 0.0, "size_bytes": 10.0, "latency_ms": 0.383}
+        return {"result_key": key, "origin": origin, "result": record, "predicted": predicted, "plan": {}}
+
+    frame = trials_frame([trial("u", "anchor"), trial("p", "predictor")], {"accuracy": 0.9})
+    assert math.isnan(frame.loc[0, "predicted_latency_ms"]) and frame.loc[1, "predicted_latency_ms"] == 0.383

@@ -262,3 +262,11 @@ def test_the_search_section_gives_each_measured_change_with_its_interval(
         assert found, text
         change, low, high = (float(x) for x in found.groups())
         assert low <= change <= high, text
+    # The predictor is judged on the plans it had a word on: not the FP32 baseline (exact by
+    # construction) nor the uniform plans its latency scale was set by (they have no latency prediction).
+    assert re.search(r"over the \d+ plans it proposed or NSGA-II found, it was off by", section), section[
+        :600
+    ]
+    found_by, predicted_latency = header.index("found by"), header.index("latency ms, measured") + 1
+    anchors = [cells for cells in rows if cells and cells[found_by] == "anchor"]
+    assert anchors and all(cells[predicted_latency] == "—" for cells in anchors)
