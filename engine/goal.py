@@ -43,7 +43,7 @@ _NO_LOSS = re.compile(
 # rather than silently dropped.
 _UNREAD = re.compile(
     r"\b(loss|lose|loses|losing|drop|drops|slower|faster|quicker|speed-?up|bigger|biggest|largest|"
-    r"smaller|accuracy|accurate|points?|percent|kb|mb|gb|ms|seconds?|latency|size|"
+    r"smaller|accuracy|accurate|points?|percent|kb|mb|gb|ms|seconds?|latency|size|perplexity|"
     r"one|two|three|four|five|six|seven|eight|nine|ten|half)\b"
 )
 # A limit's opening words left over with what follows: the number after them was not read
@@ -161,6 +161,12 @@ def parse_goal(text: str) -> Goal:
     for _, pattern in _OBJECTIVE_WORDS:
         leftover = re.sub(pattern, " ", leftover)
     leftover = _FILLER.sub(" ", leftover)
+    if "perplexity" in leftover:  # a language model's second metric: reported, not a limit here
+        raise _refuse(
+            text,
+            "limits are on accuracy, size and latency; perplexity is not one (a language model's report "
+            "gives its perplexity ratio beside the accuracy change)",
+        )
     unread = _UNREAD_LIMIT.search(leftover)
     if unread and not re.match(r"-?\d", unread.group(1)):
         raise _refuse(

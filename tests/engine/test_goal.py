@@ -72,6 +72,8 @@ def test_describe_says_the_goal_back() -> None:
         ("1.5x faster", "'1.5x' is not a limit"),
         ("smallest under 1,5 MB", "'1,5' is not a limit it understands (write decimals with a point: 1.5)"),
         ("smallest within 1e400 points", "the number 1e400 is too large to be a limit"),
+        # Read as an accuracy limit before (QA): perplexity is reported, not limited.
+        ("smallest within 1 point of FP32 perplexity", "perplexity is not one"),
         ("most accurate under 1e400 MB", "the number 1e400 is too large to be a limit"),
         # Limits no plan can meet or that mean nothing are refused, with the number as given.
         ("smallest model within -5 points of FP32 accuracy", "must be 0 to 100 points (or none), got -5"),
