@@ -2,7 +2,9 @@
 
 This session's plan if it has one; else the one kept on disk (dashboard/drafts.py) from an earlier
 session, so a reload or a restart opens the Plan page, and the pins the Search page sets, on it;
-else all FP32. Every change is kept on disk at once, whichever page makes it.
+else all FP32. Every change is kept on disk at once, whichever page makes it. When another tab kept
+a plan since this session last read or kept one, this session takes that plan before changing it:
+an edit in a tab left open on an older plan lands on the newer one instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,18 @@ from engine.types import CalibrationMethod, LayerInfo
 def current_plan(model: str, layers: list[LayerInfo]) -> dict[str, str]:
     """The plan being edited (layer name -> precision value, every layer)."""
     assignment = state.plan_assignment(model)
-    if assignment is not None:
-        return assignment
     kept = drafts.load(cached.runner().engine.home, cached.model_id(model), layers)
+    if assignment is not None:
+        saved = state.get(state.draft_saved_key(model))
+        if kept is None or saved is None or (kept.assignment, kept.calibration) == saved:
+            return assignment
+        # Kept by another tab since this one last read or kept it: that plan is the newer one.
+        state.put(state.PLAN_CHANGED_ELSEWHERE, model)
+        state.set_plan_assignment(model, kept.assignment)
+        if kept.calibration is not None:
+            state.put(state.calibration_key(model), kept.calibration)
+        state.put(state.draft_saved_key(model), (dict(kept.assignment), _calibration(model)))
+        return dict(kept.assignment)
     if kept is None:
         assignment = uniform(layers)
     else:

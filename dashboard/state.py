@@ -124,6 +124,10 @@ def calibration_key(model: str) -> str:
     return f"qd_calibration_{model}"
 
 
+# The model whose plan this session just took from another tab's (dashboard/editing.py), to say so.
+PLAN_CHANGED_ELSEWHERE = "qd_plan_changed_elsewhere"
+
+
 def draft_saved_key(model: str) -> str:
     """The plan this session last kept on disk for the model (dashboard/drafts.py)."""
     return f"qd_draft_saved::{model}"

@@ -24,11 +24,20 @@ assignment = editing.current_plan(model, layers)  # this session's, else the one
 
 st.header(f"Plan · {model}")
 widgets.jobs_panel()
+ELSEWHERE = (
+    "This plan was changed in another tab since this one showed it: this tab now shows that plan, with "
+    "the change just made here applied on top of it. Check the layers before you evaluate."
+)
+if state.get(state.PLAN_CHANGED_ELSEWHERE) == model:
+    st.info(ELSEWHERE)  # until this run ends, or an edit below carries it into its notes
 
 
 def _set(new: dict[str, str], notes: list[str] | None = None) -> None:
     """Make `new` the plan; `notes`: what the edit left to say, shown while the plan stays this one
     (every rerun draws them: a background job ending reruns the app, which would wipe a one-off)."""
+    if state.get(state.PLAN_CHANGED_ELSEWHERE) == model:  # the edit reruns the page: keep saying it
+        state.put(state.PLAN_CHANGED_ELSEWHERE, None)
+        notes = [*(notes or []), ELSEWHERE]
     editing.set_plan(model, new)
     state.put(state.EDIT_NOTES, (model, dict(new), notes or []))
 
@@ -129,6 +138,8 @@ if any(p.calibrated for p in precisions.values()):
         "Layers in other precisions do not use it.",
     )
 editing.keep(model)  # the calibration picked is kept with the plan
+if state.get(state.PLAN_CHANGED_ELSEWHERE) == model:  # said once above; this run went through
+    state.put(state.PLAN_CHANGED_ELSEWHERE, None)
 known = runner.engine.cached(runner.engine.job(runner.model(model), plan, runner.settings(calibration)))
 if st.button("Evaluate", key="qd_evaluate", type="primary"):
     try:

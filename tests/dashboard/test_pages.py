@@ -289,3 +289,41 @@ def test_a_plan_that_cannot_be_kept_on_disk_is_said_so_and_still_edited(home: Pa
         blocked.unlink()
         if moved.exists():
             moved.rename(blocked)
+
+
+def test_an_edit_in_a_tab_left_on_an_older_plan_lands_on_the_newer_one(home: Path) -> None:
+    """The QA case: tab 2 shows the kept plan, tab 1 applies a preset, tab 2 sets one layer: tab 1's
+    preset was overwritten by tab 2's older plan, without a word."""
+    first, second = app(model=MODEL), app(model=MODEL)
+    for tab in (first, second):
+        tab.switch_page("app_pages/plan.py").run()
+    first.selectbox(key="qd_preset").set_value("int4-weights").run()
+    first.button(key="qd_apply_preset").click().run()
+    assert {m.label: m.value for m in first.metric}["Plan"] == "5 INT4"
+
+    # Its next run (here picking a layer) takes tab 1's plan, and says so.
+    second.selectbox(key=state.ONE_LAYER).set_value("/conv1/Conv").run()
+    assert "changed in another tab" in _texts(second.info)
+    assert {m.label: m.value for m in second.metric}["Plan"] == "5 INT4"
+    layer_index = [x.name for x in cached.layers(MODEL)].index("/conv1/Conv")
+    second.selectbox(key=state.one_precision_key(layer_index)).set_value(Precision.FP16).run()
+    assert "changed in another tab" not in _texts(second.info)  # said once
+    second.button(key="qd_apply_one").click().run()
+    assert not second.exception
+    assert {m.label: m.value for m in second.metric}["Plan"] == "4 INT4 · 1 FP16"  # on tab 1's plan
+    first.run()
+    assert {m.label: m.value for m in first.metric}["Plan"] == "4 INT4 · 1 FP16"
+
+
+def test_a_press_in_a_tab_left_on_an_older_plan_says_whose_plan_it_changed(home: Path) -> None:
+    first, second = app(model=MODEL), app(model=MODEL)
+    for tab in (first, second):
+        tab.switch_page("app_pages/plan.py").run()
+    layer_index = [x.name for x in cached.layers(MODEL)].index("/conv1/Conv")
+    second.selectbox(key=state.ONE_LAYER).set_value("/conv1/Conv").run()
+    second.selectbox(key=state.one_precision_key(layer_index)).set_value(Precision.FP16).run()
+    first.selectbox(key="qd_preset").set_value("int8").run()
+    first.button(key="qd_apply_preset").click().run()
+    second.button(key="qd_apply_one").click().run()  # the press is the first run to see tab 1's plan
+    assert {m.label: m.value for m in second.metric}["Plan"] == "4 INT8 · 1 FP16"
+    assert "changed in another tab" in _texts(second.warning)
