@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import cached, state
+from engine.charts import perplexity_text
 from engine.latency_compare import latency_words
 
 _RECENT = timedelta(minutes=10)  # how long a failure stays on screen after a reload
@@ -129,4 +130,6 @@ def accuracy_text(record: dict[str, Any]) -> str:
         if m.get("accuracy_delta_ci_low") is not None:
             lo, hi = m["accuracy_delta_ci_low"] * 100, m["accuracy_delta_ci_high"] * 100
             text += f" (95% CI {lo:+.2f} to {hi:+.2f})"
+    if m.get("perplexity") is not None:  # a language model: its second metric, with its ratio's interval
+        text += f"; perplexity {perplexity_text(m)}"
     return text

@@ -194,6 +194,8 @@ def hover_text(row: Mapping[str, Any]) -> str:
             if _finite(lo) and _finite(hi):
                 text += f" (95% CI {lo * 100:+.2f} to {hi * 100:+.2f})"
         lines.append(text)
+        if _finite(m.get("perplexity")):
+            lines.append(f"perplexity {perplexity_text(m)}")
     elif _finite(m.get("agreement")):  # no labels: fidelity to FP32 is what there is
         lines.append(f"top-1 agreement with FP32 {m['agreement']:.2%}")
     return "<br>".join(lines)
@@ -524,8 +526,52 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
         first = table.iloc[0]
         table["size_vs_first_pct"] = (table["size_mb"] / first["size_mb"] - 1) * 100
         table["latency_vs_first_pct"] = (table["latency_ms_b1"] / first["latency_ms_b1"] - 1) * 100
+        table["latency_vs_first_ci_pct"] = [_latency_vs_first_ci(r, records[0]) for r in records]
         table["accuracy_vs_first_pp"] = table["accuracy_pct"] - first["accuracy_pct"]
+        table["accuracy_vs_first_ci_pp"] = [_accuracy_vs_first_ci(r, records[0]) for r in records]
+    if any(_finite((r.get("metrics") or {}).get("perplexity")) for r in records):
+        table["perplexity"] = [perplexity_text(r.get("metrics") or {}) for r in records]
     return table
+
+
+def _accuracy_vs_first_ci(record: Mapping[str, Any], first: Mapping[str, Any]) -> str:
+    """The accuracy change against the first result, paired example by example over the same eval set
+    (each result keeps its per-example correctness), as a 95% interval in points; "" where it cannot be."""
+    a, b = ((x.get("metrics") or {}).get("per_sample_correct") for x in (first, record))
+    if record is first or not a or not b:
+        return ""
+    from engine.measure import bootstrap_delta_ci, decode_scores  # ONNX Runtime only once a table needs it
+
+    try:
+        _, low, high = bootstrap_delta_ci(decode_scores(a), decode_scores(b), n_boot=1000, seed=0)
+    except ValueError:  # another eval set (lengths differ): not paired
+        return ""
+    return f"{100 * low:+.2f} to {100 * high:+.2f}"
+
+
+def _latency_vs_first_ci(record: Mapping[str, Any], first: Mapping[str, Any]) -> str:
+    """Latency against the first result's, as a 95% interval in % from each one's interval on the
+    model's FP32 scale: wide (the two were not timed against each other), so a change it holds 0 in
+    is no clear change."""
+    a, b = _latency(first.get("metrics") or {}), _latency(record.get("metrics") or {})
+    if record is first or not a or not b:
+        return ""
+    (_, a_lo, a_hi), (_, b_lo, b_hi) = comparable_latency(a), comparable_latency(b)
+    return f"{100 * (b_lo / a_hi - 1):+.1f} to {100 * (b_hi / a_lo - 1):+.1f}"
+
+
+def perplexity_text(metrics: Mapping[str, Any]) -> str:
+    """A language model's perplexity, with its ratio to FP32's and that ratio's 95% interval."""
+    ppl = metrics.get("perplexity")
+    if not _finite(ppl):
+        return ""
+    text = f"{ppl:.3f}"
+    ratio, lo, hi = (
+        metrics.get(k) for k in ("perplexity_ratio", "perplexity_ratio_ci_low", "perplexity_ratio_ci_high")
+    )
+    if _finite(ratio) and _finite(lo) and _finite(hi):
+        text += f" (×{ratio:.3f} vs FP32, 95% CI ×{lo:.3f} to ×{hi:.3f})"
+    return text
 
 
 def _pp(v: Any) -> float:

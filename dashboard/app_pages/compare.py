@@ -60,7 +60,8 @@ records = [cached.record(k) for k in picked]
 
 st.markdown("#### Metrics, and change against the first")
 table = compare_table(records)
-accuracy_columns = ["accuracy_pct", "accuracy_change_pp", "accuracy_change_ci_pp", "accuracy_vs_first_pp"]
+accuracy_columns = ["accuracy_pct", "accuracy_change_pp", "accuracy_change_ci_pp"]
+accuracy_columns += ["accuracy_vs_first_pp", "accuracy_vs_first_ci_pp"]
 labelled = table["accuracy_pct"].notna().any()
 st.dataframe(
     # Without labels every accuracy cell would read "None": leave the columns out and say why below.
@@ -78,7 +79,10 @@ st.dataframe(
         "kl_divergence": st.column_config.NumberColumn("KL divergence from FP32", format="%.2e"),
         "size_vs_first_pct": st.column_config.NumberColumn("size vs first (%)", format="%+.1f"),
         "latency_vs_first_pct": st.column_config.NumberColumn("latency vs first (%)", format="%+.1f"),
+        "latency_vs_first_ci_pct": "latency vs first 95% CI (%)",
         "accuracy_vs_first_pp": st.column_config.NumberColumn("accuracy vs first (pp)", format="%+.2f"),
+        "accuracy_vs_first_ci_pp": "accuracy vs first 95% CI (pp, paired)",
+        "perplexity": "perplexity (vs FP32, 95% CI)",
     },
 )
 if not labelled:
@@ -87,7 +91,11 @@ if not labelled:
         "measured; compare the plans by their fidelity to FP32 instead: top-1 agreement, SQNR and KL "
         "divergence."
     )
-st.caption("Latency differences inside the 95% intervals are noise on this shared machine.")
+st.caption(
+    "Latency differences inside the 95% intervals are noise on this shared machine. Against the first "
+    "plan, accuracy is compared example by example (a paired interval); latency from each plan's interval "
+    "on the model's FP32 scale, so its interval is wide: a change it holds 0 in is no clear change."
+)
 
 st.markdown("#### Layers that differ")
 diff = layer_differences(records)

@@ -294,3 +294,29 @@ def test_speed_against_fp32_is_the_plans_paired_ratio_and_says_when_it_is_noise(
     assert "no clear latency difference from FP32" in out.loc["fp16", "hover"]
     assert "smaller than FP32" not in out.loc["base", "hover"]  # FP32 is not compared with itself
     assert all(len(line) <= 120 for line in out.loc["int4", "hover"].split("<br>"))  # wrapped to fit
+
+
+def test_compare_gives_each_change_against_the_first_with_its_interval() -> None:
+    """Browser QA: 'accuracy vs first +0.96' and 'latency vs first -49.4' stood without intervals."""
+    import numpy as np
+
+    from engine.charts import hover_text
+    from engine.measure import encode_scores
+
+    rng = np.random.default_rng(0)
+    first_correct = rng.random(2000) < 0.62
+    second_correct = first_correct.copy()
+    second_correct[rng.choice(2000, 60, replace=False)] ^= True  # a few examples flip either way
+    a, b = record("a1", ["fp32"] * 3, 200, 1.0, 0.62), record("b1", ["int4"] * 3, 100, 2.0, 0.61)
+    for r, correct in ((a, first_correct), (b, second_correct)):
+        r["metrics"]["per_sample_correct"] = encode_scores(correct.astype(float))
+    b["metrics"] |= {"perplexity": 3.5, "perplexity_ratio": 1.021}
+    b["metrics"] |= {"perplexity_ratio_ci_low": 1.017, "perplexity_ratio_ci_high": 1.024}
+    table = compare_table([a, b])
+    low, high = (float(x) for x in table["accuracy_vs_first_ci_pp"].iloc[1].split(" to "))
+    change = 100 * (second_correct.mean() - first_correct.mean())
+    assert low < change < high and high - low < 3.0, (low, change, high)
+    assert table["accuracy_vs_first_ci_pp"].iloc[0] == ""  # the first is the reference
+    assert table["latency_vs_first_ci_pct"].iloc[1] == "+63.6 to +144.4"  # 1.8/1.1 - 1 to 2.2/0.9 - 1
+    assert table["perplexity"].iloc[1] == "3.500 (×1.021 vs FP32, 95% CI ×1.017 to ×1.024)"
+    assert "perplexity 3.500 (×1.021" in hover_text({**b, "accuracy": 0.61, "accuracy_delta": -0.01})
