@@ -13,7 +13,7 @@ import streamlit as st
 
 from dashboard import cached, state, upload_logic, widgets
 from dashboard.text import md, one_line
-from engine.latency_compare import comparable_ms
+from engine.latency_compare import comparable_ms, ratio_to_fp32
 from engine.model_io import ModelError
 from engine.presets import preset_plan
 from engine.types import Plan, Precision
@@ -192,8 +192,19 @@ cols = st.columns(4)
 cols[0].metric("Task", card["task"].replace("_", " "))
 cols[1].metric("Parameters", f"{card.get('params', 0):,}")
 eval_size = card.get("eval_size", "?")
-cols[2].metric("Evaluation samples", f"{eval_size} (random)" if card.get("synthetic") else eval_size)
-cols[3].metric("Classes", len(card.get("classes", [])) or "—")
+language_model = card["task"] == "language_model"
+if language_model:  # scored per token: say what a sample is, and how many predictions it makes
+    length = next(iter(card.get("inputs") or []), {}).get("shape", [None, None])[-1]
+    cols[2].metric(
+        "Evaluation sequences",
+        eval_size,
+        help=f"Each of {length} tokens: accuracy counts {eval_size * length:,} next-token predictions."
+        if isinstance(length, int) and isinstance(eval_size, int)
+        else None,
+    )
+else:
+    cols[2].metric("Evaluation samples", f"{eval_size} (random)" if card.get("synthetic") else eval_size)
+cols[3].metric("Vocabulary (tokens)" if language_model else "Classes", len(card.get("classes", [])) or "—")
 if is_added:
     if card.get("notes"):
         st.markdown(
@@ -263,7 +274,11 @@ if base is not None:
     cols = st.columns(3)
     cols[0].metric("Size", widgets.fmt_bytes(m.get("size_bytes")))
     if m.get("accuracy") is not None:
-        cols[1].metric("Accuracy", f"{m['accuracy']:.2%}")
+        cols[1].metric(
+            "Accuracy",
+            f"{m['accuracy']:.2%}",
+            help=f"Perplexity {m['perplexity']:.3f}" if m.get("perplexity") is not None else None,
+        )
     else:
         cols[1].metric("Quality", widgets.accuracy_text(base))
     cols[2].metric("Latency, batch 1 (median)", f"{comparable_ms(m['latency']['1']):.3f} ms")
@@ -285,12 +300,13 @@ if is_added and base is not None and any(Precision.INT8 in x.accepts for x in la
             delta=f"{q['size_bytes'] / b['size_bytes'] - 1:+.0%} vs FP32",
             delta_color="inverse",
         )
-        lat, base_lat = comparable_ms(q["latency"]["1"]), comparable_ms(b["latency"]["1"])
+        lat = comparable_ms(q["latency"]["1"])
+        slower, clear = ratio_to_fp32(q["latency"]["1"], b["latency"]["1"])  # as every "× FP32" reads
         cols[1].metric(
             "Latency, batch 1 (median)",
             f"{lat:.3f} ms",
-            delta=f"{lat / base_lat - 1:+.0%} vs FP32",
-            delta_color="inverse",
+            delta=f"{slower - 1:+.0%} vs FP32" + ("" if clear else " (within noise)"),
+            delta_color="inverse" if clear else "off",
         )
         if q.get("accuracy") is not None:
             cols[2].metric("Accuracy", widgets.accuracy_text(int8))

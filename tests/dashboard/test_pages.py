@@ -327,3 +327,16 @@ def test_a_press_in_a_tab_left_on_an_older_plan_says_whose_plan_it_changed(home:
     second.button(key="qd_apply_one").click().run()  # the press is the first run to see tab 1's plan
     assert {m.label: m.value for m in second.metric}["Plan"] == "4 INT8 · 1 FP16"
     assert "changed in another tab" in _texts(second.warning)
+
+
+def test_a_language_model_is_described_by_its_sequences_and_vocabulary(home: Path) -> None:
+    """Browser QA: char_transformer read 'Evaluation samples 256' (sequences of 64 characters, 16,384
+    predictions) and 'Classes 96' (its characters)."""
+    at = app(model="char_transformer")
+    at.run()
+    assert not at.exception
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["Evaluation sequences"].value == "256" and "16,384 next-token predictions" in str(
+        metrics["Evaluation sequences"].help
+    )
+    assert metrics["Vocabulary (tokens)"].value == "96" and "Classes" not in metrics
