@@ -42,10 +42,15 @@ def pinned_candidates(
     return out
 
 
+MIN_BUDGET, MAX_BUDGET = 1, 1000  # plans a search from the page may measure
+
+
 def constraints(
     max_drop: float | None, relative: bool, max_size_kb: float | None, max_latency_ms: float | None
 ) -> Constraints:
     """The search's limits from the page's inputs (None = no limit); sizes in kB of 1,000 bytes."""
+    if max_size_kb is not None and not max_size_kb > 0:  # said in the field's unit, not in bytes
+        raise ValueError(f"the size limit must be above 0 kB (or empty for none), got {max_size_kb:g} kB")
     return Constraints(
         max_accuracy_drop=max_drop,
         relative=relative,
@@ -66,6 +71,13 @@ def spec_from_form(
             "pick at least one candidate precision; with FP32 alone every layer stays FP32 and there "
             "is nothing to search"
         )
+    budget, seconds = form["budget"], form["seconds"]
+    if budget is None or not MIN_BUDGET <= budget <= MAX_BUDGET or budget != int(budget):
+        raise ValueError(
+            f"the budget must be a whole number of plans from {MIN_BUDGET} to {MAX_BUDGET}, got {budget}"
+        )
+    if seconds is not None and not (math.isfinite(seconds) and seconds >= 1):
+        raise ValueError(f"the time limit must be at least 1 s (or empty for none), got {seconds:g} s")
     return SearchSpec(
         candidates=pinned_candidates(candidates_for([Precision(v) for v in form["allowed"]]), pins),
         constraints=constraints(form["max_drop"], form["unit"] == "relative", form["max_kb"], form["max_ms"]),
@@ -92,7 +104,7 @@ def form_from_spec(spec: SearchSpec, offered: list[str]) -> dict[str, Any]:
         "max_ms": c.max_latency_ms,
         "objective": spec.objective,
         # Not part of what the search is (a larger budget continues it): kept within what the form takes.
-        "budget": min(max(spec.max_evaluations, 1), 1000),
+        "budget": min(max(spec.max_evaluations, MIN_BUDGET), MAX_BUDGET),
         "seconds": None if spec.max_seconds is None else max(spec.max_seconds, 1.0),
     }
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -17,10 +19,10 @@ from engine.api import Engine, EngineError
 from engine.datasets import ModelBundle, sample_names
 from engine.model_io import ModelError
 from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
-from engine.report_text import comparison_rows, format_table, layer_rows
+from engine.report_text import RESULT_HEADERS, comparison_rows, format_table, layer_rows, result_rows
 from engine.store import ResultStore, default_home, default_store_path
 from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError
-from engine.user_models import parse_shapes, remove_model, user_cards
+from engine.user_models import NAME_RULE, parse_shapes, remove_model, user_cards, user_model_names
 
 DATA_HELP_ONE_LINE = (
     "Data: .npz with one array per model input (named as the input) and optional 'labels'; a .zip of "
@@ -29,6 +31,10 @@ DATA_HELP_ONE_LINE = (
 )
 
 PLAN_FORMAT = '{"default": "int8", "layers": {"<layer name>": "fp32"}}'
+
+# The inputs of one run (batch x one sample) are allocated at once: a batch of a billion ended in a
+# MemoryError stored as failed results instead of a refusal.
+MAX_BATCH = 1024
 
 
 class UsageError(ValueError):
@@ -90,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rm = sub.add_parser("remove-model", help="remove a model you added (its stored results stay)")
     rm.add_argument("name")
+    rm.add_argument("--json", action="store_true")
 
     ins = sub.add_parser("inspect", help="show a model's layer table")
     ins.add_argument("model", help="a sample or added model's name, or a path to an .onnx file")
@@ -126,10 +133,20 @@ def _parser() -> argparse.ArgumentParser:
 def read_plan(path: str) -> Plan:
     """Parse a plan file, or raise UsageError saying what is wrong and what is expected."""
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{p} is a folder; expected a plan .json file like {PLAN_FORMAT}")
     if not p.is_file():
         raise UsageError(f"plan file not found: {p}")
     try:
-        data = json.loads(p.read_text())
+        # JSON is UTF-8; "-sig" forgives the byte-order mark some editors write.
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(
+            f"{p.name} is not valid JSON (not UTF-8 text: byte {e.object[e.start]:#04x} at position "
+            f"{e.start}); expected a plan like {PLAN_FORMAT}"
+        ) from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise UsageError(
             f"{p.name} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
@@ -141,19 +158,69 @@ def read_plan(path: str) -> Plan:
         raise UsageError(f"{p.name}: {e}") from None
 
 
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """`--batch-sizes 1,32` -> (1, 32), or UsageError naming the bad item and the expected form."""
+    expected = (
+        f"expected whole numbers from 1 to {MAX_BATCH}, comma-separated, e.g. 1,32 "
+        "(the inputs of one run are allocated at once)"
+    )
+    sizes: list[int] = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            why = "an empty item"
+        elif not re.fullmatch(r"[0-9]+", item):
+            why = f"{item!r} is not a whole number"
+        elif not 1 <= int(item) <= MAX_BATCH:
+            why = f"{item} is out of range"
+        elif int(item) in sizes:
+            why = f"{item} is given twice"
+        else:
+            sizes.append(int(item))
+            continue
+        raise UsageError(f"--batch-sizes {text}: {why}; {expected}")
+    return tuple(sizes)
+
+
+def check_threads(threads: int) -> int:
+    """More threads than CPUs only contend for them; 100000 hung creating them."""
+    cpus = os.cpu_count() or 1
+    if not 1 <= threads <= cpus:
+        raise UsageError(f"--threads {threads}: expected 1 to {cpus}, the CPUs of this machine")
+    return threads
+
+
+def check_timeout(seconds: float) -> float:
+    """A limit at or below 0 stopped every worker at once; NaN and infinity (1e400) are no limits."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"--timeout {seconds:g}: must be above 0 seconds and finite; expected e.g. 600")
+    return seconds
+
+
 def _settings(args: argparse.Namespace) -> MeasureSettings:
+    sizes, threads = batch_sizes(str(args.batch_sizes)), check_threads(args.threads)
     try:
-        sizes = tuple(int(s) for s in str(args.batch_sizes).split(",") if s.strip())
-        return MeasureSettings(
-            calibration=CalibrationMethod.parse(args.calibration), batch_sizes=sizes, threads=args.threads
-        )
+        calibration = CalibrationMethod.parse(args.calibration)
     except ValueError as e:
-        raise UsageError(f"bad measurement option: {e}") from None
+        raise UsageError(f"--calibration: {e}") from None
+    return MeasureSettings(calibration=calibration, batch_sizes=sizes, threads=threads)
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    # main() has put --home into $QUANTDASH_HOME, so the store's own default covers the rest.
+    return Path(args.store) if args.store else default_store_path()
 
 
 def _store(args: argparse.Namespace) -> ResultStore:
-    # main() has put --home into $QUANTDASH_HOME, so the store's own default covers the rest.
-    return ResultStore(args.store or default_store_path())
+    path = _store_path(args)
+    expected = "expected a store quantdash wrote, or the path of a new one (--store)"
+    try:
+        return ResultStore(path)
+    except sqlite3.DatabaseError as e:
+        if type(e) is sqlite3.DatabaseError:  # SQLite's "file is not a database", not a locked or missing one
+            raise UsageError(f"{path} is not a quantdash result store (SQLite): {e}; {expected}") from None
+        raise UsageError(f"{path}: cannot open the result store ({e}); {expected}") from None
+    except RuntimeError as e:  # another schema version
+        raise UsageError(f"{e}; {expected}") from None
 
 
 @contextmanager
@@ -171,6 +238,17 @@ def _engine(args: argparse.Namespace, inline: bool, timeout: float = 600.0) -> I
         if pool is not None:
             pool.close()
         store.close()
+
+
+def _model(eng: Engine, name: str) -> ModelBundle:
+    # engine.datasets names only the samples when it cannot find a model, yet added ones are accepted too.
+    known = sample_names() + user_model_names(eng.home)
+    if name not in known and not Path(name).suffix and not Path(name).exists():
+        raise UsageError(
+            f"{name!r} is neither a sample model ({', '.join(sample_names())}), nor a model you added "
+            f"({', '.join(user_model_names(eng.home)) or 'none yet'}), nor an .onnx file"
+        )
+    return eng.model(name)
 
 
 def _progress(message: str) -> None:
@@ -205,6 +283,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_add_model(args: argparse.Namespace) -> int:
+    if args.name == "":  # else taken as no --name, and a name derived from the file's is used
+        raise UsageError(f"--name is empty; expected {NAME_RULE}")
     shapes = parse_shapes(args.shape)
     model_file = Path(args.model_file)
     with tempfile.TemporaryDirectory(prefix="quantdash-add-") as tmp:
@@ -229,7 +309,8 @@ def cmd_add_model(args: argparse.Namespace) -> int:
                 "--shape is for a model added without data; with --data the data's shapes are used"
             )
         with _engine(args, args.inline, args.timeout) as eng:
-            _progress(f"checking {model_file.name} in a worker process ...")
+            where = "this process (--inline)" if args.inline else "a worker process"
+            _progress(f"checking {model_file.name} in {where} ...")
             added = eng.add_model(
                 model_file,
                 Path(args.data) if args.data else None,
@@ -258,13 +339,16 @@ def cmd_add_model(args: argparse.Namespace) -> int:
 
 def cmd_remove_model(args: argparse.Namespace) -> int:
     remove_model(args.name, default_home())
-    print(f"removed {args.name!r} (its stored results stay in the store)")
+    if args.json:
+        _dump({"removed": args.name, "results_kept_in": str(_store_path(args))})
+    else:
+        print(f"removed {args.name!r} (its stored results stay in the store)")
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     with _engine(args, args.inline) as eng:
-        bundle = eng.model(args.model)
+        bundle = _model(eng, args.model)
         layers = eng.layers(bundle)
     if args.json:
         from engine.evaluate import layers_to_json
@@ -289,7 +373,7 @@ def _plan_from_args(args: argparse.Namespace, eng: Engine, bundle: ModelBundle) 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _engine(args, args.inline, args.timeout) as eng:
-        bundle = eng.model(args.model)
+        bundle = _model(eng, args.model)
         plan = _plan_from_args(args, eng, bundle)
         job = eng.job(bundle, plan, settings)
         if eng.cached(eng.job(bundle, Plan(), settings)) is None:
@@ -329,7 +413,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     settings = with_batch_1(_settings(args))
     with _engine(args, args.inline, args.timeout) as eng:
-        bundle = eng.model(args.model)
+        bundle = _model(eng, args.model)
         check_reportable(bundle)
         _progress(f"goal understood as: {goal.describe()}")
         _progress(
@@ -387,9 +471,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if frame.empty:
         print("no results yet: try `quantdash evaluate digits_cnn --preset int8`")
         return 0
-    view = frame[cols].copy()
-    view["key"] = view["key"].str[:10]
-    print(view.to_string(index=False))
+    print(format_table(RESULT_HEADERS, result_rows(frame[cols].to_dict("records"))))
     return 0
 
 
@@ -409,7 +491,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.home:
         os.environ["QUANTDASH_HOME"] = args.home
     try:
+        if "timeout" in args:
+            check_timeout(args.timeout)
         return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        # Each result is written to the store as soon as it is measured, so finished ones are not lost.
+        where = _store_path(args)
+        print(
+            f"quantdash {args.command}: interrupted: results measured so far are kept in {where}",
+            file=sys.stderr,
+        )
+        return 130
     except (UsageError, ModelError, PlanError, EngineError) as e:
         print(f"quantdash {args.command}: {e}", file=sys.stderr)
         return 2

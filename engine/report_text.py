@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from engine.latency_compare import comparable_latency, ratio_to_fp32
+from engine.latency_compare import comparable_latency, is_reference, ratio_to_fp32
 from engine.types import LayerInfo, Precision
 
 
@@ -57,7 +58,18 @@ def ratio_words(base: float, new: float, more: str, less: str) -> str:
 
 def _latency(stats: dict[str, Any]) -> str:
     value, low, high = comparable_latency(stats)
-    return f"{value:.3f} ms [{low:.3f}-{high:.3f}]"
+    if is_reference(stats):
+        # The FP32 plan's ratio is 1 by definition, so its interval has no width: show the scale as what
+        # it is, and this run's own median with its interval beside it.
+        text = (
+            f"{value:.3f} ms (the FP32 scale; this run's median {float(stats['median_ms']):.3f} "
+            f"[{float(stats['ci_low_ms']):.3f}-{float(stats['ci_high_ms']):.3f}])"
+        )
+    else:
+        text = f"{value:.3f} ms [{low:.3f}-{high:.3f}]"
+    if stats.get("converged") is False:  # the interval is wider than the target: the run or time cap hit
+        text += f" (not converged after {stats.get('runs', '?')} runs)"
+    return text
 
 
 def _latency_change(base: dict[str, Any], new: dict[str, Any]) -> str:
@@ -123,3 +135,42 @@ def comparison_rows(base: dict[str, Any], result: dict[str, Any]) -> list[list[s
     if m.get("agreement") is not None:
         rows.append(["top-1 agreement with FP32", "", f"{100 * m['agreement']:.2f}%", ""])
     return rows
+
+
+RESULT_HEADERS = [
+    "key", "model", "plan", "status", "size (bytes)", "latency b=1 (ms)", "accuracy (%)",
+    "change (pt)", "change 95% CI (pt)", "SQNR (dB)", "measured (UTC)",
+]  # fmt: skip
+
+
+def _number(value: Any, spec: str, scale: float = 1.0) -> str:
+    # A figure a result does not have (no labels, a failed run, identical outputs) is NaN or None here.
+    if value is None or math.isnan(float(value)):
+        return "-"
+    return format(scale * float(value), spec)
+
+
+def _points_interval(low: Any, high: Any) -> str:
+    low_text, high_text = _number(low, "+.2f", 100), _number(high, "+.2f", 100)
+    return "-" if "-" in (low_text, high_text) else f"{low_text} to {high_text}"
+
+
+def result_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """Rows under RESULT_HEADERS of stored results (ResultStore.to_frame's records): accuracy in
+    percent and its change in points, as `evaluate` prints them; sizes in whole bytes."""
+    return [
+        [
+            str(r["key"])[:10],
+            r["model_name"],
+            r["plan_summary"],
+            r["status"],
+            _number(r["size_bytes"], ",.0f"),
+            _number(r["latency_ms_b1"], ".3f"),
+            _number(r["accuracy"], ".2f", 100),
+            _number(r["accuracy_delta"], "+.2f", 100),
+            _points_interval(r["accuracy_delta_ci_low"], r["accuracy_delta_ci_high"]),
+            _number(r["sqnr_db"], ".1f"),
+            str(r["created_at"])[:19].replace("T", " "),
+        ]
+        for r in records
+    ]

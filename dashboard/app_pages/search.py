@@ -320,16 +320,19 @@ with st.form(state.SEARCH_FORM, border=True):
     allowed = st.multiselect(
         "Candidate precisions (FP32 is always one)",
         offered,
-        default=[p for p in DEFAULT_PRECISIONS if p in offered],
+        # Not when a restored search has set the field: Streamlit warns of a default beside a set value.
+        default=None
+        if state.get(state.SEARCH_PRECISIONS) is not None
+        else [p for p in DEFAULT_PRECISIONS if p in offered],
         format_func=lambda v: Precision(v).label,
         key=state.SEARCH_PRECISIONS,
         persist_state=state.KEEP,
     )
     c1, c2, c3 = st.columns(3)
+    # No min_value / max_value on these fields: the browser would only draw a red border around a value
+    # out of range and keep the old one without a word; spec_from_form refuses it in plain words.
     max_drop = c1.number_input(
         "Max accuracy drop (optional)",
-        min_value=0.0,
-        max_value=100.0,
         value=None,
         step=0.1,
         placeholder="no limit",
@@ -346,7 +349,6 @@ with st.form(state.SEARCH_FORM, border=True):
     )
     max_kb = c2.number_input(
         "Max size (kB, optional)",
-        min_value=0.0,
         value=None,
         placeholder="no limit",
         key=state.SEARCH_MAX_SIZE,
@@ -354,7 +356,6 @@ with st.form(state.SEARCH_FORM, border=True):
     )
     max_ms = c3.number_input(
         "Max latency (ms, batch 1, this machine, optional)",
-        min_value=0.0,
         value=None,
         format="%.3f",
         placeholder="no limit",
@@ -373,9 +374,7 @@ with st.form(state.SEARCH_FORM, border=True):
     )
     budget = c2.number_input(
         "Budget: plans to measure",
-        min_value=1,
-        max_value=1000,
-        value=20,
+        value=None if state.get(state.SEARCH_BUDGET) is not None else 20,  # as the candidates above
         step=1,
         key=state.SEARCH_BUDGET,
         persist_state=state.KEEP,
@@ -383,7 +382,6 @@ with st.form(state.SEARCH_FORM, border=True):
     )
     seconds = c3.number_input(
         "Time limit (s, optional)",
-        min_value=1.0,
         value=None,
         placeholder="none",
         key=state.SEARCH_SECONDS,

@@ -3,8 +3,12 @@ latest search, its settings back in the form, and continues it without measuring
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
+from streamlit.elements.lib import policies
 
 from dashboard import cached, state
 from engine.search import SearchSpec, search_id
@@ -39,7 +43,9 @@ def _trial_keys(at: Any) -> list[str]:
     return list(at.dataframe[-1].value["result key"])
 
 
-def test_a_reload_shows_the_same_search_and_pressing_again_measures_nothing_new(home: Path) -> None:
+def test_a_reload_shows_the_same_search_and_pressing_again_measures_nothing_new(
+    home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     store = cached.runner().store
     at = _open()
     assert RESTORED not in _texts(at.caption)  # nothing searched yet: the defaults
@@ -50,7 +56,12 @@ def test_a_reload_shows_the_same_search_and_pressing_again_measures_nothing_new(
     assert len(shown) == 2
     results = store.count()
 
-    again = _open()  # the tab reloaded: a new session
+    # Streamlit logs (once a process) a widget given a default beside a value set for it: a restore set
+    # the candidate precisions while the widget still passed its default (seen in the app's log).
+    monkeypatch.setattr(policies, "_shown_default_value_warning", False)
+    with caplog.at_level(logging.WARNING):
+        again = _open()  # the tab reloaded: a new session
+    assert "created with a default value but also had its value set" not in caplog.text
     assert again.number_input(key=state.SEARCH_MAX_DROP).value == 0.5
     assert again.number_input(key=state.SEARCH_BUDGET).value == 2
     assert again.radio(key=state.SEARCH_DROP_UNIT).value == "points"
