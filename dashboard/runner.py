@@ -52,6 +52,20 @@ def explain_failure(record: dict[str, Any]) -> str:
     return f"Evaluating {summary} on {record.get('model_name')} {what}: {error}. {_ADVICE.get(status, '')}"
 
 
+def _evaluating(summary: str, model_name: str, plan: Plan, settings: MeasureSettings, n_layers: int) -> str:
+    """What an evaluation job says while it runs: the plan (its summary counts layers by precision:
+    say of how many), what is done, and the step that can take a minute the first time (silent, it
+    looked stuck)."""
+    text = f"Evaluating {summary} on {model_name} ({n_layers} layers): quantizing the plan, then "
+    text += "measuring accuracy and latency"
+    if any(p.calibrated for p in (plan.default, *plan.layers.values())):
+        text += (
+            f". Its INT8/W8A16 activation ranges ({settings.calibration.label} calibration) are computed "
+            "once per model and method: the first plan that needs them waits for that"
+        )
+    return text
+
+
 class Runner:
     """Engine + worker pool + background threads; one per Streamlit server process."""
 
@@ -133,7 +147,9 @@ class Runner:
                 result_key=job.key,
                 state="running",
                 progress=0.0,
-                message=f"Evaluating {job.summary} on {model_name}",
+                message=_evaluating(
+                    job.summary, model_name, job.plan, settings, len(self.engine.layers(bundle))
+                ),
             )
         self._threads.submit(self._work, job_id, bundle, plans, settings, job.summary)
         return job_id

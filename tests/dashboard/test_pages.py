@@ -340,3 +340,21 @@ def test_a_language_model_is_described_by_its_sequences_and_vocabulary(home: Pat
         metrics["Evaluation sequences"].help
     )
     assert metrics["Vocabulary (tokens)"].value == "96" and "Classes" not in metrics
+
+
+def test_an_evaluation_says_what_its_plan_counts_and_the_slow_first_calibration(home: Path) -> None:
+    """Browser QA: 'Evaluating 25 FP32 on char_transformer' (25 what?), and an Entropy evaluation sat
+    at the bar's start for 80 s with nothing saying it was calibrating."""
+    from engine.types import Plan
+
+    at = app(model=MODEL)
+    at.run()
+    runner = cached.runner()
+    said = {}
+    for precision in (Precision.INT8, Precision.FP16):
+        job_id = runner.submit(MODEL, Plan(default=precision), calibration=CalibrationMethod.ENTROPY)
+        said[precision] = next(j["message"] for j in runner.store.list_jobs() if j["job_id"] == job_id)
+        wait_for_jobs(at)
+    assert said[Precision.INT8].startswith("Evaluating 5 INT8 · Entropy calibration on digits_cnn (5 layers)")
+    assert "(Entropy calibration) are computed once per model and method" in said[Precision.INT8]
+    assert "calibration" not in said[Precision.FP16]  # FP16 needs no activation ranges
