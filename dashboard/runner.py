@@ -89,6 +89,9 @@ class Runner:
         self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantdash-report")
         self._model_lock = threading.Lock()
         self._submit_lock = threading.Lock()
+        # The precisions each running sensitivity pass probes, by job id: a reloaded tab (a new session
+        # of this process) shows the pass it left, and counts only its probes as still to come.
+        self._probing: dict[str, tuple[str, tuple[Precision, ...]]] = {}
 
     def model(self, name: str) -> ModelBundle:
         with self._model_lock:  # Engine caches bundles in a plain dict
@@ -226,7 +229,36 @@ class Runner:
                 f", {bad} failed (their reasons are in the table)" if bad else ""
             )
 
-        return self._start("sensitivity", model_name, f"Sensitivity pass on {model_name}", work)
+        probed = (
+            tuple(
+                sorted(
+                    {p for ps in candidates.values() for p in ps} - {Precision.FP32},
+                    key=list(Precision).index,
+                )
+            )
+            if candidates
+            else ()
+        )
+        labels = f" ({', '.join(p.label for p in probed)})" if probed else ""
+
+        def tracked(report: Callable[[float, str], None]) -> str:
+            try:
+                return work(report)
+            finally:
+                self._probing.pop(job_id, None)
+
+        job_id = self._start("sensitivity", model_name, f"Sensitivity pass on {model_name}{labels}", tracked)
+        if probed:
+            self._probing.setdefault(job_id, (model_name, probed))
+        return job_id
+
+    def probing(self, model_name: str) -> tuple[Precision, ...] | None:
+        """The precisions a sensitivity pass running on the model probes (None if none is running here)."""
+        running = {j["job_id"] for j in self.active_jobs("sensitivity", model_name)}
+        found = [
+            ps for job, (name, ps) in list(self._probing.items()) if name == model_name and job in running
+        ]
+        return found[-1] if found else None
 
     def submit_search(
         self, model_name: str, spec: SearchSpec, calibration: CalibrationMethod | None = None

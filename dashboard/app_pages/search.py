@@ -121,11 +121,17 @@ st.caption(
     "changes are in percentage points with their 95% bootstrap interval as error bars. Time shares come "
     "from ONNX Runtime's per-node profiler on the FP32 model, batch 1, on this machine."
 )
+probing = runner.probing(model)  # the precisions of a pass running on this model, if one is
+if probing is not None and state.get(state.SENS_PRECISIONS) is None:
+    # A new session (a reload, a new tab) while a pass runs: show that pass, not the defaults.
+    state.put(state.SENS_PRECISIONS, [p.value for p in probing if p.value in offered])
 c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
 probed = c1.multiselect(
     "Precisions to probe (each layer only at those it accepts)",
     offered,
-    default=[p for p in DEFAULT_PRECISIONS if p in offered],
+    default=None
+    if state.get(state.SENS_PRECISIONS) is not None
+    else [p for p in DEFAULT_PRECISIONS if p in offered],
     format_func=lambda v: Precision(v).label,
     key=state.SENS_PRECISIONS,
     persist_state=state.KEEP,
@@ -226,7 +232,15 @@ def sensitivity_view() -> None:
     info = sensitivity_chart_info(frame, profile, view, sort, "sqnr" if no_labels else "accuracy")
     total = info.measured + info.pending + info.failed
     status = f"{info.measured} of {total} probes measured in this view"
-    if info.pending and sens_running:
+    # Of the probes not measured, those the running pass measures (its precisions) are still to come.
+    pending = frame[(frame["view"] == view) & (frame["status"] == "pending")]
+    coming = int(pending["precision"].isin([p.value for p in probing]).sum()) if probing else info.pending
+    if info.pending and sens_running and coming < info.pending:
+        status += (
+            f", {coming} still to come (they appear as they land), {info.pending - coming} not measured "
+            "by the running pass (its precisions are in the jobs panel)"
+        )
+    elif info.pending and sens_running:
         status += f", {info.pending} still to come (they appear as they land)"
     elif info.pending and probes_by_search and view == ALONE:  # the search measures no reverse-view probe
         status += f", {info.pending} still to come (a search on this model is measuring its own probes)"

@@ -242,3 +242,33 @@ def test_the_sensitivity_pass_waits_for_a_running_search_that_measures_its_probe
         assert not at.button(key=state.SENS_RUN).disabled
     finally:
         store.upsert_job("search-probing", state="done")
+
+
+def test_a_reload_during_a_pass_shows_its_precisions_and_counts_only_its_probes_to_come(home: Path) -> None:
+    """Browser QA: a reload mid-pass put the picker back to FP16, INT8, INT4 while the pass probed
+    INT8 and INT4, and the status counted the FP16 probes as 'still to come'."""
+    model = "mnist1d_resnet"  # no other test here probes it: none of its probes is measured
+    runner = cached.runner()
+    runner.store.upsert_job(
+        "sensitivity-running", kind="sensitivity", model_name=model, state="running", message="0 of 9 plans"
+    )
+    runner._probing["sensitivity-running"] = (model, (Precision.INT8, Precision.INT4))
+    layers = cached.layers(model)
+    coming = sum(p in x.accepts for x in layers for p in (Precision.INT8, Precision.INT4))
+    other = sum(Precision.FP16 in x.accepts for x in layers)
+    try:
+        at = app(model=model)  # a new session, as a reload is
+        at.switch_page("app_pages/search.py").run()
+        assert not at.exception
+        assert at.multiselect(key=state.SENS_PRECISIONS).value == [Precision.INT8.value, Precision.INT4.value]
+        at.multiselect(key=state.SENS_PRECISIONS).set_value(
+            [Precision.FP16.value, Precision.INT8.value, Precision.INT4.value]
+        ).run()
+        said = _texts(at.caption)
+        expected = (
+            f"{coming} still to come (they appear as they land), {other} not measured by the running pass"
+        )
+        assert expected in said, said
+    finally:
+        runner.store.upsert_job("sensitivity-running", state="done")
+        runner._probing.clear()
