@@ -197,7 +197,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             "added" if c.get("added") else "sample",
             c["task"],
             f"{c.get('params', 0):,}",
-            json.dumps(c.get("fp32_metrics", {})),
+            # An added model's card has none: its FP32 result is measured by its first evaluation.
+            json.dumps(c["fp32_metrics"])
+            if c.get("fp32_metrics")
+            else "measured on first evaluate (see results)",
         ]
         for c in cards
     ]

@@ -181,7 +181,8 @@ def plan_summary(assignment: Mapping[str, Precision]) -> str:
     for p in assignment.values():
         counts[p] = counts.get(p, 0) + 1
     order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0].value))
-    return " · ".join(f"{n} {p.label}" for p, n in order)
+    # A model with no Conv/MatMul/Gemm layer with constant weights has nothing to set: say so, not "".
+    return " · ".join(f"{n} {p.label}" for p, n in order) or "no quantizable layers"
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,11 @@ def test_language_model_reports_perplexity_ratio_with_ci(engine: Engine) -> None
     assert m["perplexity_ratio"] == pytest.approx(m["perplexity"] / m["fp32_perplexity"], rel=1e-6)
     assert m["perplexity_ratio_ci_low"] <= m["perplexity_ratio"] <= m["perplexity_ratio_ci_high"]
     assert m["accuracy_delta_ci_low"] <= m["accuracy_delta"] <= m["accuracy_delta_ci_high"]
+
+
+def test_a_plan_of_a_model_without_layers_is_summarised_in_words() -> None:
+    from engine.types import plan_summary
+
+    # A model with no Conv/MatMul/Gemm of constant weights printed "plan: " and nothing after it.
+    assert plan_summary({}) == "no quantizable layers"
+    assert plan_summary({"a": Precision.INT8, "b": Precision.INT8, "c": Precision.FP32}) == "2 INT8 · 1 FP32"

@@ -33,6 +33,13 @@ def test_add_then_use_by_name_in_every_command(home: Path, tmp_path: Path) -> No
     assert "added 'net': 5 layers" in out.stdout and "accuracy on 48 labelled samples" in out.stdout
     assert "checking net.onnx in a worker process" in out.stderr
 
+    table = run(home, "models").stdout
+    # Its card has no FP32 metrics (they are measured by its first evaluation): say so, not "{}".
+    assert (
+        next(line for line in table.splitlines() if line.startswith("net "))
+        .rstrip()
+        .endswith("measured on first evaluate (see results)")
+    )
     listed = json.loads(run(home, "models", "--json").stdout)
     assert {"name": "net", "added": True}.items() <= next(c for c in listed if c["name"] == "net").items()
     inspected = json.loads(run(home, "inspect", "net", "--json", "--inline").stdout)
