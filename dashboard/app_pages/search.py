@@ -330,7 +330,8 @@ st.caption(
     "quantized and measured (the predictions are shown beside the measurements). Pressing the button "
     "again with the same settings continues the same search: nothing is measured twice."
 )
-with st.form(state.SEARCH_FORM, border=True):
+# Only the button starts a search: Enter in a field did too, and each accidental one costs minutes.
+with st.form(state.SEARCH_FORM, border=True, enter_to_submit=False):
     allowed = st.multiselect(
         "Candidate precisions (FP32 is always one)",
         offered,

@@ -66,7 +66,15 @@ def test_sensitivity_pin_search_and_load(browser: Any, tmp_path: Path, artifacts
         assert f"{PINNED} at {PINNED_AT}" in pinned.inner_text()
 
         page.locator(".st-key-qd_search_max_drop input").fill("1")
-        page.locator(".st-key-qd_search_budget input").fill("4")
+        budget = page.locator(".st-key-qd_search_budget input")
+        budget.fill("4")
+        # Enter in a field does not start a search (it did: each accidental one costs minutes).
+        budget.press("Enter")
+        page.wait_for_timeout(3000)
+        wait_idle(page)
+        with sqlite3.connect(home / "results.sqlite") as db:
+            searches = db.execute("SELECT COUNT(*) FROM jobs WHERE kind = 'search'").fetchone()[0]
+        assert searches == 0, "Enter in the budget field started a search"
         click(page, "qd_search_run")
         page.get_by_text(re.compile("^Recommended: ")).wait_for(timeout=300_000)
         wait_idle(page)
