@@ -73,6 +73,7 @@ REMOVE_MODEL = "qd_remove_model"
 _UPLOAD_VERSION = "qd_upload_version"
 _NEXT_MODEL = "qd_next_model"
 _LINK_MISS = "qd_link_miss"  # (model a link named, model shown instead)
+_REMOVED_HERE = "qd_removed_here"  # the model this session's Remove button just removed
 
 
 # What a user sets on a page and expects to find again after visiting another: Streamlit keeps
@@ -235,13 +236,18 @@ def show_model(name: str) -> None:
     st.session_state[_NEXT_MODEL] = name
 
 
-def settle_model(models: list[str]) -> None:
-    """Before the sidebar picker: apply show_model, and leave a model no longer listed (removed)."""
+def settle_model(models: list[str]) -> str | None:
+    """Before the sidebar picker: apply show_model, and leave a model no longer listed (removed).
+    Returns the model this session was on if something else removed it (another tab, the CLI)."""
     wanted = st.session_state.pop(_NEXT_MODEL, None)
+    removed_here = st.session_state.pop(_REMOVED_HERE, None)
     if wanted in models:
         st.session_state[MODEL] = wanted
     elif st.session_state.get(MODEL) not in models:
+        gone = st.session_state.get(MODEL)
         st.session_state[MODEL] = models[0] if models else None
+        return str(gone) if gone and gone != removed_here else None
+    return None
 
 
 # What buttons said, each kept with what it acted on (its model among it); see widgets.keep_outcome.
@@ -269,6 +275,7 @@ def forget_model(model: str) -> None:
         st.session_state.pop(key, None)
     for key in _OUTCOMES:
         st.session_state.pop(key, None)
+    st.session_state[_REMOVED_HERE] = model  # settle_model: this session removed it, and said so
 
 
 def one_precision_key(layer_index: int) -> str:

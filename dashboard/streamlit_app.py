@@ -27,7 +27,7 @@ def _model_of(result_key: str) -> str | None:
 
 
 state.sync_from_url(names, _model_of)
-state.settle_model(names)  # a model just added is picked; a removed one is not
+vanished = state.settle_model(names)  # a model just added is picked; a removed one is not
 with st.sidebar:
     st.title("quantdash")
     st.caption("What quantization buys and costs, measured with ONNX Runtime on this machine.")
@@ -60,5 +60,15 @@ pages = [
     st.Page("app_pages/report.py", title="Report", icon=":material/summarize:", url_path="report"),
 ]
 page = st.navigation(pages)
+if vanished:
+    # The page would now be another model's, and a press made for the removed one would act on it
+    # (a sensitivity pass started on a model never picked): say so, and do nothing else this run.
+    st.warning(
+        f"{vanished} was removed (in another tab, or with quantdash remove-model). Nothing you pressed was "
+        f"done; this tab now shows {state.current_model()}: pick a model in the sidebar and go on."
+    )
+    state.select_result(None)  # a result of the removed model is no longer the one shown
+    state.sync_to_url()
+    st.stop()
 state.sync_to_url()
 page.run()

@@ -201,6 +201,7 @@ def test_remove_then_a_new_model_takes_the_name(home: Path, tmp_path: Path) -> N
     assert "reused" not in at.selectbox(key=state.MODEL).options
     assert state.MODEL in at.session_state and at.session_state[state.MODEL] == sample_names()[0]
     assert "Removed reused" in _texts(at.toast)
+    assert "was removed (in another tab" not in _texts(at.warning)  # removed here: the toast said so
 
     # Another model under the freed name: the page shows it, not what was cached for the old one.
     engine.add_model(_save(with_conv_transpose(), tmp_path / "b.onnx"), name="reused")
@@ -401,3 +402,26 @@ def test_the_uploaders_state_the_real_size_limit(home: Path) -> None:
 )
 def test_a_size_is_read_as_typed_or_kept_as_text_to_name(typed: str, read: int | str | None) -> None:
     assert upload_logic.read_size(typed) == read
+
+
+def test_a_press_in_a_tab_whose_model_was_removed_elsewhere_does_nothing_and_says_so(
+    home: Path, tmp_path: Path
+) -> None:
+    """Browser QA: a tab on a model removed in another tab pressed Run sensitivity pass and started a
+    100-probe pass on the first model listed, which the user never picked, without a word."""
+    engine = _engine(home)
+    engine.add_model(_save(tiny_cnn()[0], tmp_path / "a.onnx"), name="gone-elsewhere")
+    runner = cached.runner()
+    passes = len([j for j in runner.store.list_jobs() if j["kind"] == "sensitivity"])
+    at = app(model="gone-elsewhere")
+    at.switch_page("app_pages/search.py").run()
+    assert not at.exception
+    engine.remove_model("gone-elsewhere")  # another tab's Remove (or the CLI)
+    cached.models_changed("gone-elsewhere")
+    at.button(key=state.SENS_RUN).click().run()
+    assert not at.exception
+    said = _texts(at.warning)
+    assert "gone-elsewhere was removed (in another tab" in said and "Nothing you pressed was done" in said
+    assert len([j for j in runner.store.list_jobs() if j["kind"] == "sensitivity"]) == passes
+    at.run()  # the next run is the shown model's page, as usual
+    assert "was removed" not in _texts(at.warning)
