@@ -31,7 +31,9 @@ _OBJECTIVE_WORDS = (
 )
 _DROP = re.compile(
     r"\b(?:within|lose at most|losing at most|at most|no more than|less than)\s+" + _NUMBER
-    + r"\s*(percentage points?|points?|pts?|pp|%|percent)",
+    + r"\s*(percentage points?|points?|pts?|pp|%|percent)"
+    # "at most 2% accuracy drop", "1 point of accuracy loss": the words the Search form uses too.
+    + r"(?:\s+(?:of\s+)?accuracy(?:\s+(?:drop|loss))?|\s+(?:drop|loss))?",
 )  # fmt: skip
 _NO_LOSS = re.compile(
     r"\b(no (?:accuracy )?(?:loss|drop)(?: (?:of|in) accuracy)?"

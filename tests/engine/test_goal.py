@@ -30,6 +30,9 @@ from engine.goal import EXAMPLES, GoalError, parse_goal
         ("most accurate under 1,500 kB", "accuracy", None, False, 1.5e6, None),  # thousands separator
         ("fastest under 12,345,678 bytes", "latency", None, False, 12_345_678, None),
         ("smallest under 2.5e3 kB", "size", None, False, 2.5e6, None),
+        # The Search form's words (browser QA: refused as "'accuracy' is not a limit it understands").
+        ("fastest plan with at most 2% accuracy drop", "latency", 2.0, True, None, None),
+        ("smallest with at most 1 point of accuracy loss", "size", 1.0, False, None, None),
     ],
 )
 def test_goals_are_read(
