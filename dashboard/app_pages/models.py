@@ -23,6 +23,19 @@ cards = cached.cards()
 added = set(cached.added_models())
 runner = cached.runner()
 st.header("Models")
+
+
+def _fp32_accuracy(name: str, card: dict[str, Any]) -> float | None:
+    """Measured here if the FP32 baseline is in the store, else the card's (a sample's, from training;
+    an added model's card has none: it read "None" although its baseline was measured)."""
+    try:
+        base = runner.store.get_ok(cached.baseline_key(name))
+    except Exception:  # a model whose files cannot be read now: its card is what there is
+        base = None
+    measured = ((base or {}).get("metrics") or {}).get("accuracy")
+    return measured if measured is not None else card.get("fp32_metrics", {}).get("accuracy")
+
+
 st.dataframe(
     pd.DataFrame(
         [
@@ -31,14 +44,20 @@ st.dataframe(
                 "kind": "added" if name in added else "sample",
                 "task": c["task"].replace("_", " "),
                 "parameters": c.get("params"),
-                "FP32 accuracy (card)": c.get("fp32_metrics", {}).get("accuracy"),
+                "FP32 accuracy": _fp32_accuracy(name, c),
                 "what it is": c.get("description", ""),
             }
             for name, c in cards.items()
         ]
     ),
     hide_index=True,
-    column_config={"FP32 accuracy (card)": st.column_config.NumberColumn(format="percent")},
+    column_config={
+        "parameters": st.column_config.NumberColumn(format="localized"),
+        "FP32 accuracy": st.column_config.NumberColumn(
+            format="percent",
+            help="Measured here once the model's FP32 baseline is; before that, a sample's card (training).",
+        ),
+    },
 )
 
 

@@ -425,3 +425,16 @@ def test_a_press_in_a_tab_whose_model_was_removed_elsewhere_does_nothing_and_say
     assert len([j for j in runner.store.list_jobs() if j["kind"] == "sensitivity"]) == passes
     at.run()  # the next run is the shown model's page, as usual
     assert "was removed" not in _texts(at.warning)
+
+
+def test_the_models_table_gives_an_added_models_measured_fp32_accuracy(added: dict[str, str]) -> None:
+    """Browser QA: 'FP32 accuracy (card)' read None for every added model, measured or not."""
+    at = app(model=added["labelled"])
+    at.run()
+    wait_for_jobs(at)  # opening it measures its FP32 baseline
+    at.run()
+    table = at.dataframe[0].value.set_index("model")
+    measured = cached.runner().store.get_ok(cached.baseline_key(added["labelled"]))
+    assert measured is not None
+    assert table.loc[added["labelled"], "FP32 accuracy"] == pytest.approx(measured["metrics"]["accuracy"])
+    assert table.loc[sample_names()[0], "FP32 accuracy"] > 0.5  # a sample: its card until measured here
