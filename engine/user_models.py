@@ -480,6 +480,12 @@ def _labels_fit_outputs(task: str, labels: np.ndarray | None, outputs: np.ndarra
             )
         n = outputs.shape[2]
     top = int(labels.max())
+    if top >= n and n == 1:  # one output value: a score or a regression, not class scores
+        raise ModelError(
+            f"the labels go up to {top}, but the model has one output value per sample, so it does not "
+            "score classes (a regressor or a single score?); expected a classifier whose output has one "
+            "score per class, or add it without labels to measure its fidelity to FP32"
+        )
     if top >= n:
         raise ModelError(
             f"the labels go up to {top}, but the model's output has {n} classes (0 to {n - 1}); expected "

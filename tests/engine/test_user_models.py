@@ -595,3 +595,18 @@ def test_reading_inputs_in_a_worker_refuses_a_file_by_its_name(pool: WorkerPool,
     assert engine.declared_inputs(path)[0]["shape"] == ["batch", 2, "length"]
     with pytest.raises(ModelError, match="^junk.onnx"):
         engine.declared_inputs(_save(b"\x00" * 64, tmp_path / "junk.onnx"))
+
+
+def test_labels_for_a_model_with_one_output_value_name_it_a_regressor_not_one_class() -> None:
+    """Browser QA: 'the model's output has 1 classes (0 to 0)' for a regressor given class labels."""
+    import numpy as np
+
+    from engine.model_io import ModelError
+    from engine.user_models import _labels_fit_outputs
+
+    with pytest.raises(ModelError) as e:
+        _labels_fit_outputs("classification", np.array([0, 2, 1]), np.zeros((2, 1), np.float32))
+    assert "one output value per sample, so it does not score classes" in str(e.value)
+    assert "1 classes" not in str(e.value)
+    with pytest.raises(ModelError, match=r"output has 2 classes \(0 to 1\)"):
+        _labels_fit_outputs("classification", np.array([0, 2]), np.zeros((2, 2), np.float32))
