@@ -437,4 +437,4 @@ def test_the_models_table_gives_an_added_models_measured_fp32_accuracy(added: di
     measured = cached.runner().store.get_ok(cached.baseline_key(added["labelled"]))
     assert measured is not None
     assert table.loc[added["labelled"], "FP32 accuracy"] == pytest.approx(measured["metrics"]["accuracy"])
-    assert table.loc[sample_names()[0], "FP32 accuracy"] > 0.5  # a sample: its card until measured here
+    assert table.loc[sample_names()[0], "FP32 accuracy"] > 0.5  # a sample: its card
