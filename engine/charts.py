@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.latency_compare import comparable_latency, has_ratio, latency_words
+from engine.latency_compare import comparable_latency, has_ratio, latency_words, ratio_excludes_one
 from engine.pareto import non_dominated
 from engine.types import Precision
 
@@ -179,7 +179,7 @@ def hover_text(row: Mapping[str, Any]) -> str:
         if _finite(speed) and not row.get("baseline"):
             word = "faster" if speed >= 1 else "slower"
             factor = speed if speed >= 1 else 1 / speed
-            clear = not has_ratio(lat) or not lat["vs_fp32_ci_low"] <= 1.0 <= lat["vs_fp32_ci_high"]
+            clear = not has_ratio(lat) or ratio_excludes_one(lat)
             lines.append(
                 f"{factor:.2f}× {word} than FP32" if clear else "no clear latency difference from FP32"
             )

@@ -71,13 +71,17 @@ def latency_words(stats: Mapping[str, Any]) -> str:
     )
 
 
+def ratio_excludes_one(stats: Mapping[str, Any]) -> bool:
+    """Whether a result timed against FP32 (has_ratio) clearly differs from it: its ratio's 95% CI
+    leaves out 1."""
+    return not float(stats["vs_fp32_ci_low"]) <= 1.0 <= float(stats["vs_fp32_ci_high"])
+
+
 def ratio_to_fp32(stats: Mapping[str, Any], fp32_stats: Mapping[str, Any]) -> tuple[float, bool]:
     """(this latency over FP32's, whether they clearly differ): the paired ratio timed alternately
     with FP32 and whether its 95% CI excludes 1, the figure "= N× FP32" gives; for an older result
     without one, the medians' quotient and whether their 95% intervals are apart."""
     if has_ratio(stats):
-        return float(stats["vs_fp32"]), not float(stats["vs_fp32_ci_low"]) <= 1.0 <= float(
-            stats["vs_fp32_ci_high"]
-        )
+        return float(stats["vs_fp32"]), ratio_excludes_one(stats)
     (new, new_lo, new_hi), (old, old_lo, old_hi) = comparable_latency(stats), comparable_latency(fp32_stats)
     return new / old, new_lo > old_hi or old_lo > new_hi
