@@ -7,6 +7,7 @@ a number that is not understood is refused with the forms that are, rather than 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ _NO_LOSS = re.compile(
 # rather than silently dropped.
 _UNREAD = re.compile(
     r"\b(loss|lose|loses|losing|drop|drops|slower|faster|quicker|speed-?up|bigger|biggest|largest|"
-    r"smaller|accuracy|accurate|points?|percent|kb|mb|gb|ms|seconds?|latency|size|perplexity|"
+    r"smaller|accuracy|accurate|points?|percent|kb|mb|gb|ms|seconds?|latency|size|"
     r"one|two|three|four|five|six|seven|eight|nine|ten|half)\b"
 )
 # A limit's opening words left over with what follows: the number after them was not read
@@ -116,7 +117,7 @@ def _refuse(text: str, why: str, read: bool = False) -> GoalError:
 def _number(text: str, written: str) -> float:
     """A number _NUMBER matched, as a float; one too large for a float is refused by name."""
     value = float(written.replace(",", ""))
-    if value in (float("inf"), float("-inf")):
+    if math.isinf(value):
         raise _refuse(text, f"the number {written} is too large to be a limit")
     return value
 
