@@ -16,7 +16,7 @@ from typing import Any
 
 from engine import __version__ as ENGINE_VERSION
 from engine import user_models
-from engine.datasets import ModelBundle, load_model
+from engine.datasets import ModelBundle, load_model, sample_names
 from engine.evaluate import (
     ModelCache,
     atomic_write,
@@ -97,9 +97,17 @@ class Engine:
     def model(self, name_or_path: str) -> ModelBundle:
         """A sample or added model by name, or an .onnx path, with its data (reads files, runs nothing)."""
         if name_or_path not in self._bundles:
-            if name_or_path in user_models.user_model_names(self.home):
+            added = user_models.user_model_names(self.home)
+            if name_or_path in added:
                 self._bundles[name_or_path] = user_models.load_user_model(name_or_path, self.home)
             else:
+                path = Path(name_or_path)
+                if name_or_path not in sample_names() and not path.suffix and not path.exists():
+                    # Here, not in datasets.load_model: only the engine knows the added models to name.
+                    raise ModelError(
+                        f"{name_or_path!r} is neither a sample model ({', '.join(sample_names())}), nor a "
+                        f"model you added ({', '.join(added) or 'none yet'}), nor an .onnx file"
+                    )
                 self._bundles[name_or_path] = load_model(name_or_path)
         return self._bundles[name_or_path]
 

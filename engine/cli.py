@@ -21,7 +21,7 @@ from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
 from engine.report_text import RESULT_HEADERS, comparison_rows, format_table, layer_rows, result_rows
 from engine.store import ResultStore, default_home, default_store_path
 from engine.types import CalibrationMethod, MeasureSettings, Plan, PlanError
-from engine.user_models import NAME_RULE, parse_shapes, remove_model, user_cards, user_model_names
+from engine.user_models import NAME_RULE, parse_shapes, remove_model, user_cards
 
 DATA_HELP_ONE_LINE = (
     "Data: .npz with one array per model input (named as the input) and optional 'labels'; a .zip of "
@@ -163,17 +163,6 @@ def _engine(args: argparse.Namespace, inline: bool, timeout: float = 600.0) -> I
         store.close()
 
 
-def _model(eng: Engine, name: str) -> ModelBundle:
-    # engine.datasets names only the samples when it cannot find a model, yet added ones are accepted too.
-    known = sample_names() + user_model_names(eng.home)
-    if name not in known and not Path(name).suffix and not Path(name).exists():
-        raise UsageError(
-            f"{name!r} is neither a sample model ({', '.join(sample_names())}), nor a model you added "
-            f"({', '.join(user_model_names(eng.home)) or 'none yet'}), nor an .onnx file"
-        )
-    return eng.model(name)
-
-
 def _progress(message: str) -> None:
     # Progress goes to stderr so that --json output on stdout stays parseable.
     print(message, file=sys.stderr, flush=True)
@@ -274,7 +263,7 @@ def cmd_remove_model(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     with _engine(args, args.inline) as eng:
-        bundle = _model(eng, args.model)
+        bundle = eng.model(args.model)
         layers = eng.layers(bundle)
     if args.json:
         from engine.evaluate import layers_to_json
@@ -299,7 +288,7 @@ def _plan_from_args(args: argparse.Namespace, eng: Engine, bundle: ModelBundle) 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _engine(args, args.inline, args.timeout) as eng:
-        bundle = _model(eng, args.model)
+        bundle = eng.model(args.model)
         plan = _plan_from_args(args, eng, bundle)
         job = eng.job(bundle, plan, settings)
         if eng.cached(eng.job(bundle, Plan(), settings)) is None:
@@ -339,7 +328,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     settings = with_batch_1(_settings(args))
     with _engine(args, args.inline, args.timeout) as eng:
-        bundle = _model(eng, args.model)
+        bundle = eng.model(args.model)
         check_reportable(bundle)
         _progress(f"goal understood as: {goal.describe()}")
         _progress(
