@@ -90,24 +90,22 @@ def digits_cnn_case(engine: Engine) -> Case:
     return Case("digits_cnn", {x.name: tuple(x.accepts) for x in layers}, SETTINGS)
 
 
-def mobilenet_case(engine: Engine) -> Case:
-    layers = engine.layers(engine.model("mnist1d_mobilenet"))
-    # The rule, fixed before measuring: the 9 layers with the most weight bytes (ties: model order).
+def biggest_layers_case(engine: Engine, model: str, low: Precision, settings: MeasureSettings) -> Case:
+    """The rule, fixed before measuring: the 9 layers with the most weight bytes (ties: model order)
+    FP32 or `low`, the rest FP32."""
+    layers = engine.layers(engine.model(model))
     biggest = {x.name for x in sorted(layers, key=lambda x: -x.weight_bytes)[:9]}
-    candidates = {
-        x.name: (Precision.FP32, Precision.INT8) if x.name in biggest else (Precision.FP32,) for x in layers
-    }
-    return Case("mnist1d_mobilenet", candidates, replace(SETTINGS, calibration=CalibrationMethod.ENTROPY))
+    candidates = {x.name: (Precision.FP32, low) if x.name in biggest else (Precision.FP32,) for x in layers}
+    return Case(model, candidates, settings)
+
+
+def mobilenet_case(engine: Engine) -> Case:
+    entropy = replace(SETTINGS, calibration=CalibrationMethod.ENTROPY)
+    return biggest_layers_case(engine, "mnist1d_mobilenet", Precision.INT8, entropy)
 
 
 def transformer_case(engine: Engine) -> Case:
-    layers = engine.layers(engine.model("char_transformer"))
-    # The same rule as mobilenet_case's: the 9 layers with the most weight bytes (ties: model order).
-    biggest = {x.name for x in sorted(layers, key=lambda x: -x.weight_bytes)[:9]}
-    candidates = {
-        x.name: (Precision.FP32, Precision.INT4) if x.name in biggest else (Precision.FP32,) for x in layers
-    }
-    return Case("char_transformer", candidates, SETTINGS)
+    return biggest_layers_case(engine, "char_transformer", Precision.INT4, SETTINGS)
 
 
 def predictions(bundle: ModelBundle) -> int:
