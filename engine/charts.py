@@ -149,8 +149,14 @@ def _paired_ratio(stats: Mapping[str, Any]) -> float:
     return float(stats["vs_fp32"]) if has_ratio(stats) else np.nan
 
 
-def _fmt_mb(nbytes: float) -> str:
-    return f"{nbytes / 1e6:.3f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+def size_unit(nbytes: float) -> tuple[str, float]:
+    """The unit sizes up to `nbytes` read best in, and its bytes: MB from 100 kB on, kB below."""
+    return ("kB", 1e3) if nbytes < 1e5 else ("MB", 1e6)
+
+
+def _fmt_size(nbytes: float) -> str:
+    unit, per = size_unit(nbytes)
+    return f"{nbytes / per:.3f} MB" if unit == "MB" else f"{nbytes / per:.1f} kB"
 
 
 def hover_text(row: Mapping[str, Any]) -> str:
@@ -163,7 +169,7 @@ def hover_text(row: Mapping[str, Any]) -> str:
         if _finite(fp32) and size and not row.get("baseline"):
             r = fp32 / size
             ratio = f" ({r:.2f}× smaller than FP32)" if r >= 1 else f" ({1 / r:.2f}× larger than FP32)"
-        lines.append(f"size {_fmt_mb(size)}{ratio}")
+        lines.append(f"size {_fmt_size(size)}{ratio}")
     lat = _latency(m)
     if lat:
         env = row.get("environment") or {}
@@ -503,7 +509,7 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
             {
                 "plan": r.get("plan_summary"),
                 "model": r.get("model_name"),
-                "size_mb": (m.get("size_bytes") or np.nan) / 1e6,
+                "size": float(m.get("size_bytes") or np.nan),
                 "latency_ms_b1": latency[0] if latency else np.nan,
                 "latency_ci_ms": f"{latency[1]:.3f}–{latency[2]:.3f}" if latency else "",
                 "accuracy_pct": float(m["accuracy"]) * 100 if _finite(m.get("accuracy")) else np.nan,
@@ -522,9 +528,13 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
             }
         )
     table = pd.DataFrame(rows)
+    # One unit for the column, the one its largest model reads best in: a 9 kB model read 0.009 MB.
+    unit, per = size_unit(table["size"].max() if len(table) else np.nan)
+    table["size"] = table["size"] / per
+    table.attrs["size_unit"] = unit
     if len(table):
         first = table.iloc[0]
-        table["size_vs_first_pct"] = (table["size_mb"] / first["size_mb"] - 1) * 100
+        table["size_vs_first_pct"] = (table["size"] / first["size"] - 1) * 100
         table["latency_vs_first_pct"] = (table["latency_ms_b1"] / first["latency_ms_b1"] - 1) * 100
         table["latency_vs_first_ci_pct"] = [_latency_vs_first_ci(r, records[0]) for r in records]
         table["accuracy_vs_first_pp"] = table["accuracy_pct"] - first["accuracy_pct"]

@@ -68,7 +68,7 @@ st.dataframe(
     table.drop(columns=["key"] if labelled else ["key", *accuracy_columns]),
     hide_index=True,
     column_config={
-        "size_mb": st.column_config.NumberColumn("size (MB)", format="%.3f"),
+        "size": st.column_config.NumberColumn(f"size ({table.attrs['size_unit']})", format="%.3f"),
         "latency_ms_b1": st.column_config.NumberColumn("latency b1 (ms)", format="%.3f"),
         "latency_ci_ms": "latency 95% CI (ms)",
         "accuracy_pct": st.column_config.NumberColumn("accuracy (%)", format="%.2f"),

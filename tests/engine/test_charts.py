@@ -215,6 +215,16 @@ def test_compare_tables(tmp_path: Path) -> None:
     assert pc["class"].tolist() == ["cat", "dog"] and pc.iloc[0, 1:].tolist() == pytest.approx([90, 90, 80])
 
 
+def test_compare_gives_sizes_in_the_unit_the_largest_reads_best_in() -> None:
+    """Browser QA: a 9 kB model's plans read "size (MB)" 0.009 and 0.003 in Compare."""
+    small = [record("s1", ["fp32"] * 3, 9_000, 1.0, 0.9), record("s2", ["int8"] * 3, 2_600, 0.5, 0.9)]
+    table = compare_table(small)
+    assert table.attrs["size_unit"] == "kB" and table["size"].tolist() == pytest.approx([9.0, 2.6])
+    large = [record("l1", ["fp32"] * 3, 2_400_000, 1.0, 0.9), record("l2", ["int8"] * 3, 60_000, 0.5, 0.9)]
+    table = compare_table(large)
+    assert table.attrs["size_unit"] == "MB" and table["size"].tolist() == pytest.approx([2.4, 0.06])
+
+
 def test_each_models_front_has_its_own_line(frame: pd.DataFrame) -> None:
     # With several models shown, their fronts must not look alike (one colour made "front · m" and
     # "front · n" identical in the legend); a model's line looks the same in every panel.
