@@ -424,6 +424,19 @@ def test_names_are_checked(tmp_path: Path) -> None:
     assert engine.add_model(path).name == "m"  # a free name from the file name
 
 
+@pytest.mark.parametrize(
+    ("file_name", "expected"),
+    [("My Net v2.onnx", "my-net-v2"), ("Übersetzer.onnx", "ubersetzer"), ("café_crème.onnx", "cafe_creme")],
+)
+def test_a_suggested_name_keeps_the_letters_under_accents(
+    tmp_path: Path, file_name: str, expected: str
+) -> None:
+    # Browser QA: 'Übersetzer.onnx' was suggested as 'bersetzer', 'café' as 'caf'.
+    from engine.user_models import suggest_name
+
+    assert suggest_name(file_name, tmp_path) == expected
+
+
 # --- the worker takes the hit -------------------------------------------------------------------
 
 
