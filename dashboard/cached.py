@@ -19,6 +19,7 @@ from engine.charts import (
     ParetoGridInfo,
     filter_results,
     model_identity,
+    panel_title,
     pareto_grid_figure,
     pareto_plot_info,
     with_derived,
@@ -189,7 +190,7 @@ def pareto_charts(
     """
     shown = filter_results(results(version), models, precisions)
     infos = tuple(pareto_plot_info(shown, x, y, relative=relative, selected=selected) for x, y in charts)
-    grid = ParetoGridInfo(infos, tuple(f"{y.capitalize()} vs {x}" for x, y in charts))
+    grid = ParetoGridInfo(infos, tuple(panel_title(x, y) for x, y in charts))
     return pareto_grid_figure(grid), grid.trace_keys(), tuple(i.missing for i in infos)
 
 

@@ -53,7 +53,17 @@ OBJECTIVES: dict[str, Objective] = {
         "agreement", "agreement_pct", "agreement_change_pp", "Top-1 agreement with FP32 (%)",
         "Top-1 agreement change vs FP32 (percentage points)", True,
     ),
+    # ... and when its output is one value per example (no classes to agree on): output SQNR, which
+    # is already relative to FP32 (FP32 itself has none: its outputs are its own).
+    "sqnr": Objective(
+        "sqnr", "sqnr_db", "sqnr_db", "Output SQNR vs FP32 (dB)", "Output SQNR vs FP32 (dB)", True,
+    ),
 }  # fmt: skip
+
+
+def panel_title(x: str, y: str) -> str:
+    """A Pareto panel's title from its objectives: 'Accuracy vs size', 'SQNR vs latency'."""
+    return f"{'SQNR' if y == 'sqnr' else y.capitalize()} vs {x}"
 
 
 def precision_mix(plan: Mapping[str, Any] | None) -> tuple[str, ...]:

@@ -491,6 +491,10 @@ def measure_built_model(
         outputs = measure.run_batched(session, eval_set.inputs)
     ref = cache.reference(model_bytes, eval_set, settings.threads)
     finite = bool(np.isfinite(outputs).all())
+    # Top-1 agreement and KL divergence compare scores over classes; one output value per example
+    # (a regressor, a single logit) has no classes: its argmax always agrees and its softmax is
+    # always 1, so both would read "perfect" whatever the plan. SQNR is its fidelity figure.
+    scored = np.ndim(ref) >= 2 and np.shape(ref)[-1] > 1
     metrics: dict[str, Any] = {
         # NaN or Inf outputs: fidelity figures would be meaningless, so none are given.
         "non_finite_outputs": not finite,
@@ -499,8 +503,8 @@ def measure_built_model(
         "compression": fp32_size / size if size else None,
         # Identical outputs give an infinite SQNR; store None (JSON has no infinity).
         "sqnr_db": _finite_or_none(measure.sqnr_db(ref, outputs)) if finite else None,
-        "agreement": measure.top1_agreement(ref, outputs),
-        "kl_divergence": _finite_or_none(measure.kl_divergence(ref, outputs)) if finite else None,
+        "agreement": measure.top1_agreement(ref, outputs) if scored else None,
+        "kl_divergence": _finite_or_none(measure.kl_divergence(ref, outputs)) if finite and scored else None,
         "eval_size": eval_set.size,
         "synthetic_data": eval_set.synthetic,
     }

@@ -63,9 +63,11 @@ table = compare_table(records)
 accuracy_columns = ["accuracy_pct", "accuracy_change_pp", "accuracy_change_ci_pp"]
 accuracy_columns += ["accuracy_vs_first_pp", "accuracy_vs_first_ci_pp"]
 labelled = table["accuracy_pct"].notna().any()
+# A model with one output value per input has no classes: no top-1 agreement nor KL (engine.evaluate).
+classless = [c for c in ("agreement_pct", "kl_divergence") if table[c].isna().all()]
 st.dataframe(
     # Without labels every accuracy cell would read "None": leave the columns out and say why below.
-    table.drop(columns=["key"] if labelled else ["key", *accuracy_columns]),
+    table.drop(columns=["key", *classless] if labelled else ["key", *accuracy_columns, *classless]),
     hide_index=True,
     column_config={
         "size": st.column_config.NumberColumn(f"size ({table.attrs['size_unit']})", format="%.3f"),

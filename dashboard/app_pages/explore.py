@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, editing, state, widgets
-from engine.charts import filter_results, is_baseline, model_identity, selected_key
+from engine.charts import filter_results, is_baseline, model_identity, panel_title, selected_key
 from engine.types import Precision
 
 CHARTS = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
@@ -56,8 +56,11 @@ selected = state.selected_result()
 unlabelled = shown["metrics"].map(lambda m: (m or {}).get("labelled") is False)
 no_labels = sorted(set(shown.loc[unlabelled, "model_name"]))
 charts: tuple[tuple[str, str], ...] = CHARTS
-if unlabelled.all():  # nothing to plot accuracy of: plot agreement with FP32 in its place
-    charts = tuple((x, "agreement" if y == "accuracy" else y) for x, y in CHARTS)
+# Nothing to plot accuracy of: plot fidelity to FP32 in its place. Top-1 agreement needs classes;
+# a model with one output value per example (engine.evaluate gives it none) has its SQNR instead.
+fidelity = "agreement" if shown["agreement"].notna().any() else "sqnr"
+if unlabelled.all():
+    charts = tuple((x, fidelity if y == "accuracy" else y) for x, y in CHARTS)
 # The three plots are panels of one figure: the browser draws one chart instead of three.
 figure, trace_keys, missing = cached.pareto_charts(
     version, view_models, tuple(mix), charts, relative, selected
@@ -74,9 +77,14 @@ st.plotly_chart(
 )
 if no_labels:
     names = ", ".join(no_labels)
+    instead = {
+        "agreement": "top-1 agreement with FP32 instead (the share of inputs where a plan's top output "
+        "is FP32's)",
+        "sqnr": "the output SQNR against FP32 instead (one output value per input: no classes to agree "
+        "on); FP32 itself has none, its outputs being its own",
+    }[fidelity]
     drawn = (
-        "the plots show top-1 agreement with FP32 instead (the share of inputs where a plan's top "
-        "output is FP32's)"
+        f"the plots show {instead}"
         if charts != CHARTS
         else f"{'its' if len(no_labels) == 1 else 'their'} {int(unlabelled.sum())} plan(s) are left out "
         "of the accuracy plots"
@@ -85,10 +93,11 @@ if no_labels:
 for (x, y), left_off in zip(charts, missing, strict=True):
     if y == "accuracy":
         left_off -= int(unlabelled.sum())  # said above
+    elif y == "sqnr":
+        left_off -= int(shown["plan"].map(is_baseline).sum())  # FP32: said above
     if left_off:
         st.caption(
-            f"{y.capitalize()} vs {x}: {left_off} plan(s) not drawn, "
-            "no FP32 baseline or metric to compare with."
+            f"{panel_title(x, y)}: {left_off} plan(s) not drawn, no FP32 baseline or metric to compare with."
         )
 envs = {(e.get("cpu"), e.get("onnxruntime")) for e in shown["environment"] if e}
 st.caption(
@@ -158,7 +167,7 @@ c1.metric("Size", widgets.fmt_bytes(m.get("size_bytes")), smaller)
 if m.get("accuracy") is None and m.get("agreement") is not None:  # no labels: fidelity instead
     c2.metric("Top-1 agreement with FP32", f"{m['agreement']:.2%}")
 else:
-    c2.metric("Accuracy", f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "—")
+    c2.metric("Accuracy", f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a (no labels)")
 c3.metric("SQNR vs FP32", f"{m['sqnr_db']:.1f} dB" if m.get("sqnr_db") is not None else "identical")
 st.caption(f"Accuracy: {widgets.accuracy_text(record)}")
 for batch in m.get("latency", {}):

@@ -8,18 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from dashboard import cached, state
 from engine.types import Plan, Precision
 from engine.user_models import models_dir
 from tests.dashboard.conftest import app, wait_for_jobs
-from tests.models import tiny_cnn
+from tests.models import export, tiny_cnn
 
 REUSED = "my-net"  # a model removed, then another network added under its name
 OTHER = "other-net"  # two results, to switch Compare's model to
 GONE = "gone-net"  # measured, then removed
 BLIND = "blind-net"  # added with inputs but no labels
+SCALAR = "scalar-net"  # no labels, and one output value per input (no classes to agree on)
 
 
 def _texts(elements) -> str:  # type: ignore[no-untyped-def]
@@ -35,10 +37,12 @@ def results(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     np.savez(tmp / "unlabelled.npz", input=x)
     engine = cached.runner().engine
 
-    def add_and_measure(name: str, seed: int, data: str, precisions: tuple[Precision, ...]) -> list[str]:
+    def add_and_measure(
+        name: str, seed: int, data: str, precisions: tuple[Precision, ...], network: bytes | None = None
+    ) -> list[str]:
         # Each its own weights (seed): one network and data under two names would share result keys.
         path = tmp / f"{name}-{seed}.onnx"
-        path.write_bytes(tiny_cnn(seed=seed)[0])
+        path.write_bytes(network or tiny_cnn(seed=seed)[0])
         engine.add_model(path, tmp / data, name=name)
         bundle = engine.model(name)
         return [engine.evaluate(bundle, Plan(default=p))["key"] for p in precisions]
@@ -51,6 +55,12 @@ def results(home: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, l
     out["gone"] = add_and_measure(GONE, 4, "labelled.npz", two)
     engine.remove_model(GONE)
     out["blind"] = add_and_measure(BLIND, 5, "unlabelled.npz", two)
+    torch.manual_seed(6)
+    one_value = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1)
+    )
+    scalar = export(one_value.eval(), torch.from_numpy(x[:1]), "input")
+    out["scalar"] = add_and_measure(SCALAR, 6, "unlabelled.npz", two, scalar)
     return out
 
 
@@ -155,6 +165,27 @@ def test_explore_without_labels_plots_agreement_and_says_why(results: dict[str, 
     for axis in ("x", "x2"):  # both accuracy plots draw both plans, by agreement
         keys = {k for t in figure["data"] if t.get("xaxis") == axis for k in t.get("customdata") or []}
         assert keys == set(results["blind"])
+
+
+def test_explore_plots_output_sqnr_for_a_model_with_one_output_value(results: dict[str, list[str]]) -> None:
+    """Browser QA: a one-output model's plots drew 'top-1 agreement 100%' for every plan: one value
+    has no classes to agree on. Its fidelity figure is the output SQNR; FP32 has none of its own."""
+    at = _explore(SCALAR)
+    captions = _texts(at.caption)
+    assert "output SQNR against FP32 instead" in captions
+    assert "not drawn" not in captions  # FP32's missing SQNR is said once, above
+    figure = _figure(at)
+    assert figure["layout"]["yaxis"]["title"]["text"] == "Output SQNR vs FP32 (dB)"
+    assert figure["layout"]["annotations"][0]["text"] == "<b>SQNR vs size</b>"
+    keys = {k for t in figure["data"] if t.get("xaxis") == "x" for k in t.get("customdata") or []}
+    assert keys == {results["scalar"][1]}  # the INT8 plan, by its SQNR
+
+    at = app(model=SCALAR)
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert "agreement_pct" not in table.columns and "kl_divergence" not in table.columns
+    assert float(table["sqnr_db"].iloc[1]) > 0
 
 
 def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[str]]) -> None:

@@ -108,6 +108,24 @@ def test_no_labels_gives_fidelity_only(tmp_path: Path) -> None:
     assert m["agreement"] > 0.5 and m["sqnr_db"] > 15 and m["kl_divergence"] is not None
 
 
+def test_a_model_with_one_output_value_gets_no_class_agreement_nor_kl(tmp_path: Path) -> None:
+    """Browser QA: a regressor's INT8 plan read 'top-1 agreement 100%' and 'KL 0': one value has
+    no classes, so its argmax always agrees and its softmax is always 1, whatever the plan."""
+    import torch
+
+    from tests.models import export
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)).eval()
+    x = np.random.default_rng(0).standard_normal((120, 16)).astype(np.float32)
+    path = _save(export(net, torch.from_numpy(x[:1]), "x"), tmp_path / "reg.onnx")
+    engine = _engine(tmp_path / "home")
+    added = engine.add_model(path, _labelled_npz(tmp_path / "d.npz", x, None, name="x"))
+    m = engine.evaluate(engine.model(added.name), Plan(default=Precision.INT8))["metrics"]
+    assert m["agreement"] is None and m["kl_divergence"] is None
+    assert 15 < m["sqnr_db"] < 80  # its fidelity figure: finite, so the plan did change the outputs
+
+
 def test_search_refuses_a_model_without_labels_in_plain_words(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")
     added = engine.add_model(_save(tiny_cnn()[0], tmp_path / "m.onnx"))
