@@ -88,6 +88,21 @@ def spec_from_form(
 
 
 FORM_FIELDS = ("allowed", "max_drop", "unit", "max_kb", "max_ms", "objective", "budget", "seconds")
+DEFAULT_PRECISIONS = (Precision.FP16, Precision.INT8, Precision.INT4)  # probed, and searched, unless picked
+
+
+def form_defaults(offered: list[str]) -> dict[str, Any]:
+    """The form's fields for a model nothing was set for: no limits, the smallest plan, 20 plans."""
+    return {
+        "allowed": [p.value for p in DEFAULT_PRECISIONS if p.value in offered],
+        "max_drop": None,
+        "unit": "points",
+        "max_kb": None,
+        "max_ms": None,
+        "objective": "size",
+        "budget": 20,
+        "seconds": None,
+    }
 
 
 def form_from_spec(spec: SearchSpec, offered: list[str]) -> dict[str, Any]:

@@ -51,6 +51,18 @@ SEARCH_MAX_LATENCY = "qd_search_max_latency_ms"
 SEARCH_OBJECTIVE = "qd_search_objective"
 SEARCH_BUDGET = "qd_search_budget"
 SEARCH_SECONDS = "qd_search_seconds"
+# The form's fields (dashboard.search_logic.FORM_FIELDS) and the widgets that hold them.
+SEARCH_FORM_KEYS = {
+    "allowed": SEARCH_PRECISIONS,
+    "max_drop": SEARCH_MAX_DROP,
+    "unit": SEARCH_DROP_UNIT,
+    "max_kb": SEARCH_MAX_SIZE,
+    "max_ms": SEARCH_MAX_LATENCY,
+    "objective": SEARCH_OBJECTIVE,
+    "budget": SEARCH_BUDGET,
+    "seconds": SEARCH_SECONDS,
+}
+_SEARCH_FORM_OF = "qd_search_form_of"  # the model whose values the form's widgets hold
 SEARCH_RUN = "qd_search_run"
 SEARCH_LOAD = "qd_search_load"
 SEARCH_OUTCOME = "qd_search_outcome"  # why Find best plans refused its settings (widgets.keep_outcome)
@@ -165,6 +177,28 @@ def search_restored(model: str) -> dict[str, Any] | None:
     """The form's values a restored search was shown with (show_search), or None."""
     value = st.session_state.get(f"qd_search::{model}")
     return value[2] if value is not None else None
+
+
+def take_search_form(model_id: str, defaults: dict[str, Any]) -> None:
+    """Make the Find best plans form the model's (model_id: cached.model_id): the values it holds go
+    back to the model they were set for, and this model's own last values come in (else `defaults`).
+
+    One set of widgets serves every model (their keys name them in the browser tests), so the values
+    are swapped on a change of model; only then: a write on every run would reset a field being typed
+    in whenever a job's end reruns the app. By identity, not name: a model added under a removed
+    one's name (here, in another tab or with the CLI) does not inherit its limits.
+    """
+    owner = st.session_state.get(_SEARCH_FORM_OF)
+    if owner == model_id:
+        return
+    if owner is not None:
+        st.session_state[f"qd_search_form::{owner}"] = {
+            field: st.session_state[key] for field, key in SEARCH_FORM_KEYS.items() if key in st.session_state
+        }
+    kept = st.session_state.get(f"qd_search_form::{model_id}") or {}
+    for field, key in SEARCH_FORM_KEYS.items():
+        st.session_state[key] = kept.get(field, defaults[field])
+    st.session_state[_SEARCH_FORM_OF] = model_id
 
 
 def first_search_visit(model: str) -> bool:

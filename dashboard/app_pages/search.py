@@ -10,7 +10,9 @@ import streamlit as st
 
 from dashboard import cached, editing, state, widgets
 from dashboard.search_logic import (
+    DEFAULT_PRECISIONS,
     FORM_FIELDS,
+    form_defaults,
     form_from_spec,
     fp32_point,
     pin,
@@ -34,7 +36,6 @@ from engine.sensitivity import ALONE, KEEP_FP32
 from engine.types import CalibrationMethod, PlanError, Precision
 
 POLL_S = 1.5  # how often a running pass or search is read back from the store
-DEFAULT_PRECISIONS = [Precision.FP16.value, Precision.INT8.value, Precision.INT4.value]
 VIEWS = {
     ALONE: "Each layer alone at a precision (vs FP32)",
     KEEP_FP32: "Reverse: all INT8 but this layer FP32 (vs all-INT8)",
@@ -47,17 +48,6 @@ layer_names = [x.name for x in layers]
 offered = [p.value for p in Precision if p is not Precision.FP32 and any(p in x.accepts for x in layers)]
 # Added without labelled data: no accuracy to measure (sensitivity is drawn by SQNR, nothing to search).
 no_labels = not cached.has_labels(model)
-# The form's fields (search_logic.FORM_FIELDS) and the widgets that hold them.
-FORM_KEYS = {
-    "allowed": state.SEARCH_PRECISIONS,
-    "max_drop": state.SEARCH_MAX_DROP,
-    "unit": state.SEARCH_DROP_UNIT,
-    "max_kb": state.SEARCH_MAX_SIZE,
-    "max_ms": state.SEARCH_MAX_LATENCY,
-    "objective": state.SEARCH_OBJECTIVE,
-    "budget": state.SEARCH_BUDGET,
-    "seconds": state.SEARCH_SECONDS,
-}
 
 
 def _spec(form: dict[str, Any], pinned: dict[str, str]) -> SearchSpec:
@@ -82,7 +72,7 @@ def _restore_latest_search() -> None:
         return
     if rebuilt.identity() != stored.spec.identity():  # the form cannot ask for it again: another search
         return
-    for field, key in FORM_KEYS.items():
+    for field, key in state.SEARCH_FORM_KEYS.items():
         state.put(key, form[field])
     state.put(state.SEARCH_CALIBRATION, stored.settings.calibration)
     if pinned:
@@ -91,6 +81,8 @@ def _restore_latest_search() -> None:
     state.show_search(model, rebuilt, stored.settings.calibration.value, restored=form)
 
 
+# Before the restore below, which writes into the form: taking the form overwrites what it holds.
+state.take_search_form(cached.model_id(model), form_defaults(offered))
 # The first visit of a session (a reload, a new tab) to a model with no search shown here: its
 # latest search, from the store.
 if state.first_search_visit(model) and not no_labels and state.shown_search(model) is None:
@@ -131,7 +123,7 @@ probed = c1.multiselect(
     offered,
     default=None
     if state.get(state.SENS_PRECISIONS) is not None
-    else [p for p in DEFAULT_PRECISIONS if p in offered],
+    else [p.value for p in DEFAULT_PRECISIONS if p.value in offered],
     format_func=lambda v: Precision(v).label,
     key=state.SENS_PRECISIONS,
     persist_state=state.KEEP,
@@ -332,13 +324,11 @@ st.caption(
 )
 # Only the button starts a search: Enter in a field did too, and each accidental one costs minutes.
 with st.form(state.SEARCH_FORM, border=True, enter_to_submit=False):
+    # No defaults on these widgets: state.take_search_form has set each one (the model's own values, or
+    # form_defaults), and Streamlit warns of a default beside a value set through the session state.
     allowed = st.multiselect(
         "Candidate precisions (FP32 is always one)",
         offered,
-        # Not when a restored search has set the field: Streamlit warns of a default beside a set value.
-        default=None
-        if state.get(state.SEARCH_PRECISIONS) is not None
-        else [p for p in DEFAULT_PRECISIONS if p in offered],
         format_func=lambda v: Precision(v).label,
         key=state.SEARCH_PRECISIONS,
         persist_state=state.KEEP,
@@ -389,7 +379,7 @@ with st.form(state.SEARCH_FORM, border=True, enter_to_submit=False):
     )
     budget = c2.number_input(
         "Budget: plans to measure",
-        value=None if state.get(state.SEARCH_BUDGET) is not None else 20,  # as the candidates above
+        value=None,
         step=1,
         key=state.SEARCH_BUDGET,
         persist_state=state.KEEP,
@@ -438,7 +428,7 @@ if shown is None:
 spec, spec_calibration = shown
 restored = state.search_restored(model)
 if restored is not None:
-    # The form is one for every model: another model's restore (or typing) may have changed it since.
+    # A press refused (its settings, or a search still running) leaves other settings in the form.
     if form_now == restored:
         st.caption(
             "This is the latest search of this model, restored: its settings are kept in the store, so a "

@@ -171,7 +171,7 @@ def test_the_restored_caption_holds_only_while_the_form_asks_for_that_search(hom
 
     again = _open()
     assert RESTORED in _texts(again.caption)
-    # Another model's restore writes the form (it is one for every model), as here:
+    # Other settings in the form, as a press refused (a search still running) leaves them:
     again.session_state[state.SEARCH_BUDGET] = 7
     again.run()
     assert "with these settings continues it" not in _texts(again.caption)
