@@ -154,7 +154,8 @@ if st.button("Evaluate", key="qd_evaluate", type="primary"):
         st.rerun()
 widgets.show_outcome(state.PLAN_OUTCOME, (model, plan, calibration))
 if known is not None:
-    st.info(f"Already measured: {known['plan_summary']} · {widgets.accuracy_text(known)}.")
+    # All three objectives: after an evaluation this is where its outcome shows first.
+    st.info(f"Measured: {widgets.measured_text(known)}.")
 
     def _show_known() -> None:
         # Before the run, like the other load buttons: a page switch mid-run drops the sidebar

@@ -153,7 +153,7 @@ def test_plan_page_evaluates_an_added_model(added: dict[str, str]) -> None:
     at.button(key="qd_evaluate").click().run()
     wait_for_jobs(at)
     assert not at.exception
-    assert "Already measured: 2 INT8" in _texts(at.info)
+    assert "Measured: 2 INT8 · " in _texts(at.info)
 
 
 def test_an_edit_a_layer_cannot_take_is_reverted_with_its_reason(added: dict[str, str]) -> None:

@@ -217,9 +217,7 @@ def test_server_killed_mid_job_then_restarted(browser: Any, tmp_path: Path, arti
         again = evaluate(page, home)
         assert again["result_key"] == key and again["job_id"] != job["job_id"]
         wait_done(home, again["job_id"])
-        page.get_by_text(re.compile(r"^Already measured: \d+ INT8 · Entropy calibration")).wait_for(
-            timeout=60_000
-        )
+        page.get_by_text(re.compile(r"^Measured: \d+ INT8 · Entropy calibration")).wait_for(timeout=60_000)
         wait_idle(page)
 
         now = results(home)
@@ -278,9 +276,7 @@ def test_second_tab_during_a_job(browser: Any, tmp_path: Path, artifacts: Path) 
         wait_done(home, job["job_id"])
         # Both tabs show the result, without a reload (the jobs panel reruns each page).
         for tab in (tab1, tab2):
-            tab.get_by_text(re.compile(r"^Already measured: \d+ INT8 · Entropy calibration")).wait_for(
-                timeout=60_000
-            )
+            tab.get_by_text(re.compile(r"^Measured: \d+ INT8 · Entropy calibration")).wait_for(timeout=60_000)
             # The result can land before the job ends (its FP32 baseline is measured after it): the
             # progress line goes at the panel's next tick after the end, not at once.
             tab.get_by_text(RUNNING).first.wait_for(state="detached", timeout=30_000)
