@@ -1,12 +1,14 @@
 """The plan being edited for each model, kept on disk: a reload or a restart does not lose it.
 
 One small JSON file per model under <home>/drafts/, named by the model's identity (name, network
-and data: a model added under a removed one's name does not inherit its draft). A draft that no
-longer fits the model's layers is ignored, never applied in part.
+and data: a model added under a removed one's name does not inherit its draft). Removing a model on
+the Models page removes its draft. A draft that no longer fits the model's layers is ignored, never
+applied in part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -55,3 +57,10 @@ def load(home: Path, model_id: str, layers: list[LayerInfo]) -> Draft | None:
         return Draft(assignment, CalibrationMethod(calibration) if calibration is not None else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def remove(home: Path, model_id: str) -> None:
+    """Drop the model's kept plan, if any: its model was removed. One that cannot be (a folder not
+    writable) stays: the removal of the model goes on, and only the same files added again find it."""
+    with contextlib.suppress(OSError):
+        _path(home, model_id).unlink(missing_ok=True)

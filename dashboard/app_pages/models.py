@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import cached, state, upload_logic, widgets
+from dashboard import cached, drafts, state, upload_logic, widgets
 from dashboard.text import md, one_line
 from engine.latency_compare import comparable_ms, ratio_to_fp32
 from engine.model_io import ModelError
@@ -257,6 +257,7 @@ if is_added:
         key=state.remove_confirm_key(model),
     )
     if c2.button("Remove this model", key=state.REMOVE_MODEL, disabled=not confirm):
+        drafts.remove(runner.engine.home, cached.model_id(model))  # by its files' hashes: before they go
         with contextlib.suppress(ModelError):  # removed meanwhile (another session, the CLI): gone anyway
             runner.engine.remove_model(model)
         st.toast(f"Removed {model}; results measured on it stay in the store.")
