@@ -12,12 +12,14 @@ only), CSV cells are parsed as numbers.
 
 from __future__ import annotations
 
+import collections
 import csv
 import math
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -304,13 +306,20 @@ def check_dataset(inputs: dict[str, np.ndarray], labels: np.ndarray | None, spec
         raise DataError(f"{len(problems)} problems with the data:\n- " + "\n- ".join(problems))
 
 
-def cast_to_specs(inputs: dict[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """float64 -> float32 and int32 -> int64 where the model asks for it; other arrays unchanged."""
+def cast_to_specs(
+    inputs: dict[str, np.ndarray], specs: list[InputSpec], notes: list[str] | None = None
+) -> dict[str, np.ndarray]:
+    """float64 -> float32 and int32 -> int64 where the model asks for it; other arrays unchanged.
+    Each conversion is said in a line appended to ``notes`` (float64 to float32 rounds values)."""
     wanted = {s.name: s.dtype for s in specs}
     out: dict[str, np.ndarray] = {}
     for name, a in inputs.items():
         want = wanted.get(name)
         if want is not None and (a.dtype, want) in _CASTS:
+            if notes is not None:
+                notes.append(
+                    f"input {name!r}: {a.dtype.name} data converted to {want.name}, the model's type"
+                )
             a = a.astype(want)
         out[name] = a
     return out
@@ -352,7 +361,11 @@ def split_calibration(
 
 
 def read_dataset(
-    path: Path, specs: list[InputSpec], work_dir: Path, original_name: str | None = None
+    path: Path,
+    specs: list[InputSpec],
+    work_dir: Path,
+    original_name: str | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """Read an evaluation set into inputs keyed by model input name, and labels (int64) or None.
 
@@ -376,6 +389,9 @@ def read_dataset(
       dynamic) equals the number of feature columns. Errors name the row (1-based, the header is
       row 1, as a spreadsheet shows it) and the column.
 
+    Images whose colours were changed to fit the input (colour to grey, grey to RGB, transparency
+    dropped) are counted in a line appended to ``notes``, so the user knows what the model saw.
+
     Then ``check_dataset``. Any problem raises DataError naming the file; an archive refused by
     ``safe_files`` (zip slip, link, bomb...) raises ``safe_files.UnsafeUpload``, also a ModelError.
     """
@@ -388,7 +404,7 @@ def read_dataset(
         if suffix == ".npz":
             inputs, labels = _read_npz(path, specs, label)
         elif suffix == ".zip":
-            inputs, labels = _read_image_zip(path, specs, Path(work_dir), label)
+            inputs, labels = _read_image_zip(path, specs, Path(work_dir), label, notes)
         elif suffix == ".csv":
             inputs, labels = _read_csv(path, specs, label)
         else:
@@ -570,7 +586,7 @@ def _read_labels_csv(path: Path, label: str) -> dict[str, int]:
 
 
 def _read_image_zip(
-    path: Path, specs: list[InputSpec], work_dir: Path, label: str
+    path: Path, specs: list[InputSpec], work_dir: Path, label: str, notes: list[str] | None
 ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     spec, layout, channels = _image_layout(specs, label)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -611,19 +627,23 @@ def _read_image_zip(
             )
         images = list(table)
         labels = np.array([table[f] for f in images], dtype=np.int64)
-    pixels = _decode_images(images, members, spec, layout, channels, label)
+    pixels, changed = _decode_images(images, members, spec, layout, channels, label)
+    if notes is not None:
+        notes += [f"{n} of {len(images)} images in {label} {what}" for what, n in changed.items()]
     return {spec.name: pixels}, labels
 
 
 def _decode_images(
     names: list[str], members: dict[str, Path], spec: InputSpec, layout: str, channels: int, label: str
-) -> np.ndarray:
+) -> tuple[np.ndarray, collections.Counter[str]]:
+    """The pixels, and how many images had their colours changed to fit the input, by change."""
     from PIL import Image  # Pillow comes with streamlit; imported here to keep `engine` light
 
     h_dim, w_dim = (spec.shape[2], spec.shape[3]) if layout == "NCHW" else (spec.shape[1], spec.shape[2])
     want_h = h_dim if isinstance(h_dim, int) else None
     want_w = w_dim if isinstance(w_dim, int) else None
     mode = "L" if channels == 1 else "RGB"
+    changed: collections.Counter[str] = collections.Counter()
     out: np.ndarray | None = None
     for i, name in enumerate(names):
         try:
@@ -655,6 +675,7 @@ def _decode_images(
                         )
                     out = np.empty((len(names), height, width, channels), dtype=spec.dtype)
                 arr = np.asarray(im.convert(mode))
+                changed.update(_colour_changes(im, channels))
         except DataError:
             raise
         except Exception as e:  # Pillow raises many kinds (UnidentifiedImageError, SyntaxError, bomb errors)
@@ -667,6 +688,21 @@ def _decode_images(
     assert out is not None  # names is not empty
     if layout == "NCHW":
         out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    return out, changed
+
+
+def _colour_changes(im: Any, channels: int) -> list[str]:
+    """What fitting a decoded image to a 1- or 3-channel input changes that the user may not expect."""
+    out = []
+    if "A" in im.mode or "transparency" in im.info:
+        out.append("had transparency, dropped (pixels kept as stored)")
+    if channels == 3 and im.mode in ("1", "L", "LA"):
+        out.append("were grey, repeated into the 3 channels the model's input takes")
+    elif channels == 1 and im.mode not in ("1", "L", "LA"):
+        rgb = np.asarray(im.convert("RGB"))
+        # A palette or RGB file of grey pixels loses nothing; only real colour is worth a word.
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            out.append("were in colour, converted to grey for the model's 1-channel input")
     return out
 
 

@@ -303,10 +303,10 @@ def _check_upload(
     if data_path is not None:
         # Unpacked images are only read here: unpacked next to, never into, the model's folder.
         with tempfile.TemporaryDirectory(prefix="data-work-", dir=out) as work:
-            inputs, y = user_data.read_dataset(Path(data_path), specs, Path(work), labels.get("data"))
+            inputs, y = user_data.read_dataset(Path(data_path), specs, Path(work), labels.get("data"), notes)
         task = user_data.task_for(y)
         calib, eval_inputs, eval_labels = user_data.split_calibration(
-            user_data.cast_to_specs(inputs, specs), y
+            user_data.cast_to_specs(inputs, specs, notes), y
         )
         if task == "fidelity_only":
             notes.append("no labels: only fidelity to FP32 (agreement, SQNR, KL divergence) is measured")

@@ -198,8 +198,13 @@ def test_float64_and_int32_accepted_then_cast(tmp_path: Path) -> None:
     ids = RNG.integers(0, 9, (8, 3)).astype(np.int32)
     inputs, _ = _read(_npz(tmp_path / "d.npz", a=a, ids=ids), TWO, tmp_path)
     assert inputs["a"].dtype == np.float64 and inputs["ids"].dtype == np.int32
-    cast = cast_to_specs(inputs, input_specs(TWO))
+    notes: list[str] = []
+    cast = cast_to_specs(inputs, input_specs(TWO), notes)
     assert cast["a"].dtype == np.float32 and cast["ids"].dtype == np.int64
+    assert notes == [
+        "input 'a': float64 data converted to float32, the model's type",
+        "input 'ids': int32 data converted to int64, the model's type",
+    ]
     np.testing.assert_allclose(cast["a"], a, rtol=1e-6)
     # Other arrays are left as they are (check_dataset refuses them; cast does not hide it).
     odd = {"a": np.zeros((8, 4), np.float16)}
@@ -353,6 +358,27 @@ def test_image_zip_nhwc_rgb_without_labels_in_name_order(tmp_path: Path) -> None
     assert x.shape == (5, 8, 8, 3) and x.dtype == np.float32 and labels is None
     # Sorted names: a0.png, a2.png, a4.png, b1.jpg, b3.jpg; PNG is lossless.
     np.testing.assert_allclose(x[1], np.asarray(ims[2]) / 255, rtol=1e-6)
+
+
+def test_colour_changes_to_fit_the_input_are_noted(tmp_path: Path) -> None:
+    """Browser QA: colour photos given to a 1-channel model were turned grey without a word."""
+    colour = _images(3, mode="RGB")
+    grey_rgb = Image.fromarray(np.repeat(np.asarray(_images(1)[0])[..., None], 3, axis=2))
+    transparent = Image.fromarray(RNG.integers(0, 256, (8, 8, 4), dtype=np.uint8), "RGBA")
+    images = {"c0.png": colour[0], "c1.png": colour[1], "g.png": grey_rgb, "t.png": transparent}
+    notes: list[str] = []
+    read_dataset(_image_zip(tmp_path / "u.zip", images), input_specs(CNN), tmp_path / "w", "u.zip", notes)
+    assert notes == [
+        "3 of 4 images in u.zip were in colour, converted to grey for the model's 1-channel input",
+        "1 of 4 images in u.zip had transparency, dropped (pixels kept as stored)",
+    ]  # the RGB file of grey pixels lost nothing: not counted
+    grey = {f"{i}.png": im for i, im in enumerate(_images(4))}
+    notes = []
+    read_dataset(_image_zip(tmp_path / "v.zip", grey), input_specs(NHWC), tmp_path / "w", None, notes)
+    assert notes == ["4 of 4 images in v.zip were grey, repeated into the 3 channels the model's input takes"]
+    notes = []
+    read_dataset(_image_zip(tmp_path / "x.zip", grey), input_specs(CNN), tmp_path / "w", None, notes)
+    assert notes == []  # grey for a grey input: nothing changed
 
 
 def test_image_zip_in_one_top_folder_with_os_metadata(tmp_path: Path) -> None:

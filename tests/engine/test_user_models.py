@@ -126,6 +126,15 @@ def test_a_model_with_one_output_value_gets_no_class_agreement_nor_kl(tmp_path: 
     assert 15 < m["sqnr_db"] < 80  # its fidelity figure: finite, so the plan did change the outputs
 
 
+def test_data_converted_to_fit_the_model_is_noted_on_its_card(tmp_path: Path) -> None:
+    """Browser QA: float64 data was rounded to the model's float32 without a word."""
+    engine = _engine(tmp_path / "home")
+    model_bytes, inputs = tiny_cnn()
+    data = _labelled_npz(tmp_path / "d.npz", inputs["input"].astype(np.float64), None)
+    added = engine.add_model(_save(model_bytes, tmp_path / "m.onnx"), data)
+    assert "input 'input': float64 data converted to float32, the model's type" in added.notes
+
+
 def test_search_refuses_a_model_without_labels_in_plain_words(tmp_path: Path) -> None:
     engine = _engine(tmp_path / "home")
     added = engine.add_model(_save(tiny_cnn()[0], tmp_path / "m.onnx"))
