@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     _measure_options(rep)
 
     res = sub.add_parser("results", help="list stored results")
-    res.add_argument("--model", help="only this model")
+    res.add_argument("--model", help="only this model: a name, or an .onnx file evaluated by its path")
     res.add_argument("--all", action="store_true", help="include failed results")
     res.add_argument("--json", action="store_true")
     return p
@@ -378,7 +378,9 @@ RESULT_COLUMNS = [
 
 def cmd_results(args: argparse.Namespace) -> int:
     with _store(args) as store:
-        frame = store.to_frame(model_name=args.model, status=None if args.all else "ok")
+        # An .onnx file's results are kept under its file name (engine.datasets.load_model).
+        model = Path(args.model).name if args.model and args.model.endswith(".onnx") else args.model
+        frame = store.to_frame(model_name=model, status=None if args.all else "ok")
     cols = RESULT_COLUMNS
     if args.json:
         _dump(json.loads(frame[cols + ["plan", "error"]].to_json(orient="records", date_format="iso")))

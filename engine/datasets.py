@@ -224,6 +224,8 @@ def load_model(name_or_path: str) -> ModelBundle:
         raise ModelError(
             f"{name_or_path!r} is neither a sample model ({', '.join(sample_names())}) nor an .onnx file"
         )
+    # Results of a file are kept under its file name, suffix and all ("foo.onnx"): no sample or added
+    # model can be named so (names hold no "."), so `results foo` never mixes a file's plans in.
     data = load_model_bytes(path)
     folder = path.parent
     if (folder / "card.json").is_file() and (folder / "eval.npz").is_file():
@@ -232,10 +234,10 @@ def load_model(name_or_path: str) -> ModelBundle:
         eval_inputs, labels = _load_npz(folder / "eval.npz", names)
         calib = _load_npz(folder / "calib.npz", names)[0] if (folder / "calib.npz").is_file() else eval_inputs
         return ModelBundle(
-            path.stem, data, _eval_set(eval_inputs, labels, card["task"]), calib, card, str(path)
+            path.name, data, _eval_set(eval_inputs, labels, card["task"]), calib, card, str(path)
         )
     inputs = synthetic_inputs(data)
     card = {"task": "fidelity_only", "metrics": [], "description": "no data given: synthetic inputs"}
     return ModelBundle(
-        path.stem, data, EvalSet(inputs, None, "fidelity_only", synthetic=True), inputs, card, str(path)
+        path.name, data, EvalSet(inputs, None, "fidelity_only", synthetic=True), inputs, card, str(path)
     )

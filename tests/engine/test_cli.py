@@ -71,6 +71,20 @@ def test_evaluate_text_output_names_cpu_and_ci(home: Path) -> None:
     assert "95% CI" in out.stdout and "onnxruntime" in out.stdout and "measured on" in out.stdout
 
 
+def test_an_onnx_files_results_are_listed_by_its_path_apart_from_a_model_of_its_stem(
+    home: Path, tmp_path: Path
+) -> None:
+    """CLI QA: a file's results were kept under its stem, the name an added model may have too."""
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(tiny_cnn()[0])
+    out = run(home, "evaluate", str(model), "--preset", "fp16", "--batch-sizes", "1", "--inline", "--json")
+    assert out.returncode == 0, out.stderr
+    key = json.loads(out.stdout)["result"]["key"]
+    listed = json.loads(run(home, "results", "--model", str(model), "--json").stdout)
+    assert key in {r["key"] for r in listed} and {r["model_name"] for r in listed} == {"tiny.onnx"}
+    assert json.loads(run(home, "results", "--model", "tiny", "--json").stdout) == []
+
+
 @pytest.mark.parametrize(
     ("plan_text", "expected"),
     [

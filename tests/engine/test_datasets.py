@@ -71,3 +71,14 @@ def test_generated_node_names_never_collide_with_given_ones() -> None:
     prepared = onnx.load_from_string(prepare_model(model.SerializeToString()))
     names = [n.name for n in prepared.graph.node]
     assert len(names) == len(set(names)) and all(names)
+
+
+def test_an_onnx_files_results_are_named_so_no_added_model_shares_the_name(tmp_path: Path) -> None:
+    """CLI QA: `evaluate ./mine.onnx` kept results under "mine", the name of an added model too, and
+    `results mine` listed both models' plans as one."""
+    from engine.user_models import _NAME
+
+    path = tmp_path / "mine.onnx"
+    path.write_bytes(tiny_cnn()[0])
+    name = load_model(str(path)).name
+    assert name == "mine.onnx" and not _NAME.fullmatch(name)  # no added model can be named so
