@@ -20,6 +20,7 @@ from dashboard.text import md
 from engine import safe_files
 from engine.api import Engine
 from engine.model_io import ModelError
+from engine.store import ResultStore
 from engine.synthetic import check_synthetic_sizes
 from engine.user_models import AddedModel
 
@@ -181,6 +182,9 @@ def read_declared(engine: Engine, file_name: str, data: bytes) -> list[dict[str,
         return engine.declared_inputs(path, model_label=label(file_name))
 
 
+ADD_JOB = "add-model"  # the job kind of an add, as the jobs panel and the Models page find it
+
+
 def add_upload(
     engine: Engine,
     model: tuple[str, bytes],
@@ -188,23 +192,48 @@ def add_upload(
     *,
     name: str | None = None,
     shapes: dict[str, tuple[int, ...]] | None = None,
+    jobs: ResultStore | None = None,
+    job_id: str | None = None,
 ) -> AddedModel:
     """Add an uploaded (file name, bytes) model, with optional data, through the engine's checks.
 
     Raises ModelError (one paragraph naming what is wrong and what is expected) if refused.
+    With ``jobs`` and ``job_id``, the check is also a job row of kind ADD_JOB: running while it
+    runs, then done (its message what the add said, in markdown) or failed (why). A tab reloaded
+    during the check, or another tab, sees its progress and outcome there: the page that started
+    it may be gone by the time the worker answers.
     """
-    with tempfile.TemporaryDirectory(prefix="quantdash-upload-") as tmp:
-        folder = Path(tmp)
-        model_path = _write(folder, "upload", *model)
-        data_path = _write(folder, "data", *data) if data is not None else None
-        return engine.add_model(
-            model_path,
-            data_path,
-            name=name or None,
-            shapes=shapes or None,
-            model_label=label(model[0]),
-            data_label=label(data[0]) if data is not None else None,
-        )
+    shown = label(model[0])
+
+    def job(state: str, message: str) -> None:
+        if jobs is not None and job_id is not None:
+            progress = 0.0 if state == "running" else 1.0
+            jobs.upsert_job(
+                job_id, kind=ADD_JOB, model_name=name, state=state, progress=progress, message=message
+            )
+
+    job("running", md(f"Checking {shown} in a worker process (reading it, repairing it, running it)"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="quantdash-upload-") as tmp:
+            folder = Path(tmp)
+            model_path = _write(folder, "upload", *model)
+            data_path = _write(folder, "data", *data) if data is not None else None
+            added = engine.add_model(
+                model_path,
+                data_path,
+                name=name or None,
+                shapes=shapes or None,
+                model_label=shown,
+                data_label=label(data[0]) if data is not None else None,
+            )
+    except ModelError as e:
+        job("failed", md(f"{shown} was not added: {e}"))
+        raise
+    except BaseException as e:  # the workers failed, or the app is stopping: never left "running"
+        job("failed", md(f"{shown} could not be checked ({type(e).__name__}). Add it again."))
+        raise
+    job("done", added_text(added))
+    return added
 
 
 def data_banner(card: Mapping[str, Any]) -> str | None:

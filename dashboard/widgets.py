@@ -51,6 +51,7 @@ _AGAIN = {
     "sensitivity": "Press Run sensitivity pass again: what was measured is kept.",
     "search": "Press Find best plans again with the same settings: it continues where it stopped.",
     "report": "Press Build report again.",
+    "add-model": "Add it again on the Models page.",
 }
 
 
@@ -70,8 +71,28 @@ def _failures() -> None:
         else:
             cols[0].error(job["message"] or "The evaluation failed for an unknown reason. Try again.")
         if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
-            state.put(state.DISMISSED, dismissed | {job["job_id"]})
+            dismiss(job["job_id"])
             st.rerun(scope="app")
+
+
+def recent_done(kind: str) -> None:
+    """What jobs of `kind` that ended well in the last minutes said (markdown), each with Dismiss:
+    for work whose own page may be gone (a reload during an add), so its outcome is not lost."""
+    dismissed = set(state.get(state.DISMISSED, set()))
+    since = (datetime.now(UTC) - _RECENT).isoformat()
+    for job in cached.runner().store.list_jobs(["done"]):
+        if job.get("kind") != kind or job["updated_at"] < since or job["job_id"] in dismissed:
+            continue
+        cols = st.columns([12, 1])
+        cols[0].success(job["message"])
+        if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
+            dismiss(job["job_id"])
+            st.rerun()
+
+
+def dismiss(job_id: str) -> None:
+    """Show no more what a job said, in this session (its page said it already, or the user closed it)."""
+    state.put(state.DISMISSED, set(state.get(state.DISMISSED, set())) | {job_id})
 
 
 def keep_outcome(key: str, attempt: object, message: str | None, kind: str = "error") -> None:

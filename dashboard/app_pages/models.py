@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import uuid
 from typing import Any
 
 import pandas as pd
@@ -168,6 +169,10 @@ def _refusal(
     wrong_size = upload_logic.size_refusal(model_file.name, declared, shapes)
     if wrong_size is not None:
         return md(wrong_size)
+    # The check is a job row too: a reload or another tab sees it run and end (upload_logic.add_upload).
+    # This page says the outcome itself, so its own session does not see it twice.
+    job_id = f"{upload_logic.ADD_JOB}-{uuid.uuid4().hex[:12]}"
+    widgets.dismiss(job_id)
     try:
         with st.spinner("Checking the model in a worker process (reading it, repairing it, running it) ..."):
             new = upload_logic.add_upload(
@@ -176,6 +181,8 @@ def _refusal(
                 (data_file.name, data_file.getvalue()) if data_file is not None else None,
                 name=name.strip() or None,
                 shapes=shapes,
+                jobs=runner.store,
+                job_id=job_id,
             )
     except ModelError as e:  # refused: the message names what is wrong; the uploads stay for a retry
         return md(str(e))
@@ -194,6 +201,7 @@ def _refusal(
 
 with st.expander("Add your own model", icon=":material/upload_file:"):
     add_section()
+widgets.recent_done(upload_logic.ADD_JOB)  # adds that ended while this tab was reloading, or in another
 
 # --- the model picked in the sidebar ----------------------------------------------------------------
 model = state.current_model()
