@@ -129,8 +129,8 @@ def suggest_name(file_name: str, home: Path) -> str:
     """A free model name from an uploaded file's name ('My Net v2.onnx' -> 'my-net-v2',
     'Übersetzer.onnx' -> 'ubersetzer')."""
     # Accents are dropped, not the letters they sit on: 'ü' had become '-'.
-    stem = unicodedata.normalize("NFKD", Path(file_name).name.split(".")[0]).encode("ascii", "ignore")
-    stem = stem.decode().lower()
+    decomposed = unicodedata.normalize("NFKD", Path(file_name).name.split(".")[0])
+    stem = decomposed.encode("ascii", "ignore").decode().lower()
     base = re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:40] or "model"
     taken = set(sample_names()) | set(user_model_names(home))
     name, n = base, 1
