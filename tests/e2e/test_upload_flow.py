@@ -160,7 +160,7 @@ def test_upload_evaluate_refuse_and_ask_for_sizes(browser: Any, tmp_path: Path, 
         click(page, "qd_apply_preset")
         page.get_by_text("5 INT8", exact=True).wait_for(timeout=30_000)
         click(page, "qd_evaluate")
-        page.get_by_text(re.compile(r"^Measured: 5 INT8 · \d")).wait_for(timeout=120_000)
+        page.get_by_text(re.compile(r"^Measured: 5 INT8 · accuracy \d")).wait_for(timeout=120_000)
         no_traceback(page)
         store = ResultStore(home / "results.sqlite")
         frame = store.to_frame("my-tiny-cnn")
