@@ -101,16 +101,44 @@ def filter_results(
     """Rows of the given models whose plans use only the given precisions (the FP32 baseline always stays).
 
     A model is given by name (every result stored under it) or by ``model_identity`` (the results of
-    that network and data only); a name holds no "@", so the two cannot be confused.
+    that network and data, whatever name they were stored under); a name holds no "@", so the two
+    cannot be confused. Results are keyed by content, so the same files added under a second name
+    (or again after a removal) are served the results stored under the first: those rows are
+    returned under the name asked for, else that model's pages would never show its own plans.
     """
     keep = pd.Series(True, index=frame.index)
+    owner = pd.Series(np.nan, index=frame.index, dtype=object)  # the identity a row is shown under
     if models is not None:
         wanted = list(models)
-        keep &= frame["model_name"].isin(wanted) | _identities(frame).isin(wanted)
+        by_network: dict[str, str] = {}
+        for identity in wanted:
+            if "@" in identity:  # two models of the same files: their rows go to the first asked for
+                by_network.setdefault(_network(identity), identity)
+        owner = _identities(frame).map(lambda i: by_network.get(_network(i)))
+        keep &= frame["model_name"].isin(wanted) | owner.notna()
     if precisions is not None:
         allowed = set(precisions) | {"fp32"}
         keep &= frame["plan"].map(lambda p: set(precision_mix(p)) <= allowed)
-    return frame[keep]
+    return _shown_under(frame[keep], owner[keep])
+
+
+def _network(identity: str) -> str:
+    """What results of a model identity share: its network and data (the part after the name)."""
+    return identity.split("@", 1)[-1]
+
+
+def _shown_under(frame: pd.DataFrame, owner: pd.Series) -> pd.DataFrame:
+    """Rows stored under another name than the identity they were asked by, renamed to it."""
+    moved = owner.notna() & (_identities(frame) != owner)
+    if not moved.any():
+        return frame
+    out = frame.copy()
+    out.loc[moved, "model_name"] = owner[moved].map(lambda i: i.split("@", 1)[0])
+    if "model_id" in out.columns:
+        out.loc[moved, "model_id"] = owner[moved]
+    if "hover" in out.columns:  # it names the model
+        out.loc[moved, "hover"] = [hover_text(r) for r in out.loc[moved].to_dict("records")]
+    return out
 
 
 def _latency(metrics: Mapping[str, Any] | None, batch: str = "1") -> Mapping[str, Any]:

@@ -96,9 +96,15 @@ def recommendation_for(
             f"the FP32 baseline of {bundle.name} could not be measured ({baseline.get('error')}), so there "
             "is nothing to compare plans with"
         )
-    frame = engine.store.to_frame(bundle.name)
+    frame = _results_of(engine, bundle)
     searched = bool(engine.store.search_ids(baseline["model_hash"], baseline["data_hash"]))
     return recommend(frame, goal, baseline, bundle.name, engine.store.get, searched=searched)
+
+
+def _results_of(engine: Engine, bundle: ModelBundle) -> pd.DataFrame:
+    """The model's stored results by its files, under its name: the same files added under another
+    name (or before a removal) were measured under that one, and are this model's results too."""
+    return engine.store.to_frame(network=(bundle.model_hash, bundle.data_hash)).assign(model_name=bundle.name)
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -112,8 +118,10 @@ def _sized(fig: go.Figure) -> go.Figure:
 def pareto_report_figure(engine: Engine, rec: Recommendation) -> go.Figure:
     """Accuracy vs size, accuracy vs latency, latency vs size of the considered plans; the chosen ringed."""
     keys = set(rec.candidates["key"])
-    frame = engine.store.to_frame(rec.model_name)
-    frame = with_derived(frame[frame["key"].isin(keys)].reset_index(drop=True))
+    frame = engine.store.to_frame(network=(rec.baseline["model_hash"], rec.baseline["data_hash"]))
+    frame = with_derived(
+        frame[frame["key"].isin(keys)].assign(model_name=rec.model_name).reset_index(drop=True)
+    )
     pairs = (("size", "accuracy"), ("latency", "accuracy"), ("size", "latency"))
     panels = tuple(pareto_plot_info(frame, x, y, selected=rec.chosen_key) for x, y in pairs)
     grid = ParetoGridInfo(

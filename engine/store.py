@@ -276,12 +276,25 @@ class ResultStore:
             return int(self._query("SELECT COUNT(*) FROM results")[0][0])
         return int(self._query("SELECT COUNT(*) FROM results WHERE status = ?", (status,))[0][0])
 
-    def to_frame(self, model_name: str | None = None, status: str | None = "ok") -> pd.DataFrame:
-        """One row per result with the flattened metric columns; filters are optional."""
+    def to_frame(
+        self,
+        model_name: str | None = None,
+        status: str | None = "ok",
+        *,
+        network: tuple[str, str] | None = None,
+    ) -> pd.DataFrame:
+        """One row per result with the flattened metric columns; filters are optional.
+
+        ``network``: (model hash, data hash), the results of those files whatever name they were
+        stored under (results are keyed by content: the same files added under two names share them).
+        """
         where, params = [], []
         if model_name is not None:
             where.append("model_name = ?")
             params.append(model_name)
+        if network is not None:
+            where.append("model_hash = ? AND data_hash = ?")
+            params += list(network)
         if status is not None:
             where.append("status = ?")
             params.append(status)

@@ -211,7 +211,7 @@ def test_cli_report_on_a_model_without_labelled_data_says_why_not(tmp_path: Path
     bare.write_bytes((REPO / "sample_models" / "digits_cnn" / "model.onnx").read_bytes())
     out = _cli(tmp_path / "home", str(bare), "--goal", GOAL, "--out", str(tmp_path / "r"), "--inline",
                "--no-pdf", "--batch-sizes", "1")  # fmt: skip
-    assert out.returncode == 2 and "bare has no labelled evaluation data" in out.stderr, out.stderr
+    assert out.returncode == 2 and "bare.onnx has no labelled evaluation data" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and "measuring" not in out.stderr  # refused before any work
 
 
