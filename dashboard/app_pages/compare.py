@@ -95,8 +95,13 @@ if not labelled:
     )
 st.caption(
     "Latency differences inside the 95% intervals are noise on this shared machine. Against the first "
-    "plan, accuracy is compared example by example (a paired interval); latency from each plan's interval "
-    "on the model's FP32 scale, so its interval is wide: a change it holds 0 in is no clear change."
+    + (
+        "plan, accuracy is compared example by example (a paired interval); latency "
+        if labelled
+        else "plan, latency "
+    )
+    + "from each plan's interval on the model's FP32 scale, so its interval is wide: a change it holds 0 in "
+    "is no clear change."
 )
 
 st.markdown("#### Layers that differ")

@@ -198,6 +198,7 @@ def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[
     assert table["sqnr_db"].iloc[0].startswith("∞") and float(table["sqnr_db"].iloc[1]) > 0
     assert table["kl_divergence"].notna().all()
     assert "Accuracy: n/a (no labels)" in _texts(at.caption)
+    assert "accuracy is compared example by example" not in _texts(at.caption)  # there is none
 
 
 def test_sensitivity_without_labels_is_drawn_by_output_sqnr(results: dict[str, list[str]]) -> None:
