@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.latency_compare import comparable_latency, has_ratio, latency_words, ratio_excludes_one
+from engine.latency_compare import (
+    comparable_latency,
+    has_ratio,
+    is_reference,
+    latency_words,
+    ratio_excludes_one,
+)
 from engine.pareto import non_dominated
 from engine.types import Precision
 
@@ -549,7 +555,14 @@ def compare_table(records: list[Mapping[str, Any]]) -> pd.DataFrame:
                 "model": r.get("model_name"),
                 "size": float(m.get("size_bytes") or np.nan),
                 "latency_ms_b1": latency[0] if latency else np.nan,
-                "latency_ci_ms": f"{latency[1]:.3f}–{latency[2]:.3f}" if latency else "",
+                # The FP32 plan is the scale the others are timed against: no interval of its own there.
+                "latency_ci_ms": (
+                    "the FP32 scale"
+                    if lat and is_reference(lat)
+                    else f"{latency[1]:.3f}–{latency[2]:.3f}"
+                    if latency
+                    else ""
+                ),
                 "accuracy_pct": float(m["accuracy"]) * 100 if _finite(m.get("accuracy")) else np.nan,
                 "accuracy_change_pp": _pp(m.get("accuracy_delta")),
                 "accuracy_change_ci_pp": (

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from engine import pareto
-from engine.charts import precision_mix
+from engine.charts import is_baseline, precision_mix
 from engine.goal import Goal
-from engine.latency_compare import comparable_latency, ratio_to_fp32
+from engine.latency_compare import comparable_latency, is_reference, ratio_to_fp32
 from engine.search_spec import EXACT_LIMIT
 from engine.search_trials import objective_point
 
@@ -61,8 +61,12 @@ def _calibration(plan: Mapping[str, Any] | None, metrics: Mapping[str, Any] | No
 
 
 def _latency_interval(metrics: Mapping[str, Any]) -> tuple[float, float]:
-    """A result's batch-1 latency interval (low, high) in ms; NaN where it has none."""
+    """A result's batch-1 latency interval (low, high) in ms; NaN where it has none, and for the FP32
+    plan itself: it is the scale the others are timed against, so its "interval" has no width and
+    would read as a certainty it does not have (the report says what it is instead)."""
     try:
+        if is_reference(metrics["latency"]["1"]):
+            return float("nan"), float("nan")
         _, low, high = _latency_ci(metrics)
     except (KeyError, TypeError, ValueError):
         return float("nan"), float("nan")
@@ -236,7 +240,12 @@ def caveats(
             "no speed-up here."
         )
     lo, hi = float(m["accuracy_delta_ci_low"]), float(m["accuracy_delta_ci_high"])
-    if lo <= 0 <= hi:
+    # FP32 itself (nothing else meets the goal) has no change from FP32: an interval "0.00 to 0.00"
+    # says nothing of noise, so its caveats are left out.
+    fp32_chosen = is_baseline(chosen.get("plan"))
+    if fp32_chosen:
+        pass
+    elif lo <= 0 <= hi:
         out.append(
             f"The accuracy change is within noise: its 95% interval ({_points(lo)} to {_points(hi)} "
             "points) includes zero."
@@ -253,9 +262,10 @@ def caveats(
             "small differences between plans are not meaningful."
         )
     elif 0 < n < SMALL_EVAL_SET:
+        width = "" if fp32_chosen else f"the accuracy interval is {100 * (hi - lo):.2f} points wide, so "
         out.append(
-            f"The evaluation set is small ({n:,} sequences): the accuracy interval is "
-            f"{100 * (hi - lo):.2f} points wide, so smaller differences between plans are not meaningful."
+            f"The evaluation set is small ({n:,} sequences): {width}differences between plans smaller than "
+            "their accuracy intervals are not meaningful."
         )
     speed = speed_words(chosen, baseline)
     if speed.endswith("slower"):

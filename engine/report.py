@@ -252,6 +252,7 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
     order = {"size": "size_bytes", "latency": "latency_ms", "accuracy": "accuracy_drop"}[rec.goal.objective]
     c = c.sort_values(["meets", order], ascending=[False, True])
     fp32 = float(rec.baseline["metrics"]["accuracy"])
+    fp32_hash = rec.baseline.get("plan_hash")
     return pd.DataFrame(
         {
             "plan": distinct_summaries(c["plan_summary"], c["key"]),
@@ -262,8 +263,18 @@ def candidate_table(rec: Recommendation) -> pd.DataFrame:
             ],
             "size": c["size_bytes"].map(decimal_bytes),
             "latency, batch 1 (95% CI), ms": [
-                f"{v:.3f} ({lo:.3f} to {hi:.3f})" if pd.notna(lo) and pd.notna(hi) else f"{v:.3f}"
-                for v, lo, hi in zip(c["latency_ms"], c["latency_low_ms"], c["latency_high_ms"], strict=True)
+                f"{v:.3f} ({lo:.3f} to {hi:.3f})"
+                if pd.notna(lo) and pd.notna(hi)
+                else f"{v:.3f} (the FP32 scale)"
+                if base
+                else f"{v:.3f}"
+                for v, lo, hi, base in zip(
+                    c["latency_ms"],
+                    c["latency_low_ms"],
+                    c["latency_high_ms"],
+                    c["plan_hash"] == fp32_hash,
+                    strict=True,
+                )
             ],
             "calibration": c["calibration"].fillna(""),
             "measured by": c["source"].map(lambda v: _SOURCES.get(str(v).split(":")[0], v)),

@@ -328,5 +328,8 @@ def test_compare_gives_each_change_against_the_first_with_its_interval() -> None
     assert low < change < high and high - low < 3.0, (low, change, high)
     assert table["accuracy_vs_first_ci_pp"].iloc[0] == ""  # the first is the reference
     assert table["latency_vs_first_ci_pct"].iloc[1] == "+63.6 to +144.4"  # 1.8/1.1 - 1 to 2.2/0.9 - 1
+    # Browser QA: FP32 read "latency 95% CI 2.740–2.740": the scale itself, no interval of its own.
+    a["metrics"]["latency"]["1"].update(vs_fp32=1.0, vs_fp32_ci_low=1.0, vs_fp32_ci_high=1.0, fp32_ms=1.0)
+    assert compare_table([a, b])["latency_ci_ms"].tolist()[0] == "the FP32 scale"
     assert table["perplexity"].iloc[1] == "3.500 (×1.021 vs FP32, 95% CI ×1.017 to ×1.024)"
     assert "perplexity 3.500 (×1.021" in hover_text({**b, "accuracy": 0.61, "accuracy_delta": -0.01})

@@ -121,6 +121,26 @@ def test_a_language_model_is_described_by_sequences_and_perplexity(tmp_path: Pat
     # Scored per character: "one example is N points" would be wrong by the sequence length.
     assert "one example is" not in said and f"small ({n:,} sequences)" in said
 
+    # Browser QA: with only FP32 measured, its report said "the accuracy interval is 0.00 points wide"
+    # and "its 95% interval (0.00 to 0.00 points) includes zero": FP32 does not differ from itself.
+    said = " ".join(caveats(baseline, baseline, n_candidates=1))
+    assert "0.00 points" not in said and "within noise" not in said
+    assert f"small ({n:,} sequences): differences between plans smaller than their accuracy" in said
+    rec = recommend(
+        engine.store.to_frame("char_transformer"),
+        parse_goal("smallest"),
+        baseline,
+        "char_transformer",
+        engine.store.get,
+    )
+    latency = dict(
+        zip(candidate_table(rec)["plan"], candidate_table(rec)["latency, batch 1 (95% CI), ms"], strict=True)
+    )
+    fp32_ms = comparable_ms(baseline["metrics"]["latency"]["1"])
+    assert latency[baseline["plan_summary"]] == f"{fp32_ms:.3f} (the FP32 scale)"  # not "(x to x)"
+    low, high = comparable_latency(int4["metrics"]["latency"]["1"])[1:]
+    assert latency[int4["plan_summary"]].endswith(f"({low:.3f} to {high:.3f})")
+
 
 def test_a_plan_exactly_at_the_accuracy_limit_meets_it() -> None:
     baseline = {
@@ -154,7 +174,10 @@ def test_the_plans_considered_carry_their_latency_interval(measured) -> None:  #
         value, low, high = comparable_latency(r["metrics"]["latency"]["1"])
         assert low <= value <= high
         shown = table.loc[r["plan_summary"], "latency, batch 1 (95% CI), ms"]
-        assert shown == f"{value:.3f} ({low:.3f} to {high:.3f})"
+        if r["plan_summary"] == "5 FP32":  # the scale the others are timed against: no interval
+            assert shown == f"{value:.3f} (the FP32 scale)"
+        else:
+            assert shown == f"{value:.3f} ({low:.3f} to {high:.3f})"
 
 
 def test_a_chosen_plan_whose_interval_crosses_the_accuracy_limit_is_said_to_meet_it_not_surely(
