@@ -24,6 +24,7 @@ from engine.charts import model_identity
 from engine.datasets import ModelBundle
 from engine.goal import Goal
 from engine.jobs import WorkerPool
+from engine.presets import PRESETS, preset_plan
 from engine.search import SearchProgress, SearchSpec, check_candidates, run_search
 from engine.sensitivity import candidate_precisions, layer_profile, run_sensitivity
 from engine.types import CalibrationMethod, MeasureSettings, Plan, Precision
@@ -33,6 +34,7 @@ INLINE_ENV = "QUANTDASH_INLINE"
 # QUANTDASH_QUICK=1 measures latency for at most 0.3 s per batch size (tests and demos).
 QUICK_ENV = "QUANTDASH_QUICK"
 QUICK = MeasureSettings(max_seconds=0.3, max_runs=60, bootstrap=200)
+PRESETS_JOB = "presets"  # the job kind of the Report page's "Measure the presets first"
 
 _ADVICE = {
     "timeout": "Try a smaller plan change, fewer INT4 layers, or run it from the command line with a "
@@ -87,6 +89,8 @@ class Runner:
         # Reports mostly read the store (a chosen plan whose model file is gone is measured again) and
         # render with Chromium: a thread of their own, not queued behind two searches.
         self._reports = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantdash-report")
+        # Presets (about a minute) neither queue behind two searches nor hold up the Plan page's evaluations.
+        self._presets = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantdash-presets")
         self._model_lock = threading.Lock()
         self._submit_lock = threading.Lock()
         # The precisions each running sensitivity pass probes, by job id: a reloaded tab (a new session
@@ -239,7 +243,10 @@ class Runner:
             if candidates
             else ()
         )
-        labels = f" ({', '.join(p.label for p in probed)})" if probed else ""
+        # The calibration too: probes of another method are other results, and a reloaded page takes
+        # its picker from this text (dashboard/search_sensitivity.py).
+        method = f"{settings.calibration.label} calibration"
+        labels = f" ({', '.join(p.label for p in probed)}; {method})" if probed else f" ({method})"
 
         def tracked(report: Callable[[float, str], None]) -> str:
             try:
@@ -344,6 +351,67 @@ class Runner:
                 executor=self._reports,
             )
 
+    def submit_presets(self, model_name: str) -> str:
+        """Measure the model's FP32 baseline and every preset plan in the background (the store serves
+        those already measured); returns the job id, that of the model's running one if there is one."""
+        bundle = self.model(model_name)
+        settings = self.settings()
+        total = len(PRESETS)
+
+        def work(report: Callable[[float, str], None]) -> str:
+            report(0.0, f"quantizing and measuring {total} plans ({', '.join(PRESETS)})")
+            landed = 0
+
+            def on_done(name: str, record: dict[str, Any]) -> None:
+                nonlocal landed
+                landed += 1
+                # The plans run side by side on the workers: name the one that landed, not "the" current one.
+                how = "" if record.get("status") == "ok" else ": could not be measured"
+                report(
+                    landed / total,
+                    f"{landed} of {total} done, the latest {name} ({record.get('plan_summary')}){how}",
+                )
+
+            # Looked up on the module at call time (tests replace it there).
+            records = engine_report.ensure_candidates(self.engine, bundle, settings, on_done=on_done)
+            bad = sum(r.get("status") != "ok" for r in records)
+            return f"Presets of {model_name}: {len(records) - bad} of {len(records)} measured" + (
+                f", {bad} could not be (why is on the Report page)" if bad else ""
+            )
+
+        # Tabs share this runner: the model's presets already being measured are the answer to a second
+        # press (measuring them twice would only overwrite the first results).
+        with self._submit_lock:
+            self.store.mark_orphaned_jobs()  # a job whose process died is not "already running"
+            same = self.active_jobs(PRESETS_JOB, model_name)
+            if same:
+                return str(same[0]["job_id"])
+            return self._start(
+                PRESETS_JOB,
+                model_name,
+                f"Measuring the preset plans of {model_name}",
+                work,
+                advice="What was measured is kept: press Measure the presets first again to continue from "
+                "there; if it repeats, restart the app (its worker processes restart with it).",
+                executor=self._presets,
+            )
+
+    def preset_failures(self, model_name: str) -> list[dict[str, Any]]:
+        """The failed results of the model's preset plans, once its latest presets job has ended: the
+        Report page says why, in any tab, until each is measured (pressed again, or on the Plan page)."""
+        jobs = [
+            j for j in self.store.list_jobs() if j["kind"] == PRESETS_JOB and j["model_name"] == model_name
+        ]
+        if not jobs or jobs[-1]["state"] != "done":
+            return []
+        bundle = self.model(model_name)
+        layers = self.engine.layers(bundle)
+        settings = engine_report.with_batch_1(self.settings())
+        # Two presets can be one plan on a model (INT4 where no layer takes it is FP32): once each.
+        keys = dict.fromkeys(self.engine.job(bundle, preset_plan(n, layers), settings).key for n in PRESETS)
+        records = [self.store.get(k) for k in keys]
+        return [r for r in records if r is not None and r["status"] != "ok"]
+
     def _start(
         self,
         kind: str,
@@ -389,5 +457,6 @@ class Runner:
         self._threads.shutdown(wait=False, cancel_futures=True)
         self._long.shutdown(wait=False, cancel_futures=True)
         self._reports.shutdown(wait=False, cancel_futures=True)
+        self._presets.shutdown(wait=False, cancel_futures=True)
         if self.pool is not None:
             self.pool.close()

@@ -52,6 +52,7 @@ _AGAIN = {
     "search": "Press Find best plans again with the same settings: it continues where it stopped.",
     "report": "Press Build report again.",
     "add-model": "Add it again on the Models page.",
+    "presets": "Press Measure the presets first on the Report page again: what was measured is kept.",
 }
 
 

@@ -75,14 +75,22 @@ def check_reportable(bundle: ModelBundle) -> None:
 
 
 def ensure_candidates(
-    engine: Engine, bundle: ModelBundle, settings: MeasureSettings | None = None
+    engine: Engine,
+    bundle: ModelBundle,
+    settings: MeasureSettings | None = None,
+    on_done: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Measure what a recommendation needs at least: the FP32 baseline and every preset (the store
-    serves those already measured)."""
+    serves those already measured); records in PRESETS order, on_done(preset name, record) as each
+    lands."""
     check_reportable(bundle)
     layers = engine.layers(bundle)
-    plans = [preset_plan(name, layers) for name in PRESETS]
-    return engine.evaluate_many(bundle, plans, settings=with_batch_1(settings), source="report")
+    names = list(PRESETS)
+    plans = [preset_plan(name, layers) for name in names]
+    landed = None if on_done is None else lambda i, record: on_done(names[i], record)
+    return engine.evaluate_many(
+        bundle, plans, settings=with_batch_1(settings), source="report", on_done=landed
+    )
 
 
 def recommendation_for(

@@ -8,10 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import cached, report_files, state, widgets
-from dashboard.runner import explain_failure
+from dashboard.runner import PRESETS_JOB, explain_failure
 from dashboard.text import md, one_line
 from engine.goal import EXAMPLES, GoalError, parse_goal
-from engine.report import candidate_table, ensure_candidates
+from engine.presets import PRESETS
+from engine.report import candidate_table
 
 MIN_CANDIDATES = 3  # fewer measured plans than this: offer to measure the presets first
 
@@ -70,47 +71,42 @@ except Exception as e:  # no traceback on screen: what failed and what to try
     st.stop()
 
 # --- too few plans measured: offer the presets ------------------------------------------------------
-# Which presets the last press could not measure, until each of them has been measured since.
-widgets.show_outcome_while(
-    state.REPORT_NOTE,
-    lambda failed: failed[0] == model and not all(runner.store.get_ok(k) for k in failed[1]),
-)
-if len(rec.candidates) < MIN_CANDIDATES:
-    c1, c2 = st.columns([4, 1], vertical_alignment="center")
-    c1.info(
-        f"Only {len(rec.candidates)} measured plan(s) of {model} to choose from. Measure the FP32 baseline "
-        "and every preset plan first (each is really quantized and measured; plans already measured are "
-        "served from the store): about a minute, then the choice is among all of them."
+# Measured in a job (progress in the jobs panel): a reload or another tab sees it run, and the page is
+# rerun with the new plans when it ends. What it could not measure is read from the store, so any tab
+# says it, until each of those plans has been measured since.
+failed = runner.preset_failures(model)
+if failed:
+    st.warning(
+        md(
+            f"{len(failed)} of {len(PRESETS)} preset plans could not be measured, so they are not "
+            "candidates: " + " ".join(explain_failure(r) for r in failed)
+        )
     )
-    # Shown beside the button only: once enough plans are measured (here or elsewhere) it has no use.
-    widgets.show_outcome(state.REPORT_PRESETS_ERROR, model)
-    if c2.button("Measure the presets first", key=state.REPORT_MEASURE, type="primary"):
-        try:
-            with st.spinner(f"Quantizing and measuring the preset plans of {model}..."):
-                records = ensure_candidates(runner.engine, runner.model(model), runner.settings())
-        except Exception as e:  # the workers failed: say so; the page stays usable
-            widgets.keep_outcome(
-                state.REPORT_PRESETS_ERROR,
-                model,
-                md(
-                    f"Measuring the presets of {model} stopped ({one_line(e)}). What was measured is "
-                    "kept: press the button again to continue; if it repeats, restart the app."
-                ),
-            )
-        else:
-            widgets.keep_outcome(state.REPORT_PRESETS_ERROR, model, None)
-            failed = [r for r in records if r.get("status") != "ok"]
-            widgets.keep_outcome(
-                state.REPORT_NOTE,
-                (model, tuple(r["key"] for r in failed)),
-                md(
-                    f"{len(failed)} of {len(records)} preset plans could not be measured, so they are not "
-                    "candidates: " + " ".join(explain_failure(r) for r in failed)
-                )
-                if failed
-                else None,
-                kind="warning",
-            )
+if len(rec.candidates) < MIN_CANDIDATES:
+    measuring_presets = bool(runner.active_jobs(PRESETS_JOB, model))
+    c1, c2 = st.columns([4, 1], vertical_alignment="center")
+    if measuring_presets:
+        c1.info(
+            f"The FP32 baseline and every preset plan of {model} are being measured (progress above). "
+            f"Until they land the choice is among the {len(rec.candidates)} measured plan(s) below; this "
+            "page updates when they do."
+        )
+    else:
+        c1.info(
+            f"Only {len(rec.candidates)} measured plan(s) of {model} to choose from. Measure the FP32 "
+            "baseline and every preset plan first (each is really quantized and measured; plans already "
+            "measured are served from the store): about a minute, then the choice is among all of them."
+        )
+    if c2.button(
+        "Measuring the presets…" if measuring_presets else "Measure the presets first",
+        key=state.REPORT_MEASURE,
+        type="primary",
+        disabled=measuring_presets,
+        help="Measured in the background: you can keep working, or reload; this page updates when it is "
+        "done.",
+    ):
+        runner.submit_presets(model)  # the running job's id if another tab pressed first
+        st.toast(f"Measuring the preset plans of {model} in the background.")
         st.rerun()
 
 # --- the recommendation -----------------------------------------------------------------------------
