@@ -81,7 +81,7 @@ def test_size_accuracy_front_and_baseline(frame: pd.DataFrame) -> None:
     assert {k for k, p in by.items() if p.pareto} == {"int8", "fp16"}  # fp16: as accurate, half the size
     assert by["bad"].pareto is False and by["base"].baseline is True and by["base"].pareto is False
     assert info.front == ("int8", "fp16")  # ordered by size
-    assert by["int8"].x == pytest.approx(100 / 1e6) and by["int8"].y == pytest.approx(89.0)
+    assert by["int8"].x == pytest.approx(100 / 1e3) and by["int8"].y == pytest.approx(89.0)  # kB
     assert info.trace_keys() == {"dominated": ("bad",), "pareto": ("int8", "fp16"), "baseline": ("base",)}
 
 
@@ -149,9 +149,10 @@ def test_grid_draws_each_plot_as_a_panel_of_one_figure(frame: pd.DataFrame) -> N
     assert grid.trace_keys() == keys
     assert [tuple(t.customdata) for t in fig.data[:6]] == list(keys)
     # Each panel keeps its own axes: absolute size on the first, latency change vs FP32 on the second.
-    assert list(fig.data[1].x) == pytest.approx([100 / 1e6, 200 / 1e6])
+    # Sizes in kB: these models are under 100 kB (a 23 kB model's axis ran 0.015 to 0.02 MB).
+    assert list(fig.data[1].x) == pytest.approx([100 / 1e3, 200 / 1e3])
     assert list(fig.data[3].x) == pytest.approx([100.0, -20.0])
-    assert fig.layout.xaxis.title.text == "Model size (MB)"
+    assert fig.layout.xaxis.title.text == "Model size (kB)"
     assert fig.layout.xaxis2.title.text == "Latency change vs FP32 (%)"
     assert fig.layout.yaxis2.title.text == "Accuracy change vs FP32 (percentage points)"
     assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]  # side by side, apart
@@ -213,6 +214,14 @@ def test_compare_tables(tmp_path: Path) -> None:
     assert diff["layer"].tolist() == ["a"] and diff.iloc[0, 1:].tolist() == ["FP32", "INT8"]
     pc = per_class_table([a, b], ["cat", "dog"])
     assert pc["class"].tolist() == ["cat", "dog"] and pc.iloc[0, 1:].tolist() == pytest.approx([90, 90, 80])
+
+
+def test_a_large_models_size_axis_is_in_mb(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.put(record("base", ["fp32"] * 3, 2_400_000, 1.0, 0.9))
+        store.put(record("int8", ["int8"] * 3, 600_000, 0.5, 0.89))
+        info = pareto_plot_info(store.to_frame(), "size", "accuracy")
+    assert info.x_title == "Model size (MB)" and sorted(p.x for p in info.points) == pytest.approx([0.6, 2.4])
 
 
 def test_compare_gives_sizes_in_the_unit_the_largest_reads_best_in() -> None:
