@@ -374,6 +374,29 @@ def pareto_figure(info: ParetoPlotInfo) -> go.Figure:
     return pareto_grid_figure(ParetoGridInfo((info,), ("",)))
 
 
+MAIN_WIDTH_PX = 900  # Streamlit's main column at a 1280 px window, sidebar open (the narrow case)
+PLOT_HEIGHT_PX = 310  # the panels' own height, margins aside
+CHAR_PX = 7  # an average character at the figures' 12 px font
+
+
+def wrapped(title: str, chars: int) -> str:
+    """An axis title broken into lines of at most `chars` characters (plotly breaks at <br> only);
+    its own <br> breaks stay."""
+    return "<br>".join(line for part in title.split("<br>") for line in textwrap.wrap(part, chars) or [part])
+
+
+def _legend_rows(names: Iterable[str]) -> int:
+    """How many rows a horizontal legend of these entries takes in the main column (each entry is its
+    symbol, about 40 px, and its text)."""
+    rows, used = 1, 0
+    for name in dict.fromkeys(names):
+        need = 40 + CHAR_PX * len(name)
+        if used and used + need > MAIN_WIDTH_PX:
+            rows, used = rows + 1, 0
+        used += need
+    return rows
+
+
 def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
     """Draw the panels of a ParetoGridInfo side by side in one figure with one legend.
 
@@ -456,13 +479,18 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
     # Lines, then the selected plan's ring, after every panel's data traces: trace numbers stay put.
     fig.add_traces([*lines, *rings])
     layout: dict[str, Any] = {}
+    # The figure fills Streamlit's main column, about 900 px at a 1280 px window with the sidebar open:
+    # a panel's x title longer than its width ran into the next panel's, so it wraps instead.
+    panel_chars = max(20, int(MAIN_WIDTH_PX * width / CHAR_PX))
+    legend_rows = _legend_rows([t.name for t in [*fig.data, *lines, *rings] if t.showlegend is not False])
+    extra = 18 * (legend_rows - 1)  # a legend row the bottom margin would clip (fixed margins)
     for i, info in enumerate(grid.panels):
         suffix = str(i + 1) if i else ""
         left = i * (width + gap)
         layout[f"xaxis{suffix}"] = {
             "domain": [left, left + width],
             "anchor": f"y{suffix}",
-            "title": {"text": info.x_title},
+            "title": {"text": wrapped(info.x_title, panel_chars)},
             "automargin": False,
             "showgrid": False,
             "zeroline": False,
@@ -491,11 +519,12 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
             for i, t in enumerate(grid.titles)
             if t
         ],
-        margin={"l": 60, "r": 10, "t": 40, "b": 90, "autoexpand": False},
-        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"},
+        margin={"l": 60, "r": 10, "t": 40, "b": 110 + extra, "autoexpand": False},
+        # Below the (up to two-line) x titles, in pixels from the plots' bottom edge.
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -78 / PLOT_HEIGHT_PX, "yanchor": "top"},
         # Click-to-select works in plotly's zoom and pan drag modes; "select" mode swallows clicks.
         clickmode="event+select",
-        height=460,
+        height=PLOT_HEIGHT_PX + 40 + 110 + extra,
         # Its own look, readable on light and dark pages: there is no template to inherit one from.
         font={"family": '"Source Sans", sans-serif', "size": 12, "color": _TEXT},
         paper_bgcolor="rgba(0,0,0,0)",

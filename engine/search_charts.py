@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.charts import ParetoGridInfo, pareto_plot_info
+from engine.charts import CHAR_PX, MAIN_WIDTH_PX, ParetoGridInfo, pareto_plot_info, wrapped
 from engine.profile import OTHER
 from engine.sensitivity import ALONE, KEEP_FP32
 from engine.types import Precision
@@ -258,12 +258,16 @@ def sensitivity_figure(info: SensitivityChartInfo) -> go.Figure:
         )
     )
     longest = max((len(n) for n in info.layers), default=10)
+    left = min(360, 20 + 7 * longest)
+    # Titles wrap to their axis's width in the main column: at 1280 px the long one ran into the
+    # share axis's title, and that one was clipped at the right edge.
+    plot_chars = (MAIN_WIDTH_PX - left - 10) / CHAR_PX
     fig.update_layout(
         barmode="overlay",  # the slots are placed by hand above
         xaxis={
             "domain": [0.0, 0.72],
             "anchor": "y",
-            "title": {"text": info.x_title},
+            "title": {"text": wrapped(info.x_title, int(0.72 * plot_chars))},
             "zeroline": True,
             "zerolinecolor": "#868e96",
             "gridcolor": _GRID,
@@ -271,7 +275,7 @@ def sensitivity_figure(info: SensitivityChartInfo) -> go.Figure:
         xaxis2={
             "domain": [0.78, 1.0],
             "anchor": "y",
-            "title": {"text": SHARE_TITLE},
+            "title": {"text": wrapped(SHARE_TITLE, max(12, int(0.22 * plot_chars)))},
             "gridcolor": _GRID,
             "rangemode": "tozero",
         },
@@ -285,7 +289,7 @@ def sensitivity_figure(info: SensitivityChartInfo) -> go.Figure:
             "automargin": False,
         },
         height=140 + len(info.layers) * max(26, 11 * n + 8),
-        margin={"l": min(360, 20 + 7 * longest), "r": 10, "t": 30, "b": 80},
+        margin={"l": left, "r": 10, "t": 30, "b": 95},
         legend={"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom"},
         hovermode="closest",
         # A click selects one bar (and pins it on the page); "select" drag mode would swallow clicks.

@@ -342,3 +342,31 @@ def test_compare_gives_each_change_against_the_first_with_its_interval() -> None
     assert compare_table([a, b])["latency_ci_ms"].tolist()[0] == "the FP32 scale"
     assert table["perplexity"].iloc[1] == "3.500 (×1.021 vs FP32, 95% CI ×1.017 to ×1.024)"
     assert "perplexity 3.500 (×1.021" in hover_text({**b, "accuracy": 0.61, "accuracy_delta": -0.01})
+
+
+def test_long_axis_titles_wrap_to_their_panel_and_the_legend_keeps_its_rows(frame: pd.DataFrame) -> None:
+    """Browser QA at 1280x800: the three panels' x titles ran into each other, and the All models
+    legend was clipped after 5 of its 8 entries (the margins are fixed)."""
+    from engine.charts import MAIN_WIDTH_PX, wrapped
+
+    assert wrapped("Latency, batch 1 (ms, median, timed against FP32)", 36) == (
+        "Latency, batch 1 (ms, median, timed<br>against FP32)"
+    )
+    assert (
+        wrapped("Share of FP32 time (%)<br>batch 1, this machine", 40)
+        == "Share of FP32 time (%)<br>batch 1, this machine"
+    )
+    charts = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
+    one = pareto_grid_figure(
+        ParetoGridInfo(
+            tuple(pareto_plot_info(filter_results(frame, ["m"]), x, y) for x, y in charts), ("a", "b", "c")
+        )
+    )
+    lo, hi = one.layout.xaxis2.domain
+    chars = MAIN_WIDTH_PX * (hi - lo) / 7
+    assert all(len(line) <= chars for line in one.layout.xaxis2.title.text.split("<br>"))
+    renamed = frame.assign(model_name=[f"a model with a long name {i}" for i in range(len(frame))])
+    many = pareto_grid_figure(
+        ParetoGridInfo(tuple(pareto_plot_info(renamed, x, y) for x, y in charts), ("a", "b", "c"))
+    )
+    assert many.layout.margin.b > one.layout.margin.b and many.layout.height > one.layout.height
