@@ -19,10 +19,12 @@ def format_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+    """Bytes in decimal units (kB = 1,000 bytes), as the dashboard shows them and goals are written:
+    binary "KB" made a 2,560-byte layer read 2.50 KB here and 2.56 kB there."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
+        n /= 1000
     return f"{n:.2f} GB"
 
 

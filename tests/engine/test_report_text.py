@@ -81,3 +81,15 @@ def test_results_rows_give_percent_points_and_whole_bytes() -> None:
     failed = {**record, **dict.fromkeys(["size_bytes", "latency_ms_b1", "accuracy", "sqnr_db"], nan)}
     failed.update(accuracy_delta=None, accuracy_delta_ci_low=nan, accuracy_delta_ci_high=nan, status="failed")
     assert result_rows([failed])[0][4:10] == ["-"] * 6
+
+
+def test_bytes_read_in_decimal_units_as_the_dashboard_gives_them() -> None:
+    """CLI QA: inspect gave a 2,560-byte layer as "2.50 KB" (binary) where the dashboard said 2.56 kB."""
+    from engine.report_text import human_bytes
+
+    assert [human_bytes(n) for n in (512, 2_560, 1_130_000, 3.2e9)] == [
+        "512 B",
+        "2.56 kB",
+        "1.13 MB",
+        "3.20 GB",
+    ]
