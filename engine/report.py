@@ -26,6 +26,7 @@ from engine.api import Engine, EngineError
 from engine.charts import (
     ParetoGridInfo,
     distinct_summaries,
+    panel_title,
     pareto_grid_figure,
     pareto_plot_info,
     with_derived,
@@ -130,11 +131,10 @@ def pareto_report_figure(engine: Engine, rec: Recommendation) -> go.Figure:
     frame = with_derived(
         frame[frame["key"].isin(keys)].assign(model_name=rec.model_name).reset_index(drop=True)
     )
-    pairs = (("size", "accuracy"), ("latency", "accuracy"), ("size", "latency"))
+    # Explore's panels, axes and titles: a reader going from the page to the report sees the same plots.
+    pairs = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
     panels = tuple(pareto_plot_info(frame, x, y, selected=rec.chosen_key) for x, y in pairs)
-    grid = ParetoGridInfo(
-        panels, tuple(f"{y.capitalize()} vs {x}" for x, y in pairs), ring_name="recommended"
-    )
+    grid = ParetoGridInfo(panels, tuple(panel_title(x, y) for x, y in pairs), ring_name="recommended")
     return _sized(pareto_grid_figure(grid))
 
 

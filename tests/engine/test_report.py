@@ -270,3 +270,20 @@ def test_the_search_section_gives_each_measured_change_with_its_interval(
     found_by, predicted_latency = header.index("found by"), header.index("latency ms, measured") + 1
     anchors = [cells for cells in rows if cells and cells[found_by] == "anchor"]
     assert anchors and all(cells[predicted_latency] == "—" for cells in anchors)
+
+
+def test_the_reports_pareto_panels_are_explores(engine: Engine, report: ReportFiles) -> None:
+    """Browser QA: Explore's third panel was 'Size vs latency', the report's 'Latency vs size' with
+    its axes swapped."""
+    from engine.report import pareto_report_figure, recommendation_for
+
+    bundle = engine.model("digits_cnn")
+    fig = pareto_report_figure(engine, recommendation_for(engine, bundle, parse_goal(GOAL)))
+    assert [a.text for a in fig.layout.annotations] == [
+        "<b>Accuracy vs size</b>",
+        "<b>Accuracy vs latency</b>",
+        "<b>Size vs latency</b>",
+    ]
+    assert fig.layout.xaxis3.title.text.startswith("Latency") and fig.layout.yaxis3.title.text.startswith(
+        "Model size"
+    )
