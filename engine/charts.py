@@ -171,6 +171,8 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     fp32_size = out["metrics"].map(lambda m: (m or {}).get("fp32_size_bytes", np.nan)).astype(float)
     out["size_change_pct"] = (out["size_bytes"] / fp32_size - 1) * 100
     out["accuracy_change_pp"] = out["accuracy_delta"] * 100
+    out["accuracy_change_pp_low"] = out["accuracy_delta_ci_low"] * 100
+    out["accuracy_change_pp_high"] = out["accuracy_delta_ci_high"] * 100
     out["agreement_pct"] = out["agreement"] * 100
     out["agreement_change_pp"] = out["agreement_pct"] - 100  # FP32 agrees with itself on every input
     out["baseline"] = out["plan"].map(is_baseline).astype(bool)
@@ -182,6 +184,10 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     paired = out["metrics"].map(lambda m: _paired_ratio(_latency(m))).astype(float)
     slower = paired.where(paired.notna(), out["latency_ms_b1"] / ref).where(~out["baseline"], 1.0)
     out["latency_change_pct"] = (slower - 1) * 100
+    # Only a paired ratio has an interval against FP32 (an older result's median over FP32's has none).
+    for end in ("low", "high"):
+        ratio = out["metrics"].map(lambda m, e=end: _ratio_end(_latency(m), e)).astype(float)
+        out[f"latency_change_pct_{end}"] = ((ratio - 1) * 100).where(~out["baseline"], np.nan)
     out["speedup"] = 1 / slower
     out["hover"] = [hover_text(r) for r in out.to_dict("records")]
     return out
@@ -192,6 +198,11 @@ HOVER_WIDTH = 90  # characters a hover line holds before it is wrapped
 
 def _paired_ratio(stats: Mapping[str, Any]) -> float:
     return float(stats["vs_fp32"]) if has_ratio(stats) else np.nan
+
+
+def _ratio_end(stats: Mapping[str, Any], end: str) -> float:
+    value = stats.get(f"vs_fp32_ci_{end}") if has_ratio(stats) else None
+    return float(value) if value is not None else np.nan
 
 
 def size_unit(nbytes: float) -> tuple[str, float]:
@@ -267,6 +278,9 @@ class ParetoPoint:
     hover: str
     pareto: bool
     baseline: bool
+    # 95% intervals drawn as error bars (a change vs FP32 has one); NaN ends where none is known.
+    x_interval: tuple[float, float] = (np.nan, np.nan)
+    y_interval: tuple[float, float] = (np.nan, np.nan)
 
 
 @dataclass(frozen=True)
@@ -308,9 +322,20 @@ def pareto_plot_info(
         mask = non_dominated(group[[cx, cy]].to_numpy(float), [ox.maximize, oy.maximize])
         front_mask[group.index] = mask
     columns = [ok[c].tolist() for c in ("key", "model_name", cx, cy, "plan_summary", "hover", "baseline")]
+    x_intervals, y_intervals = (_intervals(ok, c) if relative else None for c in (cx, cy))
     points = tuple(
-        ParetoPoint(str(k), str(m), float(x), float(y), s or "", h, bool(f), bool(b))
-        for k, m, x, y, s, h, b, f in zip(*columns, front_mask.tolist(), strict=True)
+        ParetoPoint(
+            str(k),
+            str(m),
+            float(x),
+            float(y),
+            s or "",
+            h,
+            bool(f),
+            bool(b),
+            *((xi[i] if xi else (np.nan, np.nan)) for xi in (x_intervals, y_intervals)),
+        )
+        for i, (k, m, x, y, s, h, b, f) in enumerate(zip(*columns, front_mask.tolist(), strict=True))
     )
     front = tuple(
         p.key for p in sorted((p for p in points if p.pareto), key=lambda p: (p.model_name, p.x, p.y))
@@ -323,6 +348,48 @@ def pareto_plot_info(
         selected=selected,
         missing=len(frame) - len(ok),
     )
+
+
+# A change vs FP32's 95% interval, by the column plotted (with_derived makes them).
+_INTERVALS = {
+    "accuracy_change_pp": ("accuracy_change_pp_low", "accuracy_change_pp_high"),
+    "latency_change_pct": ("latency_change_pct_low", "latency_change_pct_high"),
+}
+
+
+def _intervals(frame: pd.DataFrame, column: str) -> list[tuple[float, float]] | None:
+    ends = _INTERVALS.get(column)
+    if ends is None or not set(ends) <= set(frame.columns):
+        return None
+    return list(zip(frame[ends[0]].astype(float), frame[ends[1]].astype(float), strict=True))
+
+
+def _reach(ends: list[float], values: list[float], sign: float) -> list[float]:
+    """How far each interval end lies from its value, in plain lists (see _draw_once); none: 0."""
+    return [max(0.0, sign * (e - v)) if math.isfinite(e) else 0.0 for e, v in zip(ends, values, strict=True)]
+
+
+def _error_bars(points: list[ParetoPoint], color: str) -> dict[str, Any]:
+    """error_x / error_y of the points' 95% intervals, where any has one: a change vs FP32 drawn
+    without its interval looked surer than it is (two plans 0.2 points apart, inside each other's
+    intervals, read as one beating the other)."""
+    out: dict[str, Any] = {}
+    for axis, ends, at in (("error_x", "x_interval", "x"), ("error_y", "y_interval", "y")):
+        lows = [getattr(p, ends)[0] for p in points]
+        highs = [getattr(p, ends)[1] for p in points]
+        if not any(math.isfinite(v) for v in lows + highs):
+            continue
+        values = [getattr(p, at) for p in points]
+        out[axis] = {
+            "type": "data",
+            "symmetric": False,
+            "array": _reach(highs, values, 1.0),
+            "arrayminus": _reach(lows, values, -1.0),
+            "thickness": 1,
+            "width": 0,
+            "color": color,
+        }
+    return out
 
 
 def _in_unit(objective: Objective, frame: pd.DataFrame) -> Objective:
@@ -435,6 +502,7 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
                     customdata=np.array([p.key for p in pts], dtype=object),
                     hovertext=np.array([p.hover for p in pts], dtype=object),
                     hoverinfo="text",
+                    **_error_bars(pts, style["color"]),
                     marker={
                         "color": style["color"],
                         "opacity": style["opacity"],

@@ -370,3 +370,21 @@ def test_long_axis_titles_wrap_to_their_panel_and_the_legend_keeps_its_rows(fram
         ParetoGridInfo(tuple(pareto_plot_info(renamed, x, y) for x, y in charts), ("a", "b", "c"))
     )
     assert many.layout.margin.b > one.layout.margin.b and many.layout.height > one.layout.height
+
+
+def test_changes_vs_fp32_are_drawn_with_their_intervals(frame: pd.DataFrame) -> None:
+    """Browser QA: in the % change view the accuracy deltas had no error bars; the interval was only
+    in the hover, so a plan 0.2 points ahead inside both intervals looked plainly better."""
+    info = pareto_plot_info(filter_results(frame, ["m"]), "latency", "accuracy", relative=True)
+    int8 = next(p for p in info.points if p.key == "int8")
+    assert int8.y_interval == pytest.approx((-3.0, 1.0))  # record(): delta -1, CI acc-0.92 to acc-0.88
+    fig = pareto_grid_figure(ParetoGridInfo((info,), ("a",)))
+    pareto = next(t for t in fig.data if t.name == "Pareto-optimal")
+    at = list(pareto.customdata).index("int8")
+    assert pareto.error_y.arrayminus[at] == pytest.approx(2.0) and pareto.error_y.array[at] == pytest.approx(
+        2.0
+    )
+    absolute = pareto_grid_figure(
+        ParetoGridInfo((pareto_plot_info(filter_results(frame, ["m"]), "size", "accuracy"),), ("a",))
+    )
+    assert all(t.error_y.array is None for t in absolute.data)  # an accuracy is no change: no bar
