@@ -10,13 +10,14 @@ an edit in a tab left open on an older plan lands on the newer one instead of ov
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import streamlit as st
 
 from dashboard import cached, drafts, state
 from dashboard.plan_logic import uniform
 from dashboard.text import one_line
-from engine.types import CalibrationMethod, LayerInfo
+from engine.types import CalibrationMethod, LayerInfo, Plan
 
 
 def current_plan(model: str, layers: list[LayerInfo]) -> dict[str, str]:
@@ -45,10 +46,25 @@ def current_plan(model: str, layers: list[LayerInfo]) -> dict[str, str]:
     return assignment
 
 
-def set_plan(model: str, assignment: Mapping[str, str]) -> None:
-    """Make `assignment` the plan being edited, and keep it."""
+def set_plan(model: str, assignment: Mapping[str, str], calibration: CalibrationMethod | None = None) -> None:
+    """Make `assignment` the plan being edited, and keep it; with `calibration` (see measured_with), the
+    Plan page's calibration picker too, kept with the plan."""
     state.set_plan_assignment(model, dict(assignment))
+    if calibration is not None:
+        state.put(state.calibration_key(model), calibration)
     keep(model)
+
+
+def measured_with(plan: Mapping[str, Any], calibration: str | None) -> CalibrationMethod | None:
+    """The calibration a stored plan (Plan JSON) was measured with, to load with it: None if none of its
+    precisions is calibrated (INT8, W8A16), or none is known. Loaded without it, the Plan page kept its
+    picker's method and Evaluate measured another plan (the MinMax one) than the result loaded."""
+    if calibration is None:
+        return None
+    p = Plan.from_json(dict(plan))
+    return (
+        CalibrationMethod(calibration) if any(x.calibrated for x in (p.default, *p.layers.values())) else None
+    )
 
 
 def keep(model: str) -> None:

@@ -82,7 +82,11 @@ def _recommended(page: SearchPage, shown: _Shown, search_running: bool) -> None:
 
         def _load() -> None:
             state.put(state.MODEL, page.model)  # the Plan page shows the model it was loaded for
-            editing.set_plan(page.model, plan_assignment(row["plan"], page.layer_names))
+            editing.set_plan(
+                page.model,
+                plan_assignment(row["plan"], page.layer_names),
+                editing.measured_with(row["plan"], shown.calibration),  # the search's
+            )
 
         if st.button("Load recommended plan into the plan editor", key=state.SEARCH_LOAD, on_click=_load):
             st.switch_page("app_pages/plan.py")

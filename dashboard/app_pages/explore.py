@@ -191,7 +191,12 @@ st.dataframe(
 def _load() -> None:
     # Put the plan in the editor of its own model and show that model.
     state.put(state.MODEL, record["model_name"])
-    editing.set_plan(record["model_name"], dict(record["plan"]["layers"]))
+    calibration = (record["metrics"].get("settings") or {}).get("calibration")
+    editing.set_plan(
+        record["model_name"],
+        dict(record["plan"]["layers"]),
+        editing.measured_with(record["plan"], calibration),
+    )
 
 
 def _not_loadable() -> str | None:

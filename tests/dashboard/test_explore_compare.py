@@ -231,3 +231,26 @@ def test_a_model_whose_files_cannot_be_read_still_shows_its_results(results: dic
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert len(at.dataframe[0].value) == 2
+
+
+def test_loading_a_plan_loads_the_calibration_it_was_measured_with(results: dict[str, list[str]]) -> None:
+    """Browser QA: 'Load into plan editor' on an Entropy result left the Plan page's picker at MinMax,
+    so Evaluate measured another plan (the MinMax one). The calibration is kept with the draft too."""
+    from dashboard import drafts
+    from engine.types import CalibrationMethod
+
+    model = "digits_cnn"  # a sample model: the tiny networks here fail Entropy calibration
+    runner = cached.runner()
+    entropy = runner.engine.evaluate(
+        runner.model(model), Plan(default=Precision.INT8), settings=runner.settings(CalibrationMethod.ENTROPY)
+    )
+    assert entropy["status"] == "ok", entropy["error"]
+    at = _explore(model, result=entropy["key"])
+    assert at.subheader[0].value.startswith("5 INT8 · Entropy calibration")
+    at.button(key="qd_load_plan").click().run()
+    assert not at.exception
+    picker = at.selectbox(key=state.calibration_key(model))  # on the Plan page now
+    assert picker.value == CalibrationMethod.ENTROPY
+    assert "Measured: " in _texts(at.info)  # the very result loaded, not a MinMax plan still to measure
+    kept = drafts.load(runner.engine.home, cached.model_id(model), cached.layers(model))
+    assert kept is not None and kept.calibration == CalibrationMethod.ENTROPY  # a reload keeps it

@@ -272,3 +272,24 @@ def test_a_reload_during_a_pass_shows_its_precisions_and_counts_only_its_probes_
     finally:
         runner.store.upsert_job("sensitivity-running", state="done")
         runner._probing.clear()
+
+
+def test_loading_the_recommended_plan_loads_the_searchs_calibration(home: Path) -> None:
+    """Browser QA: an Entropy search's recommended plan loaded into the editor beside a MinMax picker, so
+    Evaluate there measured another plan than the one recommended."""
+    from dashboard import drafts
+    from engine.types import CalibrationMethod
+
+    at = _open()
+    at.selectbox(key=state.SEARCH_CALIBRATION).set_value(CalibrationMethod.ENTROPY)
+    at.multiselect(key=state.SEARCH_PRECISIONS).set_value([Precision.INT8.value])  # a calibrated plan
+    at.number_input(key=state.SEARCH_BUDGET).set_value(2)
+    at.button(key=state.SEARCH_RUN).click().run()
+    wait_for_jobs(at)
+    assert not at.exception
+    at.button(key=state.SEARCH_LOAD).click().run()
+    assert not at.exception
+    assert at.selectbox(key=state.calibration_key(MODEL)).value == CalibrationMethod.ENTROPY  # Plan page
+    assert "Measured: " in _texts(at.info)  # the plan recommended, as it was measured
+    kept = drafts.load(cached.runner().engine.home, cached.model_id(MODEL), cached.layers(MODEL))
+    assert kept is not None and kept.calibration == CalibrationMethod.ENTROPY
