@@ -19,6 +19,8 @@ QP_RESULT = "result"
 
 MODEL = "qd_model"  # the model picked in the sidebar (a widget key)
 SELECTED = "qd_selected_result"  # result key selected on Explore (chart click or list)
+_SELECTED_OF = "qd_selected_of"  # the model the selected result is of
+_SELECTED_ON = "qd_selected_on"  # the sidebar's model when the result was selected, or since
 WATCHED = "qd_watched_jobs"  # job ids this session saw running: their end triggers a rerun
 DISMISSED = "qd_dismissed_jobs"  # failed jobs whose message the user closed
 EDIT_NOTES = "qd_edit_notes"  # (model, plan, notes): what the plan's last edit left to say
@@ -213,8 +215,11 @@ def selected_result() -> str | None:
     return st.session_state.get(SELECTED)
 
 
-def select_result(key: str | None) -> None:
+def select_result(key: str | None, model: str | None = None) -> None:
+    """model: the model the result is of (the sidebar's, if not given)."""
     st.session_state[SELECTED] = key
+    st.session_state[_SELECTED_OF] = model or current_model()
+    st.session_state[_SELECTED_ON] = current_model()
 
 
 def sync_from_url(models: list[str], model_of: Callable[[str], str | None]) -> None:
@@ -227,7 +232,10 @@ def sync_from_url(models: list[str], model_of: Callable[[str], str | None]) -> N
         if wanted and wanted not in models:
             st.session_state[_LINK_MISS] = (wanted, st.session_state[MODEL])
     if SELECTED not in st.session_state:
-        st.session_state[SELECTED] = st.query_params.get(QP_RESULT) or None
+        result = st.query_params.get(QP_RESULT) or None
+        st.session_state[SELECTED] = result
+        st.session_state[_SELECTED_OF] = model_of(result) if result else None
+        st.session_state[_SELECTED_ON] = st.session_state[MODEL]
 
 
 def link_miss() -> str | None:
@@ -240,8 +248,20 @@ def link_miss() -> str | None:
     return str(miss[0])
 
 
+def _follow_model() -> None:
+    # A model switch drops a selected result of another model: kept, the URL linked the new model with
+    # the old one's plan, and Explore showed that plan as the new model's. The result's own model (a
+    # link's, or one picked with All models on) keeps it: that is where it is shown.
+    model = current_model()
+    on = st.session_state.get(_SELECTED_ON, model)
+    if on != model and st.session_state.get(_SELECTED_OF) != model:
+        st.session_state[SELECTED] = None
+    st.session_state[_SELECTED_ON] = model
+
+
 def sync_to_url() -> None:
     """Write the current model and result into the URL so the address bar is a shareable link."""
+    _follow_model()
     model, result = current_model(), selected_result()
     if model and st.query_params.get(QP_MODEL) != model:
         st.query_params[QP_MODEL] = model

@@ -44,11 +44,15 @@ if shown.empty:
     st.stop()
 
 
+# The model each shown result is of (with All models on, not only the sidebar's): a selection goes with it.
+model_of = dict(zip(shown["key"], shown["model_name"], strict=True))
+
+
 def _picked(trace_keys: tuple[tuple[str, ...], ...]) -> None:
     # A click on the plots: map the selected marker back to its result.
     key = selected_key(trace_keys, st.session_state.get(state.chart_key("pareto")))
     if key:
-        state.select_result(key)
+        state.select_result(key, model_of.get(key))
 
 
 selected = state.selected_result()
@@ -131,7 +135,8 @@ if selected in labels:
 
 
 def _pick() -> None:
-    state.select_result(state.get(state.EXPLORE_PICK))
+    key = state.get(state.EXPLORE_PICK)
+    state.select_result(key, model_of.get(key))
 
 
 st.selectbox(
@@ -149,13 +154,26 @@ record = cached.record(selected)
 if record is None:
     st.warning("The result in this link is not in the store (it may have been deleted). Pick another plan.")
     st.stop()
-if selected not in labels and selected in set(filter_results(frame, view_models)["key"]):
+in_view = set(filter_results(frame, view_models)["key"])
+if selected not in labels and selected in in_view:
     # The details follow the plots: a plan they no longer draw is not shown as if it were picked.
     st.info(
         f"The selected plan, {record['plan_summary']}, is hidden by the precision filter: allow its "
         "precisions above to see it again."
     )
     st.stop()
+if selected not in in_view:
+    # Another model's result (a link naming this model with another's plan): shown here, it read as
+    # this model's, and Load switched the sidebar to the other model. A removed model's, or an earlier
+    # one's under a reused name, is in no model's view now: it is shown below for reference.
+    others = filter_results(frame, [cached.model_id(n) for n in listed])
+    owner = others.loc[others["key"] == selected, "model_name"]
+    if not owner.empty:
+        st.info(
+            f"The selected plan, {record['plan_summary']}, is a result of {owner.iloc[0]}, not of {model}: "
+            f"pick {owner.iloc[0]} in the sidebar (or turn on All models) to see it."
+        )
+        st.stop()
 
 m = record["metrics"]
 st.subheader(f"{record['plan_summary']} · {record['model_name']}")

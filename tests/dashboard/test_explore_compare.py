@@ -254,3 +254,36 @@ def test_loading_a_plan_loads_the_calibration_it_was_measured_with(results: dict
     assert "Measured: " in _texts(at.info)  # the very result loaded, not a MinMax plan still to measure
     kept = drafts.load(runner.engine.home, cached.model_id(model), cached.layers(model))
     assert kept is not None and kept.calibration == CalibrationMethod.ENTROPY  # a reload keeps it
+
+
+def test_explore_does_not_show_another_models_result_as_the_selected_plan(
+    results: dict[str, list[str]],
+) -> None:
+    """Browser QA: a plan selected on one model's Explore stayed the selected plan (its details, and
+    result= in every page's URL) after the sidebar switched to another model; a link naming one model
+    and another's result did the same, and Load switched the sidebar back."""
+    blind = results["blind"][1]
+    at = _explore(BLIND)
+    at.selectbox(key=state.EXPLORE_PICK).set_value(blind).run()
+    assert at.subheader[0].value.endswith(BLIND) and at.query_params["result"] == blind
+    at.selectbox(key=state.MODEL).set_value(REUSED).run()
+    assert not at.exception
+    assert not at.subheader, "another model's plan is shown as this one's"
+    assert "result" not in at.query_params
+    assert at.selectbox(key=state.EXPLORE_PICK).value is None
+
+    # A link naming this model and another current model's result.
+    at = _explore(REUSED, result=blind)
+    assert not at.subheader and "qd_load_plan" not in [b.key for b in at.button]
+    assert f"is a result of {BLIND}, not of {REUSED}" in _texts(at.info)
+    at.selectbox(key=state.MODEL).set_value(BLIND).run()  # as the page says: that model shows it
+    assert at.subheader[0].value.endswith(BLIND) and at.query_params["result"] == blind
+
+    # With All models on, a plan of another model is picked and shown, and loads into its own editor.
+    mine = results["new"][1]
+    at.toggle(key=state.EXPLORE_MODELS).set_value(True).run()
+    at.selectbox(key=state.EXPLORE_PICK).set_value(mine).run()
+    assert at.subheader[0].value.endswith(REUSED)
+    at.button(key="qd_load_plan").click().run()
+    assert not at.exception
+    assert at.session_state[state.MODEL] == REUSED and at.query_params["result"] == mine
