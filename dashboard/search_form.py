@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import cached, state, widgets
+from dashboard import cached, search_sensitivity, state, widgets
 from dashboard.search_context import SearchPage
 from dashboard.search_logic import FORM_FIELDS, form_defaults, form_from_spec, pins_from_spec, spec_from_form
 from engine import search as engine_search
@@ -19,11 +19,14 @@ from engine.types import CalibrationMethod, PlanError, Precision
 
 def take_values(page: SearchPage) -> None:
     """Before the page draws anything: the form holds the model's own values, or on the session's
-    first visit to the model (a reload, a new tab) those of its latest search, which is shown."""
+    first visit to the model (a reload, a new tab) those of its latest search, which is shown; and the
+    Sensitivity section's picks are those of a pass running on the model (a reload mid-pass)."""
     # Before the restore below, which writes into the form: taking the form overwrites what it holds.
     state.take_search_form(cached.model_id(page.model), form_defaults(page.offered))
     if state.first_search_visit(page.model) and not page.no_labels and state.shown_search(page.model) is None:
         _restore_latest_search(page)
+    # After the search's: a pass running now is what the Sensitivity section shows, in its calibration.
+    search_sensitivity.take_running_pass(page)
 
 
 def _candidates(page: SearchPage, bundle: ModelBundle, allowed: list[Precision]) -> Any:

@@ -27,6 +27,31 @@ VIEWS = {
 }
 
 
+def take_running_pass(page: SearchPage) -> None:
+    """Before the page draws anything: in a new session (a reload, a new tab) while a pass runs on the
+    model, the section's picks are that pass's, not the defaults: its precisions and its calibration.
+    With MinMax in the picker while an Entropy pass ran, the page counted its probes as still to come in
+    a view they never land in, and invited a second pass once it ended."""
+    if state.get(state.SENS_PRECISIONS) is not None:  # this session has picked (or taken) them already
+        return
+    probing = page.runner.probing(page.model)  # the precisions of a pass running on this model, if one is
+    if probing is not None:
+        state.put(state.SENS_PRECISIONS, [p.value for p in probing if p.value in page.offered])
+    calibration = _running_calibration(page)
+    if calibration is not None:
+        state.put(state.SEARCH_CALIBRATION, calibration)
+
+
+def _running_calibration(page: SearchPage) -> CalibrationMethod | None:
+    # The runner keeps a running pass's precisions, not its method; the pass's progress names it
+    # ("Sensitivity pass on m (INT8, INT4; Entropy calibration): ..."), in any tab, the latest last.
+    for job in reversed(page.runner.active_jobs("sensitivity", page.model)):
+        for method in CalibrationMethod:
+            if f" {method.label} calibration)" in (job["message"] or ""):
+                return method
+    return None
+
+
 def section(page: SearchPage, calibration: CalibrationMethod) -> None:
     """The section, from its heading to the pins it has set."""
     model, runner, offered = page.model, page.runner, page.offered
@@ -38,9 +63,6 @@ def section(page: SearchPage, calibration: CalibrationMethod) -> None:
         "shares come from ONNX Runtime's per-node profiler on the FP32 model, batch 1, on this machine."
     )
     probing = runner.probing(model)  # the precisions of a pass running on this model, if one is
-    if probing is not None and state.get(state.SENS_PRECISIONS) is None:
-        # A new session (a reload, a new tab) while a pass runs: show that pass, not the defaults.
-        state.put(state.SENS_PRECISIONS, [p.value for p in probing if p.value in offered])
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     probed = c1.multiselect(
         "Precisions to probe (each layer only at those it accepts)",

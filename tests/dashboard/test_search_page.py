@@ -293,3 +293,40 @@ def test_loading_the_recommended_plan_loads_the_searchs_calibration(home: Path) 
     assert "Measured: " in _texts(at.info)  # the plan recommended, as it was measured
     kept = drafts.load(cached.runner().engine.home, cached.model_id(MODEL), cached.layers(MODEL))
     assert kept is not None and kept.calibration == CalibrationMethod.ENTROPY
+
+
+def test_a_reload_during_a_pass_shows_its_calibration(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Browser QA: a reload mid-pass put the calibration picker back to MinMax while the pass ran with
+    Entropy: the page counted probes as still to come in a view they never land in. The pass's progress
+    names its calibration; the picker comes back to it."""
+    import threading
+
+    import pandas as pd
+
+    import dashboard.runner
+    from engine.types import CalibrationMethod
+
+    model = "mnist1d_resnet"
+    release = threading.Event()
+
+    def profile(*args: Any, **kwargs: Any) -> None:  # the pass stays running until the test is done
+        release.wait(60)
+
+    monkeypatch.setattr(dashboard.runner, "layer_profile", profile)
+    monkeypatch.setattr(dashboard.runner, "run_sensitivity", lambda *a, **k: pd.DataFrame({"status": []}))
+    runner = cached.runner()
+    job = runner.submit_sensitivity(model, CalibrationMethod.ENTROPY, [Precision.INT8, Precision.INT4])
+    try:
+        assert "(INT8, INT4; Entropy calibration)" in runner.store.get_job(job)["message"]
+        at = app(model=model)  # a new session, as a reload is
+        at.switch_page(PAGE).run()
+        assert not at.exception
+        assert at.selectbox(key=state.SEARCH_CALIBRATION).value == CalibrationMethod.ENTROPY
+        assert at.multiselect(key=state.SENS_PRECISIONS).value == [Precision.INT8.value, Precision.INT4.value]
+        # The picker stays the user's to change while the pass runs.
+        at.selectbox(key=state.SEARCH_CALIBRATION).set_value(CalibrationMethod.PERCENTILE).run()
+        at.run()
+        assert at.selectbox(key=state.SEARCH_CALIBRATION).value == CalibrationMethod.PERCENTILE
+    finally:
+        release.set()
+    wait_for_jobs(at)
