@@ -139,10 +139,13 @@ def section(page: SearchPage, calibration: CalibrationMethod) -> dict[str, Any] 
             horizontal=True,
             help="Among the measured plans that meet every limit.",
         )
+        # A float field: an integer one took 2.5 as 2 (the browser parses it as an integer) and the
+        # search ran with a budget nobody typed; spec_from_form refuses it in words. %g: "20", "2.5".
         budget = c2.number_input(
             "Budget: plans to measure",
             value=None,
-            step=1,
+            step=1.0,
+            format="%g",
             key=state.SEARCH_BUDGET,
             persist_state=state.KEEP,
             help="Plans measured for the search itself; the sensitivity probes it needs come on top.",

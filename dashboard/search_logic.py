@@ -73,8 +73,9 @@ def spec_from_form(
         )
     budget, seconds = form["budget"], form["seconds"]
     if budget is None or not MIN_BUDGET <= budget <= MAX_BUDGET or budget != int(budget):
+        got = "nothing" if budget is None else f"{budget:g}"  # as typed: 2.5, not 2.50
         raise ValueError(
-            f"the budget must be a whole number of plans from {MIN_BUDGET} to {MAX_BUDGET}, got {budget}"
+            f"the budget must be a whole number of plans from {MIN_BUDGET} to {MAX_BUDGET}, got {got}"
         )
     if seconds is not None and not (math.isfinite(seconds) and seconds >= 1):
         raise ValueError(f"the time limit must be at least 1 s (or empty for none), got {seconds:g} s")

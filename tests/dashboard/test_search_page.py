@@ -295,6 +295,22 @@ def test_loading_the_recommended_plan_loads_the_searchs_calibration(home: Path) 
     assert kept is not None and kept.calibration == CalibrationMethod.ENTROPY
 
 
+def test_a_budget_that_is_not_a_whole_number_is_refused_not_rounded(home: Path) -> None:
+    """Browser QA: a budget of 2.5 was taken as 2 without a word (an integer field), and the search ran."""
+    store = cached.runner().store
+    searches = len([j for j in store.list_jobs() if j["kind"] == "search"])
+    at = _open()
+    at.number_input(key=state.SEARCH_BUDGET).set_value(2.5)
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert not at.exception
+    said = "cannot start a search: the budget must be a whole number of plans from 1 to 1000, got 2.5"
+    assert said in _texts(at.error), _texts(at.error)
+    assert len([j for j in store.list_jobs() if j["kind"] == "search"]) == searches  # nothing started
+    at.number_input(key=state.SEARCH_BUDGET).set_value(None)
+    at.button(key=state.SEARCH_RUN).click().run()
+    assert "a whole number of plans from 1 to 1000, got nothing" in _texts(at.error)
+
+
 def test_a_reload_during_a_pass_shows_its_calibration(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Browser QA: a reload mid-pass put the calibration picker back to MinMax while the pass ran with
     Entropy: the page counted probes as still to come in a view they never land in. The pass's progress
