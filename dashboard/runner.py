@@ -95,7 +95,8 @@ class Runner:
         self._submit_lock = threading.Lock()
         # The precisions each running sensitivity pass probes, by job id: a reloaded tab (a new session
         # of this process) shows the pass it left, and counts only its probes as still to come.
-        self._probing: dict[str, tuple[str, tuple[Precision, ...]]] = {}
+        # A running pass's model, precisions and calibration, by job: a reloaded page takes its picks.
+        self._probing: dict[str, tuple[str, tuple[Precision, ...], CalibrationMethod]] = {}
 
     def model(self, name: str) -> ModelBundle:
         with self._model_lock:  # Engine caches bundles in a plain dict
@@ -243,8 +244,7 @@ class Runner:
             if candidates
             else ()
         )
-        # The calibration too: probes of another method are other results, and a reloaded page takes
-        # its picker from this text (dashboard/search_sensitivity.py).
+        # The calibration too: probes of another method are other results.
         method = f"{settings.calibration.label} calibration"
         labels = f" ({', '.join(p.label for p in probed)}; {method})" if probed else f" ({method})"
 
@@ -255,16 +255,22 @@ class Runner:
                 self._probing.pop(job_id, None)
 
         job_id = self._start("sensitivity", model_name, f"Sensitivity pass on {model_name}{labels}", tracked)
-        if probed:
-            self._probing.setdefault(job_id, (model_name, probed))
+        self._probing.setdefault(job_id, (model_name, probed, settings.calibration))
         return job_id
 
     def probing(self, model_name: str) -> tuple[Precision, ...] | None:
         """The precisions a sensitivity pass running on the model probes (None if none is running here)."""
+        running = self._running_pass(model_name)
+        return running[1] or None if running else None
+
+    def probing_calibration(self, model_name: str) -> CalibrationMethod | None:
+        """The calibration of a sensitivity pass running on the model (None if none is running here)."""
+        running = self._running_pass(model_name)
+        return running[2] if running else None
+
+    def _running_pass(self, model_name: str) -> tuple[str, tuple[Precision, ...], CalibrationMethod] | None:
         running = {j["job_id"] for j in self.active_jobs("sensitivity", model_name)}
-        found = [
-            ps for job, (name, ps) in list(self._probing.items()) if name == model_name and job in running
-        ]
+        found = [v for job, v in list(self._probing.items()) if v[0] == model_name and job in running]
         return found[-1] if found else None
 
     def submit_search(

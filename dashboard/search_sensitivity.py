@@ -37,19 +37,9 @@ def take_running_pass(page: SearchPage) -> None:
     probing = page.runner.probing(page.model)  # the precisions of a pass running on this model, if one is
     if probing is not None:
         state.put(state.SENS_PRECISIONS, [p.value for p in probing if p.value in page.offered])
-    calibration = _running_calibration(page)
+    calibration = page.runner.probing_calibration(page.model)
     if calibration is not None:
         state.put(state.SEARCH_CALIBRATION, calibration)
-
-
-def _running_calibration(page: SearchPage) -> CalibrationMethod | None:
-    # The runner keeps a running pass's precisions, not its method; the pass's progress names it
-    # ("Sensitivity pass on m (INT8, INT4; Entropy calibration): ..."), in any tab, the latest last.
-    for job in reversed(page.runner.active_jobs("sensitivity", page.model)):
-        for method in CalibrationMethod:
-            if f" {method.label} calibration)" in (job["message"] or ""):
-                return method
-    return None
 
 
 def section(page: SearchPage, calibration: CalibrationMethod) -> None:

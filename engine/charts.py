@@ -502,7 +502,7 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
                     customdata=np.array([p.key for p in pts], dtype=object),
                     hovertext=np.array([p.hover for p in pts], dtype=object),
                     hoverinfo="text",
-                    **_error_bars(pts, style["color"]),
+                    **_error_bars(pts, str(style["color"])),
                     marker={
                         "color": style["color"],
                         "opacity": style["opacity"],

@@ -12,7 +12,7 @@ import pytest
 from dashboard import cached, state
 from engine.search import SearchSpec
 from engine.sensitivity import KEEP_FP32
-from engine.types import PlanError, Precision
+from engine.types import CalibrationMethod, PlanError, Precision
 from tests.dashboard.conftest import app, wait_for_jobs
 
 MODEL = "digits_cnn"
@@ -252,7 +252,11 @@ def test_a_reload_during_a_pass_shows_its_precisions_and_counts_only_its_probes_
     runner.store.upsert_job(
         "sensitivity-running", kind="sensitivity", model_name=model, state="running", message="0 of 9 plans"
     )
-    runner._probing["sensitivity-running"] = (model, (Precision.INT8, Precision.INT4))
+    runner._probing["sensitivity-running"] = (
+        model,
+        (Precision.INT8, Precision.INT4),
+        CalibrationMethod.MINMAX,
+    )
     layers = cached.layers(model)
     coming = sum(p in x.accepts for x in layers for p in (Precision.INT8, Precision.INT4))
     other = sum(Precision.FP16 in x.accepts for x in layers)
