@@ -66,6 +66,19 @@ def calibration_key(model_hash: str, data_hash: str, method: CalibrationMethod) 
     return stable_hash({"model": model_hash, "data": data_hash, "method": method.value, "options": options})
 
 
+def _stackable_parts(inputs: dict[str, np.ndarray], method: CalibrationMethod) -> list[dict[str, np.ndarray]]:
+    """The calibration data in parts whose batches share one size. ONNX Runtime's histogram
+    calibrators (Entropy, Percentile) stack what one collect_data call gathered, so a last batch
+    smaller than the others failed with "inhomogeneous shape" (a split of 30 samples: 16 + 14); that
+    batch goes in a second call, whose histogram is merged into the first's. MinMax takes each batch's
+    extremes and needs no split; a split of whole batches is one part, as before."""
+    n = len(next(iter(inputs.values())))
+    whole = n - n % CALIBRATION_BATCH
+    if method is CalibrationMethod.MINMAX or whole in (0, n):
+        return [inputs]
+    return [{k: v[:whole] for k, v in inputs.items()}, {k: v[whole:] for k, v in inputs.items()}]
+
+
 def calibrate(
     prepared_path: str | Path,
     inputs: dict[str, np.ndarray],
@@ -97,7 +110,8 @@ def calibrate(
         )
         # The histogram calibrators print progress to stdout; a CLI's --json output must stay clean.
         with contextlib.redirect_stdout(io.StringIO()):
-            calibrator.collect_data(ArrayReader(inputs))
+            for part in _stackable_parts(inputs, method):
+                calibrator.collect_data(ArrayReader(part))
             ranges = calibrator.compute_data()
         # A tensor with an infinite range (an attention mask of -inf, say) cannot be quantized;
         # dropping it keeps the quantizer from computing NaN scales for it.

@@ -66,6 +66,20 @@ def test_entropy_calibration_clips_inside_minmax(cnn: Prepared, tmp_path: Path):
     assert narrower >= len(minmax) // 4, f"Entropy clipped only {narrower} of {len(minmax)} ranges"
 
 
+@pytest.mark.parametrize("method", [CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE])
+def test_histogram_calibration_takes_a_split_that_is_no_whole_number_of_batches(
+    cnn: Prepared, tmp_path: Path, method: CalibrationMethod
+) -> None:
+    """Helper QA: Entropy and Percentile failed on an added model whose calibration split was 30
+    samples (batches of 16 and 14: 'inhomogeneous shape'); MinMax took it."""
+    x = np.random.default_rng(5).random((30, *cnn.feeds["input"].shape[1:]), dtype=np.float32)
+    ranges = _ranges(calibrate(cnn.path, {"input": x}, method, tmp_path / "ranges.json"))
+    minmax = _ranges(calibrate(cnn.path, {"input": x}, CalibrationMethod.MINMAX, tmp_path / "minmax.json"))
+    assert ranges.keys() == minmax.keys()
+    for name, (low, high) in minmax.items():  # the 14 last samples were seen: inside the extremes of all 30
+        assert low - 1e-6 <= ranges[name][0] <= ranges[name][1] <= high + 1e-6, name
+
+
 def test_calibration_writes_nothing_beside_the_shared_model(
     cnn: Prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
