@@ -15,18 +15,11 @@ import streamlit as st
 
 from dashboard import upload_logic
 from dashboard.runner import Runner
-from engine.charts import (
-    ParetoGridInfo,
-    filter_results,
-    model_identity,
-    panel_title,
-    pareto_grid_figure,
-    pareto_plot_info,
-    with_derived,
-)
+from engine.charts import filter_results, model_identity, panel_title, pareto_plot_info, with_derived
 from engine.datasets import SAMPLES_DIR, sample_names
 from engine.goal import parse_goal
 from engine.model_io import ModelError
+from engine.pareto_figure import ParetoGridInfo, pareto_grid_figure
 from engine.recommend import Recommendation
 from engine.report import recommendation_for
 from engine.search import SearchSpec, search_id

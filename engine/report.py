@@ -23,17 +23,11 @@ import plotly.io as pio
 
 from engine import __version__ as ENGINE_VERSION
 from engine.api import Engine, EngineError
-from engine.charts import (
-    ParetoGridInfo,
-    distinct_summaries,
-    panel_title,
-    pareto_grid_figure,
-    pareto_plot_info,
-    with_derived,
-)
+from engine.charts import distinct_summaries, panel_title, pareto_plot_info, with_derived
 from engine.datasets import ModelBundle
 from engine.goal import Goal
 from engine.handoff import write_bundle
+from engine.pareto_figure import ParetoGridInfo, pareto_grid_figure
 from engine.presets import PRESETS, preset_plan
 from engine.recommend import Recommendation, recommend
 from engine.render import RenderError, render_in_subprocess

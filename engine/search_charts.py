@@ -15,7 +15,8 @@ from typing import Any, TypeGuard
 import pandas as pd
 import plotly.graph_objects as go
 
-from engine.charts import CHAR_PX, MAIN_WIDTH_PX, ParetoGridInfo, pareto_plot_info, wrapped
+from engine.charts import pareto_plot_info
+from engine.pareto_figure import CHAR_PX, MAIN_WIDTH_PX, ParetoGridInfo, wrapped
 from engine.profile import OTHER
 from engine.sensitivity import ALONE, KEEP_FP32
 from engine.types import Precision

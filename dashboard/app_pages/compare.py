@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import cached, state, widgets
-from engine.charts import compare_table, filter_results, is_baseline, layer_differences, per_class_table
+from engine.charts import filter_results, is_baseline
+from engine.compare_tables import compare_table, layer_differences, per_class_table
 
 # The results picked are kept per model (state.COMPARE_PICKS), not only in the widget's key:
 # Streamlit drops a widget's value in a run that does not draw it (on another page), and the widget

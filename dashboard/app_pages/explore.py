@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cached, editing, state, widgets
-from engine.charts import filter_results, is_baseline, model_identity, panel_title, selected_key
+from engine.charts import filter_results, is_baseline, model_identity, panel_title
+from engine.pareto_figure import selected_key
 from engine.types import Precision
 
 CHARTS = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
@@ -76,7 +77,7 @@ st.plotly_chart(
     selection_mode="points",
     width="stretch",
     # The figure brings its own look; Streamlit's theme, applied to a copy after the first draw,
-    # made plotly.js draw all markers a second time (see engine.charts._draw_once).
+    # made plotly.js draw all markers a second time (see engine.pareto_figure._draw_once).
     theme=None,
 )
 if no_labels:

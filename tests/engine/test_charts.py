@@ -10,19 +10,9 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from engine.charts import (
-    ParetoGridInfo,
-    compare_table,
-    filter_results,
-    layer_differences,
-    model_identity,
-    pareto_figure,
-    pareto_grid_figure,
-    pareto_plot_info,
-    per_class_table,
-    selected_key,
-    with_derived,
-)
+from engine.charts import filter_results, model_identity, pareto_plot_info, with_derived
+from engine.compare_tables import compare_table, layer_differences, per_class_table
+from engine.pareto_figure import ParetoGridInfo, pareto_figure, pareto_grid_figure, selected_key
 from engine.store import ResultStore
 
 LAYERS = ["a", "b", "c"]
@@ -347,7 +337,7 @@ def test_compare_gives_each_change_against_the_first_with_its_interval() -> None
 def test_long_axis_titles_wrap_to_their_panel_and_the_legend_keeps_its_rows(frame: pd.DataFrame) -> None:
     """Browser QA at 1280x800: the three panels' x titles ran into each other, and the All models
     legend was clipped after 5 of its 8 entries (the margins are fixed)."""
-    from engine.charts import MAIN_WIDTH_PX, wrapped
+    from engine.pareto_figure import MAIN_WIDTH_PX, wrapped
 
     assert wrapped("Latency, batch 1 (ms, median, timed against FP32)", 36) == (
         "Latency, batch 1 (ms, median, timed<br>against FP32)"
