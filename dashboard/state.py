@@ -73,8 +73,6 @@ SEARCH_BUSY = "qd_search_busy"  # Find best plans pressed while a search on the 
 REPORT_GOAL = "qd_report_goal"
 REPORT_MEASURE = "qd_report_measure"
 REPORT_BUILD = "qd_report_build"
-REPORT_NOTE = "qd_report_note"  # ((model, failed result keys), kind, text): presets a press could not measure
-REPORT_PRESETS_ERROR = "qd_report_presets_error"  # why measuring the presets stopped (widgets.keep_outcome)
 REPORT_DL_HTML = "qd_report_dl_html"
 REPORT_DL_PDF = "qd_report_dl_pdf"
 REPORT_DL_BUNDLE = "qd_report_dl_bundle"
@@ -307,7 +305,6 @@ def settle_model(models: list[str]) -> str | None:
 # What buttons said, each kept with what it acted on (its model among it); see widgets.keep_outcome.
 _OUTCOMES = (
     MODELS_NOTE, UPLOAD_OUTCOME, PLAN_OUTCOME, EDIT_NOTES, SEARCH_OUTCOME, SEARCH_BUSY,
-    REPORT_NOTE, REPORT_PRESETS_ERROR,
 )  # fmt: skip
 
 

@@ -188,7 +188,7 @@ def test_remove_then_a_new_model_takes_the_name(home: Path, tmp_path: Path) -> N
     assert at.button(key=state.REMOVE_MODEL).disabled  # until confirmed
     # What buttons said about it: a new model under its name must not be shown these.
     said = {
-        state.REPORT_PRESETS_ERROR: ("reused", "error", "stopped"),
+        state.PLAN_OUTCOME: (("reused", None, None), "error", "stopped"),
         state.SEARCH_BUSY: (("reused", True), "warning", "wait"),
     }
     for key, kept in said.items():
