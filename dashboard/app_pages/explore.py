@@ -37,7 +37,10 @@ all_models = c3.toggle(
 listed = list(cached.cards())
 # Only the results of the models listed now, as they are now: a removed model's, or those of an
 # earlier model under a reused name, would be drawn as a second baseline and front of this one.
-view_models = tuple(cached.model_id(n) for n in (listed if all_models else [model]))
+# This model first: results of identical files listed under two names are shown under the first asked for.
+view_models = tuple(
+    cached.model_id(n) for n in ([model, *(n for n in listed if n != model)] if all_models else [model])
+)
 shown = filter_results(frame, view_models, mix)
 
 if shown.empty:
@@ -175,6 +178,12 @@ if selected not in in_view:
             f"pick {owner.iloc[0]} in the sidebar (or turn on All models) to see it."
         )
         st.stop()
+
+# The same files under another name (or before a removal) were measured under that name; the plots
+# show the result as this model's (engine.charts.filter_results), and so do its details, Load and link.
+shown_as = model_of.get(selected)
+if shown_as and shown_as != record["model_name"]:
+    record = {**record, "model_name": shown_as}
 
 m = record["metrics"]
 st.subheader(f"{record['plan_summary']} · {record['model_name']}")

@@ -57,4 +57,14 @@ def test_the_second_names_report_recommends_among_them(keys: list[str]) -> None:
     engine = cached.runner().engine
     rec = recommendation_for(engine, engine.model(SECOND), parse_goal("smallest within 5 points of FP32"))
     assert set(rec.candidates["key"]) == set(keys) and rec.chosen is not None
-    assert rec.model_name == SECOND
+
+
+def test_the_second_names_plan_details_and_load_are_its_own(keys: list[str]) -> None:
+    """Review: the plots showed the plan as the second name's, but its details said '5 INT8 · tiny-npz'
+    and Load put it into tiny-npz's editor, switching the sidebar there."""
+    at = app(model=SECOND, result=keys[1])
+    at.switch_page("app_pages/explore.py").run()
+    assert not at.exception
+    assert at.subheader[0].value.endswith(f"· {SECOND}")
+    at.button(key="qd_load_plan").click().run()
+    assert not at.exception and at.session_state[state.MODEL] == SECOND
