@@ -170,9 +170,10 @@ def _refusal(
     if wrong_size is not None:
         return md(wrong_size)
     # The check is a job row too: a reload or another tab sees it run and end (upload_logic.add_upload).
-    # This page says the outcome itself, so its own session does not see it twice.
+    # Once this page has kept the outcome to say itself, its session no longer shows the job's; not
+    # before: a press elsewhere during the check reruns the script (a BaseException at the spinner's
+    # end) before the page keeps anything, and the job's row is then all this tab has.
     job_id = f"{upload_logic.ADD_JOB}-{uuid.uuid4().hex[:12]}"
-    widgets.dismiss(job_id)
     try:
         with st.spinner("Checking the model in a worker process (reading it, repairing it, running it) ..."):
             new = upload_logic.add_upload(
@@ -185,14 +186,17 @@ def _refusal(
                 job_id=job_id,
             )
     except ModelError as e:  # refused: the message names what is wrong; the uploads stay for a retry
+        widgets.dismiss(job_id)
         return md(str(e))
     except Exception as e:  # the workers failed, not the file
+        widgets.dismiss(job_id)
         return md(
             f"{label} could not be checked ({one_line(e)}). Your files are kept: press Add model again; "
             "if it repeats, restart the app (its worker processes restart with it)."
         )
     cached.models_changed(new.name)
     state.put(state.MODELS_NOTE, (new.name, upload_logic.added_text(new)))
+    widgets.dismiss(job_id)
     state.clear_upload()
     state.show_model(new.name)
     st.rerun()

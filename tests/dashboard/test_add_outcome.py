@@ -61,3 +61,20 @@ def test_an_adds_outcome_reaches_a_tab_reloaded_during_its_check(home: Path, tmp
     assert "reload-net" not in _texts(adding.success) and "broken.onnx" not in _texts(adding.error)
     reloaded.button(key="qd_dismiss_add-model-reloaded").click().run()
     assert "reload-net" not in _texts(reloaded.success)
+
+
+def test_the_adding_tab_says_each_outcome_once(home: Path, tmp_path: Path) -> None:
+    """The page keeps what the add said and says it itself; the job row's copy is for other tabs."""
+    at = app()
+    at.run()
+    at.file_uploader[0].set_value(("Once Net.onnx", tiny_cnn(seed=9)[0], "application/octet-stream")).run()
+    at.button(key=state.UPLOAD_ADD).click().run()
+    assert not at.exception
+    assert _texts(at.success).count("Added **once-net**") == 1
+    # With data: a model file without any is read (and refused) before Add can be pressed.
+    _, data = _labelled(tmp_path)
+    at.file_uploader[0].set_value(("junk.onnx", b"\x00" * 512, "application/octet-stream"))
+    at.file_uploader[1].set_value(("d.npz", data, "application/octet-stream")).run()
+    at.button(key=state.UPLOAD_ADD).click().run()
+    assert not at.exception
+    assert _texts(at.error).count("junk.onnx") == 1, _texts(at.error)  # not again in the jobs panel
