@@ -147,15 +147,21 @@ def measured_text(record: dict[str, Any]) -> str:
     0.229–0.240), 0.45× FP32, on AMD EPYC, ONNX Runtime 1.23.2'."""
     m = record.get("metrics") or {}
     size, fp32 = m.get("size_bytes"), m.get("fp32_size_bytes")
+    fp32_plan = is_baseline(record.get("plan"))
     size_words = f"size {fmt_bytes(size)}"
-    if size and fp32 and not is_baseline(record.get("plan")):
+    if size and fp32 and not fp32_plan:
         size_words += f", {fp32 / size:.2f}× smaller than FP32"
-    accuracy = ("accuracy " if m.get("accuracy") is not None else "") + accuracy_text(record)
+    # The FP32 plan against itself is +0.00 pp with a zero-width interval: say its accuracy alone.
+    accuracy = accuracy_text(record, with_delta=not fp32_plan)
+    accuracy = ("accuracy " if m.get("accuracy") is not None else "") + accuracy
     parts = [str(record.get("plan_summary") or "?"), accuracy, size_words]
     lat = (m.get("latency") or {}).get("1")
     if lat:
         value, low, high = comparable_latency(lat)
-        words = f"latency at batch 1 {value:.3f} ms (95% CI {low:.3f}–{high:.3f})"
+        if is_reference(lat):  # its interval is the scale's, zero-wide by definition
+            words = f"latency at batch 1 {value:.3f} ms (the FP32 scale the plans are timed against)"
+        else:
+            words = f"latency at batch 1 {value:.3f} ms (95% CI {low:.3f}–{high:.3f})"
         if has_ratio(lat) and not is_reference(lat):
             words += f", {float(lat['vs_fp32']):.2f}× FP32"
         env = record.get("environment") or {}
@@ -163,17 +169,17 @@ def measured_text(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def accuracy_text(record: dict[str, Any]) -> str:
+def accuracy_text(record: dict[str, Any], *, with_delta: bool = True) -> str:
     m = record.get("metrics") or {}
     if m.get("accuracy") is None:
         ppl = m.get("perplexity")
         return f"perplexity {ppl:.3f}" if ppl is not None else "no accuracy (no labels)"
     text = f"{m['accuracy']:.2%}"
-    if m.get("accuracy_delta") is not None:
+    if with_delta and m.get("accuracy_delta") is not None:
         text += f", {m['accuracy_delta'] * 100:+.2f} pp vs FP32"
         if m.get("accuracy_delta_ci_low") is not None:
             lo, hi = m["accuracy_delta_ci_low"] * 100, m["accuracy_delta_ci_high"] * 100
             text += f" (95% CI {lo:+.2f} to {hi:+.2f})"
     if m.get("perplexity") is not None:  # a language model: its second metric, with its ratio's interval
-        text += f"; perplexity {perplexity_text(m)}"
+        text += f"; perplexity {perplexity_text(m) if with_delta else format(m['perplexity'], '.3f')}"
     return text
