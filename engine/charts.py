@@ -257,8 +257,12 @@ def hover_text(row: Mapping[str, Any]) -> str:
         lines.append(text)
         if finite_number(m.get("perplexity")):
             lines.append(f"perplexity {perplexity_text(m)}")
-    elif finite_number(m.get("agreement")):  # no labels: fidelity to FP32 is what there is
-        lines.append(f"top-1 agreement with FP32 {m['agreement']:.2%}")
+    else:  # no labels: fidelity to FP32 is what there is
+        if finite_number(m.get("agreement")):
+            lines.append(f"top-1 agreement with FP32 {m['agreement']:.2%}")
+        # A one-output model has no agreement; its plot's y is the SQNR, so the label must say it.
+        if finite_number(row.get("sqnr_db")) and not row.get("baseline"):
+            lines.append(f"output SQNR vs FP32 {row['sqnr_db']:.1f} dB")
     return "<br>".join(lines)
 
 

@@ -4,6 +4,7 @@ name, a removed model, a model without labels. Real inline evaluations of small 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +178,11 @@ def test_explore_plots_output_sqnr_for_a_model_with_one_output_value(results: di
     figure = _figure(at)
     assert figure["layout"]["yaxis"]["title"]["text"] == "Output SQNR vs FP32 (dB)"
     assert figure["layout"]["annotations"][0]["text"] == "<b>SQNR vs size</b>"
-    keys = {k for t in figure["data"] if t.get("xaxis") == "x" for k in t.get("customdata") or []}
+    points = [t for t in figure["data"] if t.get("xaxis") == "x" and t.get("customdata")]
+    keys = {k for t in points for k in t["customdata"]}
     assert keys == {results["scalar"][1]}  # the INT8 plan, by its SQNR
+    hover = next(h for t in points for h in (t.get("hovertext") or t.get("text") or []))
+    assert re.search(r"output SQNR vs FP32 \d+\.\d dB", hover), hover  # review: the y had no line
 
     at = app(model=SCALAR)
     at.switch_page("app_pages/compare.py").run()
