@@ -691,10 +691,21 @@ def _decode_images(
     return out, changed
 
 
+def _has_see_through_pixels(im: Any) -> bool:
+    """Whether any pixel is less than fully opaque: an alpha channel of all 255 drops nothing."""
+    if "A" in im.mode:
+        alpha = im.getchannel("A")
+    elif "transparency" in im.info:  # a palette, grey or RGB file with one transparent colour
+        alpha = im.convert("RGBA").getchannel("A")
+    else:
+        return False
+    return bool(alpha.getextrema()[0] < 255)
+
+
 def _colour_changes(im: Any, channels: int) -> list[str]:
     """What fitting a decoded image to a 1- or 3-channel input changes that the user may not expect."""
     out = []
-    if "A" in im.mode or "transparency" in im.info:
+    if _has_see_through_pixels(im):
         out.append("had transparency, dropped (pixels kept as stored)")
     if channels == 3 and im.mode in ("1", "L", "LA"):
         out.append("were grey, repeated into the 3 channels the model's input takes")

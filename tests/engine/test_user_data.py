@@ -381,6 +381,41 @@ def test_colour_changes_to_fit_the_input_are_noted(tmp_path: Path) -> None:
     assert notes == []  # grey for a grey input: nothing changed
 
 
+def test_transparency_is_noted_only_when_a_pixel_is_not_fully_opaque(tmp_path: Path) -> None:
+    """Every RGBA or LA file was said to have 'had transparency, dropped', even with all alpha 255."""
+    rgb = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    opaque = np.full((8, 8, 1), 255, dtype=np.uint8)
+    half = opaque.copy()
+    half[0, 0] = 128
+    grey = Image.fromarray(RNG.integers(0, 256, (8, 8), dtype=np.uint8))
+    # Palette files with one transparent index: seen only if a pixel uses it.
+    palette = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P")
+    palette_unused, palette_used = palette.copy(), palette.copy()
+    palette_unused.info["transparency"] = 200
+    palette_used.info["transparency"] = 5
+    opaque_files = {
+        "rgba.png": Image.fromarray(np.concatenate([rgb, opaque], axis=2), "RGBA"),
+        "la.png": Image.fromarray(np.stack([np.asarray(grey), opaque[..., 0]], axis=2), "LA"),
+        "p.png": palette_unused,
+        "rgb.png": Image.fromarray(rgb),
+    }
+    notes: list[str] = []
+    read_dataset(_image_zip(tmp_path / "o.zip", opaque_files), input_specs(NHWC), tmp_path / "w", None, notes)
+    assert not any("transparency" in note for note in notes), notes
+    see_through = {
+        "rgba.png": Image.fromarray(np.concatenate([rgb, half], axis=2), "RGBA"),
+        "p.png": palette_used,
+        "rgb.png": Image.fromarray(rgb),
+        "la.png": Image.fromarray(np.stack([np.asarray(grey), opaque[..., 0]], axis=2), "LA"),
+    }
+    notes = []
+    read_dataset(_image_zip(tmp_path / "t.zip", see_through), input_specs(NHWC), tmp_path / "w", None, notes)
+    assert notes == [
+        "1 of 4 images in t.zip were grey, repeated into the 3 channels the model's input takes",
+        "2 of 4 images in t.zip had transparency, dropped (pixels kept as stored)",
+    ]  # the opaque LA file is grey, not see-through
+
+
 def test_image_zip_in_one_top_folder_with_os_metadata(tmp_path: Path) -> None:
     images = {f"set/{i}.bmp": im for i, im in enumerate(_images(4))}
     path = _image_zip(
