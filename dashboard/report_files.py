@@ -67,11 +67,11 @@ def latest(root: Path, model: str, model_id: str) -> dict[str, Any] | None:
     return max(found, key=lambda r: str(r.get("built_at_iso", "")), default=None)
 
 
-def measured_since(results: pd.DataFrame, record: Mapping[str, Any], model_hash: str) -> int:
-    """How many of the model's results (store.to_frame rows) were measured after the report was
-    built: what it does not show."""
+def measured_since(results: pd.DataFrame, record: Mapping[str, Any]) -> int:
+    """How many of the model's results (store.to_frame rows of its network, whatever name they were
+    measured under) were measured after the report was built: what it does not show."""
     built = str(record.get("built_at_iso") or "")
     if results.empty or not built:
         return 0
-    mine = results[results["model_hash"] == model_hash]
-    return int((pd.to_datetime(mine["created_at"], utc=True, format="ISO8601") > pd.Timestamp(built)).sum())
+    created = pd.to_datetime(results["created_at"], utc=True, format="ISO8601")
+    return int((created > pd.Timestamp(built)).sum())

@@ -148,7 +148,11 @@ if st.button(
 built = report_files.latest(runner.engine.home / "reports", model, cached.model_id(model))
 if built is not None:
     st.caption(md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
-    later = report_files.measured_since(runner.store.to_frame(model), built, runner.model(model).model_hash)
+    # By network, as the report itself reads them: the same files measured under another name count.
+    bundle = runner.model(model)
+    later = report_files.measured_since(
+        runner.store.to_frame(network=(bundle.model_hash, bundle.data_hash)), built
+    )
     if later:
         st.info(
             f"{later} plan{' was' if later == 1 else 's were'} measured after this report was built: "

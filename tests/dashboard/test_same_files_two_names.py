@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboard import cached, state
+from dashboard import cached, report_files, state
 from engine.goal import parse_goal
 from engine.report import recommendation_for
 from engine.types import Plan, Precision
-from tests.dashboard.conftest import app
+from tests.dashboard.conftest import app, wait_for_jobs
 from tests.models import tiny_cnn
 
 FIRST, SECOND = "tiny-npz", "tiny-again"
@@ -68,3 +68,26 @@ def test_the_second_names_plan_details_and_load_are_its_own(keys: list[str]) -> 
     assert at.subheader[0].value.endswith(f"· {SECOND}")
     at.button(key="qd_load_plan").click().run()
     assert not at.exception and at.session_state[state.MODEL] == SECOND
+
+
+def test_the_second_names_report_counts_plans_measured_since_under_the_first(
+    keys: list[str], home: Path
+) -> None:
+    """Review: the Report page counted the plans measured after its report by name, so a plan of the
+    same files measured under the first name was not one the second name's report lacked."""
+    runner = cached.runner()
+    goal = "smallest within 5 points of FP32"
+    runner.submit_report(SECOND, parse_goal(goal), goal)
+    at = app(model=SECOND)
+    at.switch_page("app_pages/report.py").run()
+    wait_for_jobs(at)
+    assert report_files.latest(home / "reports", SECOND, cached.model_id(SECOND)) is not None
+    assert "after this report was built" not in " ".join(i.value for i in at.info)
+
+    first = runner.engine.model(FIRST)
+    layer = runner.engine.layers(first)[0].name
+    runner.engine.evaluate(first, Plan(layers={layer: Precision.W8A16}))
+    at.run()
+    assert not at.exception
+    said = " ".join(i.value for i in at.info)
+    assert "1 plan was measured after this report was built" in said, said
