@@ -125,11 +125,34 @@ def _check_name(name: str, home: Path) -> str:
     return name
 
 
+# Letters NFKD leaves whole, spelled in ASCII (either case: the name is lower-cased after).
+_LATIN_SPELLED_OUT = str.maketrans(
+    {
+        letter: ascii_text
+        for letters, ascii_text in [
+            ("ßẞ", "ss"),
+            ("æÆ", "ae"),
+            ("œŒ", "oe"),
+            ("þÞ", "th"),
+            ("łŁ", "l"),
+            ("øØ", "o"),
+            ("đĐðÐ", "d"),
+            ("ħĦ", "h"),
+            ("ı", "i"),
+        ]
+        for letter in letters
+    }
+)
+
+
 def suggest_name(file_name: str, home: Path) -> str:
     """A free model name from an uploaded file's name ('My Net v2.onnx' -> 'my-net-v2',
     'Übersetzer.onnx' -> 'ubersetzer')."""
-    # Accents are dropped, not the letters they sit on: 'ü' had become '-'.
-    decomposed = unicodedata.normalize("NFKD", Path(file_name).name.split(".")[0])
+    # Accents are dropped, not the letters they sit on: 'ü' had become '-'. Letters that NFKD
+    # does not split into a base and an accent ('ß', 'ł', 'ø', ...) are spelled out first: they
+    # were dropped ('straße' -> 'strae').
+    stem = Path(file_name).name.split(".")[0].translate(_LATIN_SPELLED_OUT)
+    decomposed = unicodedata.normalize("NFKD", stem)
     stem = decomposed.encode("ascii", "ignore").decode().lower()
     base = re.sub(r"[^a-z0-9_-]+", "-", stem).strip("-_")[:40] or "model"
     taken = set(sample_names()) | set(user_model_names(home))

@@ -453,7 +453,18 @@ def test_names_are_checked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("file_name", "expected"),
-    [("My Net v2.onnx", "my-net-v2"), ("Übersetzer.onnx", "ubersetzer"), ("café_crème.onnx", "cafe_creme")],
+    [
+        ("My Net v2.onnx", "my-net-v2"),
+        ("Übersetzer.onnx", "ubersetzer"),
+        ("café_crème.onnx", "cafe_creme"),
+        # Letters NFKD does not decompose were dropped: 'straße' -> 'strae', 'łódź' -> 'odz'.
+        ("straße.onnx", "strasse"),
+        ("łódź.onnx", "lodz"),
+        ("søren.onnx", "soren"),
+        ("Łódź Ærø.onnx", "lodz-aero"),
+        ("Đakovo_þing.onnx", "dakovo_thing"),
+        ("ŒUVRE GROẞ.onnx", "oeuvre-gross"),
+    ],
 )
 def test_a_suggested_name_keeps_the_letters_under_accents(
     tmp_path: Path, file_name: str, expected: str
