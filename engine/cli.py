@@ -377,10 +377,19 @@ RESULT_COLUMNS = [
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    with _store(args) as store:
-        # An .onnx file's results are kept under its file name (engine.datasets.load_model).
-        model = Path(args.model).name if args.model and args.model.endswith(".onnx") else args.model
-        frame = store.to_frame(model_name=model, status=None if args.all else "ok")
+    status = None if args.all else "ok"
+    if args.model and args.model.endswith(".onnx") and Path(args.model).is_file():
+        # By the file's content, as its results are keyed: they are stored under its file name, which
+        # two different files in two folders may share.
+        with _engine(args, inline=True) as eng:
+            bundle = eng.model(args.model)
+            frame = eng.store.to_frame(network=(bundle.model_hash, bundle.data_hash), status=status)
+        frame = frame.assign(model_name=bundle.name)
+    else:
+        with _store(args) as store:
+            # A file no longer on disk: its results by the name they were stored under (its file name).
+            model = Path(args.model).name if args.model and args.model.endswith(".onnx") else args.model
+            frame = store.to_frame(model_name=model, status=status)
     cols = RESULT_COLUMNS
     if args.json:
         _dump(json.loads(frame[cols + ["plan", "error"]].to_json(orient="records", date_format="iso")))

@@ -84,6 +84,18 @@ def test_an_onnx_files_results_are_listed_by_its_path_apart_from_a_model_of_its_
     assert key in {r["key"] for r in listed} and {r["model_name"] for r in listed} == {"tiny.onnx"}
     assert json.loads(run(home, "results", "--model", "tiny", "--json").stdout) == []
 
+    # Review: another file of the same name, in another folder, is another model; listed apart.
+    other = tmp_path / "elsewhere" / "tiny.onnx"
+    other.parent.mkdir()
+    other.write_bytes(tiny_cnn(seed=3)[0])
+    out = run(home, "evaluate", str(other), "--preset", "fp16", "--batch-sizes", "1", "--inline", "--json")
+    assert out.returncode == 0, out.stderr
+    other_key = json.loads(out.stdout)["result"]["key"]
+    listed = {r["key"] for r in json.loads(run(home, "results", "--model", str(model), "--json").stdout)}
+    assert key in listed and other_key not in listed
+    listed = {r["key"] for r in json.loads(run(home, "results", "--model", str(other), "--json").stdout)}
+    assert other_key in listed and key not in listed
+
 
 @pytest.mark.parametrize(
     ("plan_text", "expected"),
