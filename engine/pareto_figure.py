@@ -22,6 +22,12 @@ def _reach(ends: list[float], values: list[float], sign: float) -> list[float]:
     return [max(0.0, sign * (e - v)) if math.isfinite(e) else 0.0 for e, v in zip(ends, values, strict=True)]
 
 
+def _faded(color: str, opacity: float) -> str:
+    """A #rrggbb colour at this opacity: a marker's opacity does not reach its error bars."""
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {opacity})"
+
+
 def _error_bars(points: list[ParetoPoint], color: str) -> dict[str, Any]:
     """error_x / error_y of the points' 95% intervals, where any has one: a change vs FP32 drawn
     without its interval looked surer than it is (two plans 0.2 points apart, inside each other's
@@ -147,7 +153,8 @@ def pareto_grid_figure(grid: ParetoGridInfo) -> go.Figure:
                     customdata=np.array([p.key for p in pts], dtype=object),
                     hovertext=np.array([p.hover for p in pts], dtype=object),
                     hoverinfo="text",
-                    **_error_bars(pts, str(style["color"])),
+                    # Dimmed with their points: a dominated plan's full-strength bars drew the eye.
+                    **_error_bars(pts, _faded(str(style["color"]), float(str(style["opacity"])))),
                     marker={
                         "color": style["color"],
                         "opacity": style["opacity"],

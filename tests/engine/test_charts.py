@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -378,3 +379,37 @@ def test_changes_vs_fp32_are_drawn_with_their_intervals(frame: pd.DataFrame) -> 
         ParetoGridInfo((pareto_plot_info(filter_results(frame, ["m"]), "size", "accuracy"),), ("a",))
     )
     assert all(t.error_y.array is None for t in absolute.data)  # an accuracy is no change: no bar
+
+
+def test_latency_changes_are_drawn_with_the_paired_intervals_and_dominated_bars_dimmed(
+    tmp_path: Path,
+) -> None:
+    """Review: the latency error bars of the % change view were untested, and a dominated plan's bars
+    were drawn at full strength under its dimmed marker."""
+    paired = {"int8": (0.5, 0.4, 0.6), "bad": (0.8, 0.7, 0.9)}
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        store.put(record("base", ["fp32"] * 3, 400, 1.0, 0.9))
+        for key, precs, size, acc in (
+            ("int8", ["int8"] * 3, 100, 0.89),
+            ("bad", ["int8", "int4", "int8"], 150, 0.5),
+        ):
+            r = record(key, precs, size, paired[key][0], acc)
+            ratio, low, high = paired[key]  # timed alternately with FP32 (1.0 ms): a ratio with its CI
+            r["metrics"]["latency"]["1"].update(
+                vs_fp32=ratio, vs_fp32_ci_low=low, vs_fp32_ci_high=high, fp32_ms=1.0
+            )
+            store.put(r)
+        frame = store.to_frame()
+    info = pareto_plot_info(filter_results(frame, ["m"]), "latency", "accuracy", relative=True)
+    by = {p.key: p for p in info.points}
+    assert by["int8"].x == pytest.approx(-50.0) and by["int8"].x_interval == pytest.approx((-60.0, -40.0))
+    assert math.isnan(by["base"].x_interval[0])  # FP32 is the scale: no interval of its own
+    fig = pareto_grid_figure(ParetoGridInfo((info,), ("a",)))
+    traces = {t.name: t for t in fig.data if t.customdata is not None}
+    front, dominated = traces["Pareto-optimal"], traces["dominated"]
+    at = list(front.customdata).index("int8")
+    assert front.error_x.arrayminus[at] == pytest.approx(10.0) and front.error_x.array[at] == pytest.approx(
+        10.0
+    )
+    assert list(dominated.customdata) == ["bad"] and dominated.error_x.array[0] == pytest.approx(10.0)
+    assert dominated.error_x.color.endswith(", 0.35)") and front.error_x.color.endswith(", 1.0)")
