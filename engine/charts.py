@@ -175,7 +175,7 @@ def with_derived(frame: pd.DataFrame) -> pd.DataFrame:
     out["agreement_pct"] = out["agreement"] * 100
     out["agreement_change_pp"] = out["agreement_pct"] - 100  # FP32 agrees with itself on every input
     out["baseline"] = out["plan"].map(is_baseline).astype(bool)
-    # The latest FP32 result of each model (network and data, not name) is its latency reference.
+    # The latest FP32 result of each model (its identity: name, network and data) is its latency reference.
     base = out[out["baseline"]].sort_values("created_at").groupby("model_id")["latency_ms_b1"].last()
     ref = out["model_id"].map(base).astype(float)
     # A plan timed alternately with FP32 compares by that paired ratio, what its "= N× FP32" says;

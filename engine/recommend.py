@@ -243,14 +243,12 @@ def caveats(
     # FP32 itself (nothing else meets the goal) has no change from FP32: an interval "0.00 to 0.00"
     # says nothing of noise, so its caveats are left out.
     fp32_chosen = is_baseline(chosen.get("plan"))
-    if fp32_chosen:
-        pass
-    elif lo <= 0 <= hi:
+    if not fp32_chosen and lo <= 0 <= hi:
         out.append(
             f"The accuracy change is within noise: its 95% interval ({_points(lo)} to {_points(hi)} "
             "points) includes zero."
         )
-    elif hi < 0:
+    elif not fp32_chosen and hi < 0:
         out.append(f"The accuracy loss is real, not noise: its 95% interval ends at {_points(hi)} points.")
     unsure = limit_met_not_surely(lo, drop_limit)
     if unsure:

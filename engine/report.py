@@ -99,15 +99,15 @@ def recommendation_for(
             f"the FP32 baseline of {bundle.name} could not be measured ({baseline.get('error')}), so there "
             "is nothing to compare plans with"
         )
-    frame = _results_of(engine, bundle)
+    frame = _results_of(engine, (bundle.model_hash, bundle.data_hash), bundle.name)
     searched = bool(engine.store.search_ids(baseline["model_hash"], baseline["data_hash"]))
     return recommend(frame, goal, baseline, bundle.name, engine.store.get, searched=searched)
 
 
-def _results_of(engine: Engine, bundle: ModelBundle) -> pd.DataFrame:
-    """The model's stored results by its files, under its name: the same files added under another
-    name (or before a removal) were measured under that one, and are this model's results too."""
-    return engine.store.to_frame(network=(bundle.model_hash, bundle.data_hash)).assign(model_name=bundle.name)
+def _results_of(engine: Engine, network: tuple[str, str], name: str) -> pd.DataFrame:
+    """The stored results of a network (model and data hashes), under this name: the same files added
+    under another name (or before a removal) were measured under that one, and are this model's too."""
+    return engine.store.to_frame(network=network).assign(model_name=name)
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -119,12 +119,11 @@ def _sized(fig: go.Figure) -> go.Figure:
 
 
 def pareto_report_figure(engine: Engine, rec: Recommendation) -> go.Figure:
-    """Accuracy vs size, accuracy vs latency, latency vs size of the considered plans; the chosen ringed."""
+    """Accuracy vs size, accuracy vs latency, size vs latency of the considered plans (Explore's three
+    panels); the chosen ringed."""
     keys = set(rec.candidates["key"])
-    frame = engine.store.to_frame(network=(rec.baseline["model_hash"], rec.baseline["data_hash"]))
-    frame = with_derived(
-        frame[frame["key"].isin(keys)].assign(model_name=rec.model_name).reset_index(drop=True)
-    )
+    frame = _results_of(engine, (rec.baseline["model_hash"], rec.baseline["data_hash"]), rec.model_name)
+    frame = with_derived(frame[frame["key"].isin(keys)].reset_index(drop=True))
     # Explore's panels, axes and titles: a reader going from the page to the report sees the same plots.
     pairs = (("size", "accuracy"), ("latency", "accuracy"), ("latency", "size"))
     panels = tuple(pareto_plot_info(frame, x, y, selected=rec.chosen_key) for x, y in pairs)

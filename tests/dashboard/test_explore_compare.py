@@ -243,7 +243,7 @@ def test_loading_a_plan_loads_the_calibration_it_was_measured_with(results: dict
     from dashboard import drafts
     from engine.types import CalibrationMethod
 
-    model = "digits_cnn"  # a sample model: the tiny networks here fail Entropy calibration
+    model = "digits_cnn"  # a sample model with a calibration split of its own
     runner = cached.runner()
     entropy = runner.engine.evaluate(
         runner.model(model), Plan(default=Precision.INT8), settings=runner.settings(CalibrationMethod.ENTROPY)
