@@ -35,7 +35,7 @@ SYNTHETIC_BANNER = (
     "Accuracy unknown: no data given — size, latency and fidelity to FP32 are measured on random inputs."
 )
 NO_LABELS_BANNER = (
-    "No labels: only fidelity to FP32 (top-1 agreement, SQNR, KL divergence) is measured on your data; "
+    "No labels: only fidelity to FP32 ({fidelity}) is measured on your data; "
     "accuracy is not known, so pages that judge plans by accuracy say so instead."
 )
 _SUFFIX = re.compile(r"\.[a-z0-9]{1,8}")
@@ -241,7 +241,10 @@ def data_banner(card: Mapping[str, Any]) -> str | None:
     if card.get("synthetic"):
         return SYNTHETIC_BANNER
     if card.get("task") == "fidelity_only":
-        return NO_LABELS_BANNER
+        # Cards written before "fidelity" was kept: the figures of a classifier's outputs.
+        return NO_LABELS_BANNER.format(
+            fidelity=card.get("fidelity") or "top-1 agreement, SQNR, KL divergence"
+        )
     return None
 
 

@@ -239,7 +239,10 @@ def cmd_add_model(args: argparse.Namespace) -> int:
     what = {
         "classification": f"accuracy on {card['eval_size']} labelled samples",
         "language_model": f"accuracy and perplexity on {card['eval_size']} labelled sequences",
-    }.get(card["task"], "fidelity to FP32 only (agreement, SQNR, KL divergence)")
+    }.get(
+        card["task"],
+        f"fidelity to FP32 only ({card.get('fidelity') or 'top-1 agreement, SQNR, KL divergence'})",
+    )
     print(
         f"added {added.name!r}: {card['layers']} layers, {card['params']:,} weights, opset {card['opset']}; "
         f"measures {what}"

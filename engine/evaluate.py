@@ -491,10 +491,8 @@ def measure_built_model(
         outputs = measure.run_batched(session, eval_set.inputs)
     ref = cache.reference(model_bytes, eval_set, settings.threads)
     finite = bool(np.isfinite(outputs).all())
-    # Top-1 agreement and KL divergence compare scores over classes; one output value per example
-    # (a regressor, a single logit) has no classes: its argmax always agrees and its softmax is
-    # always 1, so both would read "perfect" whatever the plan. SQNR is its fidelity figure.
-    scored = np.ndim(ref) >= 2 and np.shape(ref)[-1] > 1
+    # Top-1 agreement and KL divergence compare scores over classes: SQNR alone for one output value.
+    scored = measure.scores_classes(ref)
     metrics: dict[str, Any] = {
         # NaN or Inf outputs: fidelity figures would be meaningless, so none are given.
         "non_finite_outputs": not finite,

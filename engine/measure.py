@@ -374,6 +374,18 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
 
 
+def scores_classes(outputs: np.ndarray) -> bool:
+    """Whether outputs are scores over classes (a last axis of 2 or more). One output value per example
+    (a regressor, a single logit) has no classes: its argmax always agrees and its softmax is always 1,
+    so top-1 agreement and KL divergence would read "perfect" whatever the plan."""
+    return np.ndim(outputs) >= 2 and np.shape(outputs)[-1] > 1
+
+
+def fidelity_figures(classes: bool) -> str:
+    """The fidelity-to-FP32 figures measured of a model's outputs, in words (see scores_classes)."""
+    return "top-1 agreement, SQNR, KL divergence" if classes else "output SQNR"
+
+
 def top1_agreement(ref_logits: np.ndarray, test_logits: np.ndarray) -> float:
     """Fraction of positions where the argmax over the last axis is the same."""
     r, t = _same_shape(ref_logits, test_logits)

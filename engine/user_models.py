@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import foreign, safe_files, user_data
+from engine import foreign, measure, safe_files, user_data
 from engine.datasets import (
     ModelBundle,
     load_model_folder,
@@ -331,8 +331,6 @@ def _check_upload(
         calib, eval_inputs, eval_labels = user_data.split_calibration(
             user_data.cast_to_specs(inputs, specs, notes), y
         )
-        if task == "fidelity_only":
-            notes.append("no labels: only fidelity to FP32 (agreement, SQNR, KL divergence) is measured")
     else:
         eval_inputs, calib = draw_random_inputs(model_bytes, specs, shapes)
         task, eval_labels = "fidelity_only", None
@@ -341,7 +339,11 @@ def _check_upload(
             "inputs"
         )
     batch_fixed = any("batch dimension" in n and "fixed at 1" in n for n in notes)
-    classes = _labels_fit_outputs(task, eval_labels, _first_outputs(model_bytes, eval_inputs, batch_fixed))
+    first_outputs = _first_outputs(model_bytes, eval_inputs, batch_fixed)
+    classes = _labels_fit_outputs(task, eval_labels, first_outputs)
+    fidelity = measure.fidelity_figures(measure.scores_classes(first_outputs))
+    if task == "fidelity_only" and data_path is not None:
+        notes.append(f"no labels: only fidelity to FP32 ({fidelity}) is measured")
     layers, fp32_only = _prepared_layers(model, out, notes)
 
     (out / "model.onnx").write_bytes(model_bytes)
@@ -362,6 +364,7 @@ def _check_upload(
         ],
         "output": model.graph.output[0].name,
         "classes": classes,
+        "fidelity": fidelity,  # the figures measured against FP32's outputs, in words
         "calib_size": len(next(iter(calib.values()))),
         "eval_size": len(next(iter(eval_inputs.values()))),
         "params": foreign.weight_count(model),

@@ -7,6 +7,7 @@ import streamlit as st
 from dashboard import cached, state, widgets
 from engine.charts import filter_results, is_baseline
 from engine.compare_tables import compare_table, layer_differences, per_class_table
+from engine.measure import fidelity_figures
 
 # The results picked are kept per model (state.COMPARE_PICKS), not only in the widget's key:
 # Streamlit drops a widget's value in a run that does not draw it (on another page), and the widget
@@ -91,8 +92,7 @@ st.dataframe(
 if not labelled:
     st.caption(
         f"Accuracy: n/a (no labels). {model} was added without labelled data, so accuracy cannot be "
-        "measured; compare the plans by their fidelity to FP32 instead: top-1 agreement, SQNR and KL "
-        "divergence."
+        f"measured; compare the plans by their fidelity to FP32 instead: {fidelity_figures(not classless)}."
     )
 st.caption(
     "Latency differences inside the 95% intervals are noise on this shared machine. Against the first "

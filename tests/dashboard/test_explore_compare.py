@@ -12,7 +12,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from dashboard import cached, state
+from dashboard import cached, state, upload_logic
 from engine.types import Plan, Precision
 from engine.user_models import models_dir
 from tests.dashboard.conftest import app, wait_for_jobs
@@ -190,6 +190,13 @@ def test_explore_plots_output_sqnr_for_a_model_with_one_output_value(results: di
     table = at.dataframe[0].value
     assert "agreement_pct" not in table.columns and "kl_divergence" not in table.columns
     assert float(table["sqnr_db"].iloc[1]) > 0
+    said = _texts(at.caption)  # review: it named the figures a one-output model lacks
+    assert "fidelity to FP32 instead: output SQNR." in said and "KL" not in said
+    card = cached.cards()[SCALAR]
+    assert "no labels: only fidelity to FP32 (output SQNR) is measured" in card["notes"]
+    assert "(output SQNR) is measured on your data" in str(upload_logic.data_banner(card))
+    blind = cached.cards()[BLIND]
+    assert "(top-1 agreement, SQNR, KL divergence)" in str(upload_logic.data_banner(blind))
 
 
 def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[str]]) -> None:
@@ -202,6 +209,7 @@ def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[
     assert table["sqnr_db"].iloc[0].startswith("∞") and float(table["sqnr_db"].iloc[1]) > 0
     assert table["kl_divergence"].notna().all()
     assert "Accuracy: n/a (no labels)" in _texts(at.caption)
+    assert "instead: top-1 agreement, SQNR, KL divergence." in _texts(at.caption)
     assert "accuracy is compared example by example" not in _texts(at.caption)  # there is none
 
 

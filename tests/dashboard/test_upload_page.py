@@ -106,7 +106,8 @@ def test_unlabelled_and_labelled_cards(added: dict[str, str]) -> None:
     at = app(model=added["unlabelled"])
     at.run()
     assert not at.exception
-    assert upload_logic.NO_LABELS_BANNER in _texts(at.info)
+    said = upload_logic.NO_LABELS_BANNER.format(fidelity="top-1 agreement, SQNR, KL divergence")
+    assert said in _texts(at.info)
     assert not at.warning
     at = app(model=added["labelled"])
     at.run()
