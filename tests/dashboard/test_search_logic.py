@@ -213,3 +213,13 @@ def test_a_uniform_plan_has_no_latency_prediction_of_its_own() -> None:
 
     frame = trials_frame([trial("u", "anchor"), trial("p", "predictor")], {"accuracy": 0.9})
     assert math.isnan(frame.loc[0, "predicted_latency_ms"]) and frame.loc[1, "predicted_latency_ms"] == 0.383
+
+
+def test_every_search_form_field_has_one_widget() -> None:
+    """The form's fields are named twice (search_logic.FORM_FIELDS and the widgets of
+    state.SEARCH_FORM_KEYS): a field added to one only would be silently neither kept nor restored."""
+    from dashboard import state
+    from dashboard.search_logic import FORM_FIELDS
+
+    assert tuple(state.SEARCH_FORM_KEYS) == FORM_FIELDS
+    assert len(set(state.SEARCH_FORM_KEYS.values())) == len(FORM_FIELDS)
