@@ -14,7 +14,7 @@ from engine.measure import make_session, sqnr_db
 from engine.model_io import layer_table, prepare_model
 from engine.quantize import node_precisions, quantize_plan, realized_precisions, resolve_plan
 from engine.types import CalibrationMethod, Plan, PlanError, Precision
-from tests.models import tiny_cnn, tiny_transformer
+from tests.models import export, tiny_cnn, tiny_transformer
 
 
 class Prepared:
@@ -66,18 +66,40 @@ def test_entropy_calibration_clips_inside_minmax(cnn: Prepared, tmp_path: Path):
     assert narrower >= len(minmax) // 4, f"Entropy clipped only {narrower} of {len(minmax)} ranges"
 
 
+@pytest.fixture(scope="module")
+def one_conv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded single-Conv model: two calibrated tensors (its input and output), which keeps the
+    Entropy search fast on the wide histograms an outlier makes."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("conv") / "prepared.onnx"
+    path.write_bytes(prepare_model(export(torch.nn.Conv2d(1, 4, 3), torch.zeros(1, 1, 8, 8), "input")))
+    return path
+
+
 @pytest.mark.parametrize("method", [CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE])
 def test_histogram_calibration_takes_a_split_that_is_no_whole_number_of_batches(
-    cnn: Prepared, tmp_path: Path, method: CalibrationMethod
+    one_conv: Path, tmp_path: Path, method: CalibrationMethod
 ) -> None:
     """Helper QA: Entropy and Percentile failed on an added model whose calibration split was 30
-    samples (batches of 16 and 14: 'inhomogeneous shape'); MinMax took it."""
-    x = np.random.default_rng(5).random((30, *cnn.feeds["input"].shape[1:]), dtype=np.float32)
-    ranges = _ranges(calibrate(cnn.path, {"input": x}, method, tmp_path / "ranges.json"))
-    minmax = _ranges(calibrate(cnn.path, {"input": x}, CalibrationMethod.MINMAX, tmp_path / "minmax.json"))
-    assert ranges.keys() == minmax.keys()
-    for name, (low, high) in minmax.items():  # the 14 last samples were seen: inside the extremes of all 30
+    samples (batches of 16 and 14: 'inhomogeneous shape'); MinMax took it. The 14 samples past the
+    whole batch must be calibrated, not dropped: there they are 3 times larger than the first 16,
+    so every range must widen over the ranges of the first 16 alone."""
+    x = np.random.default_rng(5).random((30, 1, 8, 8), dtype=np.float32)
+    x[16:] *= 3  # more would do, but Entropy's search grows with the square of the histogram's width
+    ranges = _ranges(calibrate(one_conv, {"input": x}, method, tmp_path / "ranges.json"))
+    first16 = _ranges(calibrate(one_conv, {"input": x[:16]}, method, tmp_path / "first16.json"))
+    minmax = _ranges(calibrate(one_conv, {"input": x}, CalibrationMethod.MINMAX, tmp_path / "minmax.json"))
+    assert ranges.keys() == minmax.keys() == first16.keys() and "input" in ranges
+    for name, (low, high) in minmax.items():  # inside the extremes of all 30
         assert low - 1e-6 <= ranges[name][0] <= ranges[name][1] <= high + 1e-6, name
+    for name, (low, high) in ranges.items():
+        widened = (high - low) / (first16[name][1] - first16[name][0])
+        assert widened > 2, (
+            f"{name}: range {ranges[name]} is {widened:.2f} x that of the first 16 {first16[name]}"
+        )
+    assert ranges["input"][1] > 0.9 * x.max(), ranges["input"]
 
 
 def test_calibration_writes_nothing_beside_the_shared_model(
