@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dashboard import report_files
+from dashboard.job_stops import JobStopped, StopRequests
 from engine import report as engine_report
 from engine.api import Engine
 from engine.charts import model_identity
@@ -97,6 +98,7 @@ class Runner:
         # of this process) shows the pass it left, and counts only its probes as still to come.
         # A running pass's model, precisions and calibration, by job: a reloaded page takes its picks.
         self._probing: dict[str, tuple[str, tuple[Precision, ...], CalibrationMethod]] = {}
+        self.stops = StopRequests()  # the Stop buttons of long jobs
 
     def model(self, name: str) -> ModelBundle:
         with self._model_lock:  # Engine caches bundles in a plain dict
@@ -254,7 +256,13 @@ class Runner:
             finally:
                 self._probing.pop(job_id, None)
 
-        job_id = self._start("sensitivity", model_name, f"Sensitivity pass on {model_name}{labels}", tracked)
+        job_id = self._start(
+            "sensitivity",
+            model_name,
+            f"Sensitivity pass on {model_name}{labels}",
+            tracked,
+            stopped="What was measured is kept: press Run sensitivity pass again to continue from there.",
+        )
         self._probing.setdefault(job_id, (model_name, probed, settings.calibration))
         return job_id
 
@@ -293,7 +301,14 @@ class Runner:
             result = run_search(self.engine, bundle, spec, settings, on_progress=progress)
             return f"Search on {model_name}: {result.message}"
 
-        return self._start("search", model_name, f"Searching mixed-precision plans for {model_name}", work)
+        return self._start(
+            "search",
+            model_name,
+            f"Searching mixed-precision plans for {model_name}",
+            work,
+            stopped="The plans measured so far are kept and drawn: press Find best plans again with the same "
+            "settings to continue from there.",
+        )
 
     def active_jobs(self, kind: str, model_name: str) -> list[dict[str, Any]]:
         """The model's queued or running jobs of a kind ("search", "report", ...), oldest first."""
@@ -400,6 +415,8 @@ class Runner:
                 advice="What was measured is kept: press Measure the presets first again to continue from "
                 "there; if it repeats, restart the app (its worker processes restart with it).",
                 executor=self._presets,
+                stopped="What was measured is kept: press Measure the presets first again to continue from "
+                "there.",
             )
 
     def preset_failures(self, model_name: str) -> list[dict[str, Any]]:
@@ -427,10 +444,14 @@ class Runner:
         advice: str = "What was measured is kept: press the button again to continue from there; if it "
         "repeats, restart the app (its worker processes restart with it).",
         executor: ThreadPoolExecutor | None = None,
+        stopped: str | None = None,
     ) -> str:
         """Run work(report) on a long-job thread, its progress and outcome in a job row; job id.
-        `advice`: what a failure message tells the user to do next."""
+        `advice`: what a failure message tells the user to do next. `stopped`: given, the job takes a
+        Stop (dashboard.job_stops), and this is what its end then tells the user."""
         job_id = f"{kind}-{uuid.uuid4().hex[:12]}"
+        if stopped is not None:
+            self.stops.open(job_id)
         self.store.upsert_job(
             job_id,
             kind=kind,
@@ -441,12 +462,20 @@ class Runner:
         )
 
         def report(progress: float, message: str) -> None:
+            self.stops.check(job_id)  # a Stop pressed since the last report ends the job here
             self.store.upsert_job(job_id, progress=min(max(progress, 0.0), 1.0), message=f"{what}: {message}")
 
         def run() -> None:
             started = time.monotonic()
             try:
                 self.store.upsert_job(job_id, state="done", progress=1.0, message=work(report))
+            except JobStopped:  # asked for: it ended as the user wanted, not failed
+                took = time.monotonic() - started
+                self.store.upsert_job(
+                    job_id,
+                    state="done",
+                    message=f"{what}: stopped after {took:.0f} s, as you asked. {stopped}",
+                )
             except Exception as e:  # no traceback on screen: what failed, why, what to try
                 reason = (str(e).strip() or "no reason given").splitlines()[0]
                 self.store.upsert_job(
@@ -455,6 +484,8 @@ class Runner:
                     message=f"{what} stopped after {time.monotonic() - started:.0f} s "
                     f"({type(e).__name__}: {reason}). {advice}",
                 )
+            finally:
+                self.stops.close(job_id)
 
         (executor or self._long).submit(run)
         return job_id

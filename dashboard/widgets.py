@@ -35,14 +35,35 @@ def jobs_panel() -> None:
             state.put(state.WATCHED, ids)
             st.rerun(scope="app")
         state.put(state.WATCHED, watched | ids)
+        stops = cached.runner().stops
         for job in active:
-            st.progress(
-                max(0.02, float(job["progress"] or 0)),
-                text=f"⏳ {job['message']} · started {_ago(job['created_at'])}. You can keep working.",
+            job_id = job["job_id"]
+            text = f"⏳ {job['message']} · started {_ago(job['created_at'])}. You can keep working."
+            if stops.asked(job_id):  # it ends at its next progress report: a plan landing, a profile
+                text = f"⏹ Stopping: {job['message']}. The plans being measured now are dropped."
+            if not stops.stoppable(job_id):
+                st.progress(max(0.02, float(job["progress"] or 0)), text=text)
+                continue
+            bar, button = st.columns([12, 1], vertical_alignment="bottom")
+            bar.progress(max(0.02, float(job["progress"] or 0)), text=text)
+            # A callback: it runs before the rerun the press starts, so that run already says "Stopping".
+            button.button(
+                "Stop",
+                key=f"qd_stop_{job_id}",
+                disabled=stops.asked(job_id),
+                help="Stop after the plans being measured now (they are dropped). What was measured is "
+                "kept: start it again to continue from there.",
+                on_click=_stop,
+                args=(job_id,),
             )
         _failures()
 
     panel()
+
+
+def _stop(job_id: str) -> None:
+    # No toast here: elements drawn in a fragment's callback land at the top of the page.
+    cached.runner().stops.request(job_id)
 
 
 # What to press to run a job again that a restart interrupted, by the job's kind.
