@@ -327,14 +327,21 @@ class Engine:
                 queued.add(job.key)
                 todo.append(i)
 
-        def finish(i: int, status: str, value: Any, error: str | None, duration: float) -> None:
-            record = self._record(
-                bundle, jobs[i], status=status, value=value, error=error, duration_s=duration,
-                source=source,
-            )  # fmt: skip
-            results[i] = record
-            if on_done:
-                on_done(i, record)
+        def finish(outcomes: list[tuple[int, str, Any, str | None, float]]) -> None:
+            # Every plan a task measured is stored before any is reported: a report that raises (a
+            # Stop pressed on the page) must not drop the group's other measured plans.
+            records = [
+                (i, self._record(
+                    bundle, jobs[i], status=status, value=value, error=error, duration_s=duration,
+                    source=source,
+                ))
+                for i, status, value, error, duration in outcomes
+            ]  # fmt: skip
+            for i, record in records:
+                results[i] = record
+            for i, record in records:
+                if on_done:
+                    on_done(i, record)
 
         groups = _groups(todo, together) if not settings.latency else [[i] for i in todo]
         alone = self._run_groups(bundle, jobs, groups, finish)
@@ -352,7 +359,7 @@ class Engine:
         bundle: ModelBundle,
         jobs: list[Job],
         groups: list[list[int]],
-        finish: Callable[[int, str, Any, str | None, float], None],
+        finish: Callable[[list[tuple[int, str, Any, str | None, float]]], None],
     ) -> list[int]:
         """Measure each group (one plan: evaluate_task; more: evaluate_together_task); returns the
         plans of groups whose task failed as a whole."""
@@ -365,15 +372,19 @@ class Engine:
 
         def settle(group: list[int], status: str, value: Any, error: str | None, duration: float) -> None:
             if len(group) == 1:
-                finish(group[0], status, value, error, duration)
+                finish([(group[0], status, value, error, duration)])
             elif status != "ok":
                 failed.extend(group)
             else:
-                for i, entry in zip(group, value, strict=True):
-                    if "error" in entry:
-                        finish(i, "failed", None, entry["error"], duration / len(group))
-                    else:
-                        finish(i, "ok", entry, None, duration / len(group))
+                share = duration / len(group)
+                finish(
+                    [
+                        (i, "failed", None, entry["error"], share)
+                        if "error" in entry
+                        else (i, "ok", entry, None, share)
+                        for i, entry in zip(group, value, strict=True)
+                    ]
+                )
 
         if self.pool is None:
             for group in groups:

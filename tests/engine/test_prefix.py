@@ -152,3 +152,22 @@ def test_shared_tensors_too_large_to_hold_mean_each_variant_runs_whole(  # type:
     (out,) = run_variants(fp32, [variant], resnet["inputs"], threads=1)
     whole = measure.run_batched(measure.make_session(variant, 1), resnet["inputs"])
     np.testing.assert_array_equal(out, whole)
+
+
+def test_a_report_that_raises_drops_none_of_the_groups_measured_plans(tmp_path: Path) -> None:
+    """Review: a Stop pressed on the page raises from the first plan's report; the group's other plans,
+    measured in the same task, were never stored (each was stored just before its own report)."""
+
+    class Stopped(Exception):
+        pass
+
+    def stop(_: int, __: dict[str, Any]) -> None:
+        raise Stopped
+
+    eng = Engine(store=ResultStore(tmp_path / "r.sqlite"), home=tmp_path, settings=SETTINGS)
+    bundle = eng.model("digits_cnn")
+    plans = _probe_plans(eng, bundle, (2, 3))
+    with pytest.raises(Stopped):
+        eng.evaluate_many(bundle, plans, together=[list(range(len(plans)))], on_done=stop)
+    stored = [eng.cached(eng.job(bundle, p)) for p in plans]
+    assert all(r is not None and r["status"] == "ok" for r in stored), [r is not None for r in stored]
