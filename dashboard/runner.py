@@ -294,8 +294,10 @@ class Runner:
 
         def work(report: Callable[[float, str], None]) -> str:
             def progress(p: SearchProgress) -> None:
-                # The sensitivity and profile phases come before the budget: a sliver of the bar.
+                # The sensitivity and profile phases come before the budget: a sliver of the bar. Its
+                # "done" report is the whole bar: nothing is left to stop (see _start's report).
                 share = 0.05 if p.phase in ("sensitivity", "profile") else p.measured / max(p.budget, 1)
+                share = 1.0 if p.phase == "done" else share
                 report(share, p.message)
 
             result = run_search(self.engine, bundle, spec, settings, on_progress=progress)
@@ -422,10 +424,8 @@ class Runner:
     def preset_failures(self, model_name: str) -> list[dict[str, Any]]:
         """The failed results of the model's preset plans, once its latest presets job has ended: the
         Report page says why, in any tab, until each is measured (pressed again, or on the Plan page)."""
-        jobs = [
-            j for j in self.store.list_jobs() if j["kind"] == PRESETS_JOB and j["model_name"] == model_name
-        ]
-        if not jobs or jobs[-1]["state"] != "done":
+        last = self.last_job(PRESETS_JOB, model_name)
+        if last is None or last["state"] != "done":
             return []
         bundle = self.model(model_name)
         layers = self.engine.layers(bundle)
@@ -462,18 +462,23 @@ class Runner:
         )
 
         def report(progress: float, message: str) -> None:
-            self.stops.check(job_id)  # a Stop pressed since the last report ends the job here
+            # A Stop pressed since the last report ends the job here; not at its last report (all
+            # its work is done then: it would be told to continue what has nothing left).
+            if progress < 1.0:
+                self.stops.check(job_id)
             self.store.upsert_job(job_id, progress=min(max(progress, 0.0), 1.0), message=f"{what}: {message}")
 
         def run() -> None:
             started = time.monotonic()
             try:
+                self.stops.check(job_id)  # stopped while it waited for a thread: it does nothing
                 self.store.upsert_job(job_id, state="done", progress=1.0, message=work(report))
             except JobStopped:  # asked for: it ended as the user wanted, not failed
                 took = time.monotonic() - started
                 self.store.upsert_job(
                     job_id,
                     state="done",
+                    outcome="stopped",
                     message=f"{what}: stopped after {took:.0f} s, as you asked. {stopped}",
                 )
             except Exception as e:  # no traceback on screen: what failed, why, what to try
@@ -489,6 +494,11 @@ class Runner:
 
         (executor or self._long).submit(run)
         return job_id
+
+    def last_job(self, kind: str, model_name: str) -> dict[str, Any] | None:
+        """The model's latest job of a kind, in any state (None if it has had none)."""
+        jobs = [j for j in self.store.list_jobs() if j["kind"] == kind and j["model_name"] == model_name]
+        return jobs[-1] if jobs else None
 
     def close(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)

@@ -70,6 +70,15 @@ def section(page: SearchPage, form_now: dict[str, Any]) -> None:
 def _recommended(page: SearchPage, shown: _Shown, search_running: bool) -> None:
     trials = shown.trials()
     recommended, message = shown.recommendation(trials)
+    last = page.runner.last_job("search", page.model)
+    stopped = last is not None and last.get("outcome") == "stopped"
+    if stopped and not search_running and 0 < len(trials) < shown.spec.max_evaluations:
+        # Without this, the best of the plans measured before the Stop reads as the search's answer.
+        st.info(
+            f"You stopped this search after {len(trials)} of its {shown.spec.max_evaluations} plans: what "
+            "follows is the best of those. Find best plans with the same settings continues it; nothing is "
+            "measured twice."
+        )
     if search_running:
         st.info("Searching: plans appear on the plots and in the table as they are measured.")
     elif trials.empty:

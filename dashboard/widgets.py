@@ -40,7 +40,7 @@ def jobs_panel() -> None:
             job_id = job["job_id"]
             text = f"⏳ {job['message']} · started {_ago(job['created_at'])}. You can keep working."
             if stops.asked(job_id):  # it ends at its next progress report: a plan landing, a profile
-                text = f"⏹ Stopping: {job['message']}. The plans being measured now are dropped."
+                text = f"⏹ Stopping when the next plan lands: {job['message']}."
             if not stops.stoppable(job_id):
                 st.progress(max(0.02, float(job["progress"] or 0)), text=text)
                 continue
@@ -51,12 +51,13 @@ def jobs_panel() -> None:
                 "Stop",
                 key=f"qd_stop_{job_id}",
                 disabled=stops.asked(job_id),
-                help="Stop after the plans being measured now (they are dropped). What was measured is "
-                "kept: start it again to continue from there.",
+                help="Stops when the next plan lands; plans still being measured then are cancelled. What "
+                "was measured is kept: start it again to continue from there.",
                 on_click=_stop,
                 args=(job_id,),
             )
         _failures()
+        _stopped()
 
     panel()
 
@@ -77,39 +78,49 @@ _AGAIN = {
 }
 
 
-def _failures() -> None:
+def _recent(states: list[str]) -> list[dict[str, Any]]:
+    """Jobs in these states that changed in the last minutes and this session has not dismissed."""
     dismissed = set(state.get(state.DISMISSED, set()))
     since = (datetime.now(UTC) - _RECENT).isoformat()
-    failed = [
-        j
-        for j in cached.runner().store.list_jobs(["failed", "stale"])
-        if j["updated_at"] >= since and j["job_id"] not in dismissed
-    ]
-    for job in failed:
-        cols = st.columns([12, 1])
+    jobs = cached.runner().store.list_jobs(states)
+    return [j for j in jobs if j["updated_at"] >= since and j["job_id"] not in dismissed]
+
+
+def _said(job: dict[str, Any], text: str, kind: str) -> None:
+    """What a job said, as an st.error, st.info or st.success (`kind`), with Dismiss beside it."""
+    cols = st.columns([12, 1])
+    {"error": cols[0].error, "info": cols[0].info, "success": cols[0].success}[kind](
+        text, icon="⏹" if kind == "info" else None
+    )
+    if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
+        dismiss(job["job_id"])
+        st.rerun(scope="app")
+
+
+def _failures() -> None:
+    for job in _recent(["failed", "stale"]):
         if job["state"] == "stale":
             again = _AGAIN.get(job.get("kind") or "", _AGAIN["evaluate"])
-            cols[0].error(f"{job['message']}: interrupted because the app restarted. {again}")
+            text = f"{job['message']}: interrupted because the app restarted. {again}"
         else:
-            cols[0].error(job["message"] or "The evaluation failed for an unknown reason. Try again.")
-        if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
-            dismiss(job["job_id"])
-            st.rerun(scope="app")
+            text = job["message"] or "The evaluation failed for an unknown reason. Try again."
+        _said(job, text, "error")
+
+
+def _stopped() -> None:
+    """Jobs the user stopped in the last minutes: what they kept and how to continue, until dismissed
+    (the bar that had the Stop button is gone, and a stopped search shows its plans as if it had ended)."""
+    for job in _recent(["done"]):
+        if job.get("outcome") == "stopped":
+            _said(job, job["message"], "info")
 
 
 def recent_done(kind: str) -> None:
     """What jobs of `kind` that ended well in the last minutes said (markdown), each with Dismiss:
     for work whose own page may be gone (a reload during an add), so its outcome is not lost."""
-    dismissed = set(state.get(state.DISMISSED, set()))
-    since = (datetime.now(UTC) - _RECENT).isoformat()
-    for job in cached.runner().store.list_jobs(["done"]):
-        if job.get("kind") != kind or job["updated_at"] < since or job["job_id"] in dismissed:
-            continue
-        cols = st.columns([12, 1])
-        cols[0].success(job["message"])
-        if cols[1].button("Dismiss", key=f"qd_dismiss_{job['job_id']}"):
-            dismiss(job["job_id"])
-            st.rerun()
+    for job in _recent(["done"]):
+        if job.get("kind") == kind:
+            _said(job, job["message"], "success")
 
 
 def dismiss(job_id: str) -> None:

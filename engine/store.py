@@ -71,7 +71,9 @@ FRAME_COLUMNS = (
     *FLAT_COLUMNS,
     "metrics",
 )
-_JOB_FIELDS = ("kind", "model_name", "result_key", "state", "progress", "message")
+_JOB_FIELDS = ("kind", "model_name", "result_key", "state", "progress", "message", "outcome")
+# How a "done" job ended when it is not the work's own end: "stopped" (the user pressed Stop).
+JOB_OUTCOMES = ("stopped",)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -113,6 +115,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress REAL NOT NULL DEFAULT 0,
     message TEXT,
     owner TEXT,
+    outcome TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -200,6 +203,8 @@ class ResultStore:
             job_columns = {row[1] for row in cur.execute("PRAGMA table_info(jobs)")}
             if "owner" not in job_columns:  # a store written before jobs recorded their owner
                 cur.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "outcome" not in job_columns:  # a store written before jobs could be stopped
+                cur.execute("ALTER TABLE jobs ADD COLUMN outcome TEXT")
             cur.execute(
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -331,14 +336,17 @@ class ResultStore:
         state: str | None = None,
         progress: float | None = None,
         message: str | None = None,
+        outcome: str | None = None,
     ) -> dict[str, Any]:
         """Create a job (state defaults to "queued") or update the fields given; returns it."""
         if state is not None and state not in JOB_STATES:
             raise ValueError(f"unknown job state {state!r}; expected one of {JOB_STATES}")
+        if outcome is not None and outcome not in JOB_OUTCOMES:
+            raise ValueError(f"unknown job outcome {outcome!r}; expected one of {JOB_OUTCOMES}")
         given = {
             k: v
             for k, v in zip(
-                _JOB_FIELDS, (kind, model_name, result_key, state, progress, message), strict=True
+                _JOB_FIELDS, (kind, model_name, result_key, state, progress, message, outcome), strict=True
             )
             if v is not None
         }

@@ -292,6 +292,21 @@ def test_store_from_before_job_owners_gains_the_column(tmp_path: Path):
         assert store.get_job("old")["state"] == "stale"
 
 
+def test_store_from_before_stops_gains_the_outcome_column(tmp_path: Path):
+    path = tmp_path / "old.sqlite"
+    with ResultStore(path) as store:
+        store.upsert_job("old", state="done", message="measured")
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE jobs DROP COLUMN outcome")  # as a store written before jobs could be stopped
+    con.commit()
+    con.close()
+    with ResultStore(path) as store:
+        assert store.get_job("old")["outcome"] is None
+        assert store.upsert_job("new", state="done", outcome="stopped")["outcome"] == "stopped"
+        with pytest.raises(ValueError, match="unknown job outcome 'cancelled'"):
+            store.upsert_job("new", outcome="cancelled")
+
+
 def test_default_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("QUANTDASH_STORE", raising=False)
     monkeypatch.setenv("QUANTDASH_HOME", str(tmp_path / "home"))
