@@ -68,8 +68,8 @@ def latest(root: Path, model: str, model_id: str) -> dict[str, Any] | None:
 
 
 def measured_since(results: pd.DataFrame, record: Mapping[str, Any]) -> int:
-    """How many of the model's results (store.to_frame rows of its network, whatever name they were
-    measured under) were measured after the report was built: what it does not show."""
+    """How many of these results (store.to_frame rows: the plans a report of the model considers) were
+    measured after the report was built: what it does not show."""
     built = str(record.get("built_at_iso") or "")
     if results.empty or not built:
         return 0

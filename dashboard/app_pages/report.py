@@ -148,11 +148,11 @@ if st.button(
 built = report_files.latest(runner.engine.home / "reports", model, cached.model_id(model))
 if built is not None:
     st.caption(md(f"Built {built['built_at']} for {built['goal']}, in {built['out_dir']}."))
-    # By network, as the report itself reads them: the same files measured under another name count.
+    # Only plans the report would consider (rec.candidates: by network, so the same files measured under
+    # another name count); a sensitivity probe, with no latency, is none it could show.
     bundle = runner.model(model)
-    later = report_files.measured_since(
-        runner.store.to_frame(network=(bundle.model_hash, bundle.data_hash)), built
-    )
+    results = runner.store.to_frame(network=(bundle.model_hash, bundle.data_hash))
+    later = report_files.measured_since(results[results["key"].isin(rec.candidates["key"])], built)
     if later:
         st.info(
             f"{later} plan{' was' if later == 1 else 's were'} measured after this report was built: "

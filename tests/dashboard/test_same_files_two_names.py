@@ -16,6 +16,7 @@ import pytest
 from dashboard import cached, report_files, state
 from engine.goal import parse_goal
 from engine.report import recommendation_for
+from engine.sensitivity import sensitivity_settings
 from engine.types import Plan, Precision
 from tests.dashboard.conftest import app, wait_for_jobs
 from tests.models import tiny_cnn
@@ -87,6 +88,11 @@ def test_the_second_names_report_counts_plans_measured_since_under_the_first(
     first = runner.engine.model(FIRST)
     layer = runner.engine.layers(first)[0].name
     runner.engine.evaluate(first, Plan(layers={layer: Precision.W8A16}))
+    # A sensitivity probe (no latency) is no plan a report could show: not counted (review).
+    probe = runner.engine.evaluate(
+        first, Plan(layers={layer: Precision.FP16}), settings=sensitivity_settings(runner.settings())
+    )
+    assert probe["status"] == "ok" and not probe["metrics"].get("latency")
     at.run()
     assert not at.exception
     said = " ".join(i.value for i in at.info)
