@@ -183,9 +183,7 @@ def measured_text(record: dict[str, Any]) -> str:
     size_words = f"size {fmt_bytes(size)}"
     if size and fp32 and not fp32_plan:
         size_words += f", {fp32 / size:.2f}× smaller than FP32"
-    # The FP32 plan against itself is +0.00 pp with a zero-width interval: say its accuracy alone.
-    accuracy = accuracy_text(record, with_delta=not fp32_plan)
-    accuracy = ("accuracy " if m.get("accuracy") is not None else "") + accuracy
+    accuracy = ("accuracy " if m.get("accuracy") is not None else "") + accuracy_text(record)
     parts = [str(record.get("plan_summary") or "?"), accuracy, size_words]
     lat = (m.get("latency") or {}).get("1")
     if lat:
@@ -201,8 +199,11 @@ def measured_text(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def accuracy_text(record: dict[str, Any], *, with_delta: bool = True) -> str:
+def accuracy_text(record: dict[str, Any]) -> str:
+    """Accuracy with its change vs FP32 and that change's CI; the FP32 plan's alone (against itself it
+    is +0.00 pp with a zero-width interval, which says nothing)."""
     m = record.get("metrics") or {}
+    with_delta = not is_baseline(record.get("plan"))
     if m.get("accuracy") is None:
         ppl = m.get("perplexity")
         return f"perplexity {ppl:.3f}" if ppl is not None else "no accuracy (no labels)"

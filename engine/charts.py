@@ -250,7 +250,7 @@ def hover_text(row: Mapping[str, Any]) -> str:
         d, lo, hi = (
             row.get(c) for c in ("accuracy_delta", "accuracy_delta_ci_low", "accuracy_delta_ci_high")
         )
-        if finite_number(d):
+        if finite_number(d) and not row.get("baseline"):  # FP32 against itself: +0.00, a 0-wide CI
             text += f", change vs FP32 {d * 100:+.2f} pp"
             if finite_number(lo) and finite_number(hi):
                 text += f" (95% CI {lo * 100:+.2f} to {hi * 100:+.2f})"

@@ -299,3 +299,17 @@ def test_explore_does_not_show_another_models_result_as_the_selected_plan(
     at.button(key="qd_load_plan").click().run()
     assert not at.exception
     assert at.session_state[state.MODEL] == REUSED and at.query_params["result"] == mine
+
+
+def test_the_selected_fp32_plans_accuracy_is_given_without_a_change_against_itself(
+    results: dict[str, list[str]],
+) -> None:
+    """Review: Explore's caption for the FP32 plan read '+0.00 pp vs FP32 (95% CI +0.00 to +0.00)'."""
+    at = app(model=OTHER, result=results["other"][0])
+    at.switch_page("app_pages/explore.py").run()
+    assert not at.exception
+    (said,) = [c for c in _texts(at.caption).splitlines() if c.startswith("Accuracy: ")]
+    assert re.fullmatch(r"Accuracy: \d+\.\d\d%", said), said
+    at = app(model=OTHER, result=results["other"][1])  # INT8: its change, with the interval
+    at.switch_page("app_pages/explore.py").run()
+    assert "pp vs FP32 (95% CI " in _texts(at.caption)

@@ -413,3 +413,10 @@ def test_latency_changes_are_drawn_with_the_paired_intervals_and_dominated_bars_
     )
     assert list(dominated.customdata) == ["bad"] and dominated.error_x.array[0] == pytest.approx(10.0)
     assert dominated.error_x.color.endswith(", 0.35)") and front.error_x.color.endswith(", 1.0)")
+
+
+def test_the_fp32_points_hover_gives_its_accuracy_not_a_change_against_itself(frame: pd.DataFrame) -> None:
+    """Review: the FP32 star read 'change vs FP32 +0.00 pp (95% CI +0.00 to +0.00)'."""
+    out = with_derived(filter_results(frame, ["m"])).set_index("key")
+    assert "accuracy 90.00%" in out.loc["base", "hover"] and "change vs FP32" not in out.loc["base", "hover"]
+    assert "change vs FP32 -1.00 pp (95% CI -3.00 to +1.00)" in out.loc["int8", "hover"]
