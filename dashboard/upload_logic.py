@@ -19,6 +19,7 @@ import pandas as pd
 from dashboard.text import md
 from engine import safe_files
 from engine.api import Engine
+from engine.measure import fidelity_figures
 from engine.model_io import ModelError
 from engine.store import ResultStore
 from engine.synthetic import check_synthetic_sizes
@@ -28,8 +29,9 @@ FORMATS_HELP = (
     "**Model**: a `.onnx` file, or a `.zip` holding one `.onnx` and its external data files.  \n"
     "**Data** (optional): a `.npz` with one array per model input, keyed by the input's name, plus an "
     "optional `labels` array; a `.zip` of images with a `labels.csv`; or a `.csv` of feature columns "
-    "plus an optional `label` column. Without labels, only fidelity to FP32 is measured (agreement, "
-    "SQNR, KL divergence); without data, inputs are drawn at random to the model's declared shapes."
+    "plus an optional `label` column. Without labels, only fidelity to FP32 is measured (SQNR; top-1 "
+    "agreement and KL divergence too when the model outputs class scores); without data, inputs are "
+    "drawn at random to the model's declared shapes."
 )
 SYNTHETIC_BANNER = (
     "Accuracy unknown: no data given — size, latency and fidelity to FP32 are measured on random inputs."
@@ -241,10 +243,8 @@ def data_banner(card: Mapping[str, Any]) -> str | None:
     if card.get("synthetic"):
         return SYNTHETIC_BANNER
     if card.get("task") == "fidelity_only":
-        # Cards written before "fidelity" was kept: the figures of a classifier's outputs.
-        return NO_LABELS_BANNER.format(
-            fidelity=card.get("fidelity") or "top-1 agreement, SQNR, KL divergence"
-        )
+        # Cards written before "scores_classes" was kept: a classifier's figures, as they were told.
+        return NO_LABELS_BANNER.format(fidelity=fidelity_figures(card.get("scores_classes", True)))
     return None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from engine.api import Engine, EngineError
 from engine.cli_input import PLAN_FORMAT, UsageError, batch_sizes, check_threads, check_timeout, read_plan
 from engine.datasets import ModelBundle, sample_names
+from engine.measure import fidelity_figures
 from engine.model_io import ModelError
 from engine.presets import PRESET_DESCRIPTIONS, PRESETS, preset_plan
 from engine.report_text import RESULT_HEADERS, comparison_rows, format_table, layer_rows, result_rows
@@ -241,7 +242,7 @@ def cmd_add_model(args: argparse.Namespace) -> int:
         "language_model": f"accuracy and perplexity on {card['eval_size']} labelled sequences",
     }.get(
         card["task"],
-        f"fidelity to FP32 only ({card.get('fidelity') or 'top-1 agreement, SQNR, KL divergence'})",
+        f"fidelity to FP32 only ({fidelity_figures(card.get('scores_classes', True))})",
     )
     print(
         f"added {added.name!r}: {card['layers']} layers, {card['params']:,} weights, opset {card['opset']}; "

@@ -341,9 +341,11 @@ def _check_upload(
     batch_fixed = any("batch dimension" in n and "fixed at 1" in n for n in notes)
     first_outputs = _first_outputs(model_bytes, eval_inputs, batch_fixed)
     classes = _labels_fit_outputs(task, eval_labels, first_outputs)
-    fidelity = measure.fidelity_figures(measure.scores_classes(first_outputs))
+    scores_classes = measure.scores_classes(first_outputs)
     if task == "fidelity_only" and data_path is not None:
-        notes.append(f"no labels: only fidelity to FP32 ({fidelity}) is measured")
+        notes.append(
+            f"no labels: only fidelity to FP32 ({measure.fidelity_figures(scores_classes)}) is measured"
+        )
     layers, fp32_only = _prepared_layers(model, out, notes)
 
     (out / "model.onnx").write_bytes(model_bytes)
@@ -364,7 +366,7 @@ def _check_upload(
         ],
         "output": model.graph.output[0].name,
         "classes": classes,
-        "fidelity": fidelity,  # the figures measured against FP32's outputs, in words
+        "scores_classes": scores_classes,  # whether top-1 agreement and KL can be measured (measure.py)
         "calib_size": len(next(iter(calib.values()))),
         "eval_size": len(next(iter(eval_inputs.values()))),
         "params": foreign.weight_count(model),

@@ -90,9 +90,10 @@ st.dataframe(
     },
 )
 if not labelled:
+    figures = fidelity_figures("agreement_pct" not in classless)
     st.caption(
         f"Accuracy: n/a (no labels). {model} was added without labelled data, so accuracy cannot be "
-        f"measured; compare the plans by their fidelity to FP32 instead: {fidelity_figures(not classless)}."
+        f"measured; compare the plans by their fidelity to FP32 instead: {figures}."
     )
 st.caption(
     "Latency differences inside the 95% intervals are noise on this shared machine. Against the first "

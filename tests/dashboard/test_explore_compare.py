@@ -197,6 +197,7 @@ def test_explore_plots_output_sqnr_for_a_model_with_one_output_value(results: di
     assert "(output SQNR) is measured on your data" in str(upload_logic.data_banner(card))
     blind = cached.cards()[BLIND]
     assert "(top-1 agreement, SQNR, KL divergence)" in str(upload_logic.data_banner(blind))
+    assert card["scores_classes"] is False and blind["scores_classes"] is True  # facts; words are the UI's
 
 
 def test_compare_without_labels_shows_fidelity_not_none(results: dict[str, list[str]]) -> None:
