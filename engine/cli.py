@@ -114,7 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     _measure_options(rep)
 
     res = sub.add_parser("results", help="list stored results")
-    res.add_argument("--model", help="only this model: a name, or an .onnx file evaluated by its path")
+    res.add_argument(
+        "--model",
+        help="only this model: a name, or the path of an .onnx file (its results by its content, under the "
+        "names they were measured under; a file no longer there: by its file name)",
+    )
     res.add_argument("--all", action="store_true", help="include failed results")
     res.add_argument("--json", action="store_true")
     return p
@@ -388,7 +392,6 @@ def cmd_results(args: argparse.Namespace) -> int:
         with _engine(args, inline=True) as eng:
             bundle = eng.model(args.model)
             frame = eng.store.to_frame(network=(bundle.model_hash, bundle.data_hash), status=status)
-        frame = frame.assign(model_name=bundle.name)
     else:
         with _store(args) as store:
             # A file no longer on disk: its results by the name they were stored under (its file name).
