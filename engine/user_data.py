@@ -695,7 +695,11 @@ def _has_see_through_pixels(im: Any) -> bool:
     """Whether any pixel is less than fully opaque: an alpha channel of all 255 drops nothing."""
     if "A" in im.mode:
         alpha = im.getchannel("A")
-    elif "transparency" in im.info:  # a palette, grey or RGB file with one transparent colour
+    elif isinstance(im.info.get("transparency"), int) and len(im.getbands()) == 1 and im.mode != "P":
+        # A grey file (8 or 16 bits) with one transparent value: converting a 16-bit one to RGBA
+        # loses it (Pillow), so look for the value itself.
+        return bool((np.asarray(im) == im.info["transparency"]).any())
+    elif "transparency" in im.info:  # a palette or RGB file with one transparent colour
         alpha = im.convert("RGBA").getchannel("A")
     else:
         return False

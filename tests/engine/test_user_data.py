@@ -598,3 +598,21 @@ def test_task_for() -> None:
 def test_formats_help_names_the_three_formats() -> None:
     for word in (".npz", ".zip", ".csv", "labels.csv", "[0, 1]"):
         assert word in DATA_FORMATS_HELP
+
+
+def test_a_grey_file_with_a_transparent_value_is_see_through_only_where_a_pixel_has_it(
+    tmp_path: Path,
+) -> None:
+    """Review: a 16-bit grey PNG whose transparent value a pixel has was not noted (Pillow's RGBA
+    conversion of such a file loses the value)."""
+    from engine.user_data import _has_see_through_pixels
+
+    for mode, dtype, value in (("I;16", np.uint16, 1000), ("L", np.uint8, 7)):
+        pixels = np.full((4, 4), value + 1, dtype=dtype)
+        for used in (False, True):
+            pixels[0, 0] = value if used else value + 1
+            path = tmp_path / f"{mode}-{used}.png"
+            Image.fromarray(pixels).save(path, transparency=value)  # the mode follows the dtype
+            with Image.open(path) as im:
+                assert im.info.get("transparency") == value, im.info  # as a decoder gives it
+                assert _has_see_through_pixels(im) is used, (mode, used)
