@@ -288,7 +288,10 @@ class WorkerPool:
         finally:
             for handle in handles:
                 if not handle.done():
-                    handle.cancel()
+                    try:
+                        handle.cancel()
+                    except Exception:  # cancel the others, and keep the exception that ended the loop
+                        log.exception("could not cancel %s", handle.key)
         return [r for r in results if r is not None]
 
     def n_workers(self) -> int:
@@ -367,7 +370,10 @@ class WorkerPool:
             log.warning("could not reach the nanny of %s: %s", worker, exc)
         if not killed:
             # No nanny: ask the scheduler to remove the worker; a deployment system may restart it.
-            self.client.restart_workers([worker], raise_for_error=False)
+            try:
+                self.client.restart_workers([worker], raise_for_error=False)
+            except KeyError:  # the scheduler has no such worker now (an earlier kill): it is gone already
+                log.info("worker %s is gone already", worker)
 
     def _check_remote_config(self) -> None:
         try:

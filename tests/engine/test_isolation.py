@@ -160,3 +160,33 @@ def test_quantdash_scheduler_sends_work_to_an_existing_cluster(remote_scheduler:
         records = engine.evaluate_many(bundle, plans)
         assert [r["status"] for r in records] == ["ok", "ok", "ok"]
         assert len(set(pool.worker_pids().values())) == 2
+
+
+def test_killing_a_worker_the_scheduler_no_longer_has_is_done_already(pool: WorkerPool) -> None:
+    """Helper QA (e2e Stop): cancelling the tasks left when a report raised killed a worker twice when
+    two of them sat on it; the second kill's fallback raised KeyError for the worker the first had
+    removed, which replaced the Stop with a failure and left the later tasks uncancelled."""
+    gone = "tcp://127.0.0.1:1"  # no worker of this cluster
+    assert gone not in pool.worker_pids()
+    pool._kill_worker(gone)  # nothing to do, and nothing raised
+    assert pool.n_workers() >= 1  # the live workers are untouched
+
+
+def test_a_report_that_raises_ends_the_map_with_its_own_exception(pool: WorkerPool, tmp_path: Path) -> None:
+    """The tasks still queued are cancelled (workers killed and replaced), whatever a cancel meets;
+    the caller sees the exception that ended the loop."""
+
+    class Stopped(Exception):
+        pass
+
+    def stop(_: int, __: object) -> None:
+        raise Stopped
+
+    calls = [(time.sleep, (0.2 * (i + 1),), {}) for i in range(6)]  # six queued on two workers
+    with pytest.raises(Stopped):
+        pool.map_outcomes(calls, timeout_s=60, on_done=stop)
+    deadline = time.monotonic() + 60
+    while pool.n_workers() < 2:  # the killed ones come back
+        assert time.monotonic() < deadline, pool.worker_pids()
+        time.sleep(0.5)
+    assert [o.ok for o in pool.map_outcomes([(abs, (-1,), {})], timeout_s=60)] == [True]
