@@ -203,7 +203,8 @@ def accuracy_text(record: dict[str, Any]) -> str:
     """Accuracy with its change vs FP32 and that change's CI; the FP32 plan's alone (against itself it
     is +0.00 pp with a zero-width interval, which says nothing)."""
     m = record.get("metrics") or {}
-    with_delta = not is_baseline(record.get("plan"))
+    plan = record.get("plan")
+    with_delta = plan is None or not is_baseline(plan)  # a record without its plan: say what it holds
     if m.get("accuracy") is None:
         ppl = m.get("perplexity")
         return f"perplexity {ppl:.3f}" if ppl is not None else "no accuracy (no labels)"
